@@ -1,0 +1,117 @@
+"""`python -m pg_sync_assets.demo [start|stop]`: the whole thing on throwaway servers.
+
+`start` (the default) starts a source and a target PostgreSQL server, seeds the source
+with the demo tables, runs the `sync_all` job (every asset and its checks) against a
+Dagster instance in `.demo/dagster_home`, prints a summary, and leaves the servers up so
+`dagster dev` can show the same setup. `stop` stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import psycopg2
+
+from pg_sync_assets.local.servers import LocalServer, find_bindir, start_server
+
+STATE_DIR = Path(".demo")
+STATE_FILE = STATE_DIR / "servers.json"
+SEED = Path(__file__).parent / "seed.sql"
+
+
+def stop() -> None:
+    if not STATE_FILE.exists():
+        print("no demo servers are running")
+        return
+    for entry in json.loads(STATE_FILE.read_text()):
+        LocalServer(entry["name"], entry["port"], Path(entry["root"]), find_bindir()).stop()
+    STATE_FILE.unlink()
+    print("demo servers stopped")
+
+
+def _create_db(server: LocalServer, name: str) -> str:
+    conn = psycopg2.connect(server.url())
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')  # fixed literal names, demo only
+    conn.close()
+    return server.url(name)
+
+
+def start() -> int:
+    stop() if STATE_FILE.exists() else None
+    STATE_DIR.mkdir(exist_ok=True)
+    source, target = start_server("source"), start_server("target")
+    STATE_FILE.write_text(
+        json.dumps([{"name": s.name, "port": s.port, "root": str(s.root)} for s in (source, target)])
+    )
+    source_url, target_url = _create_db(source, "shop"), _create_db(target, "warehouse")
+    conn = psycopg2.connect(source_url)
+    with conn, conn.cursor() as cur:
+        cur.execute(SEED.read_text(encoding="utf-8"))
+    conn.close()
+
+    home = (STATE_DIR / "dagster_home").resolve()
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ.update(PG_SYNC_SOURCE_URL=source_url, PG_SYNC_TARGET_URL=target_url, DAGSTER_HOME=str(home))
+    from dagster import DagsterInstance
+
+    from pg_sync_assets.definitions import build_definitions
+
+    defs = build_definitions()
+    result = defs.resolve_job_def("sync_all").execute_in_process(
+        instance=DagsterInstance.get(), raise_on_error=False
+    )
+    failed = _print_summary(result)
+    print(f"""
+The demo servers keep running. To browse the same setup in the Dagster UI:
+
+  export PG_SYNC_SOURCE_URL={source_url}
+  export PG_SYNC_TARGET_URL={target_url}
+  export DAGSTER_HOME={home}
+  dagster dev            # then open http://127.0.0.1:3000
+
+Stop the servers with: python -m pg_sync_assets.demo stop""")
+    return 1 if failed or not result.success else 0
+
+
+def _print_summary(result) -> int:
+    print(f"\n{'asset':<36} {'rows':>8} {'copied':>8} {'ins':>7} {'upd':>7} {'del':>6}  checks")
+    checks: dict[str, list[str]] = {}
+    for evaluation in result.get_asset_check_evaluations():
+        mark = "ok" if evaluation.passed else "FAILED"
+        checks.setdefault(evaluation.asset_key.to_user_string(), []).append(f"{evaluation.check_name} {mark}")
+    failed = sum(1 for e in result.get_asset_check_evaluations() if not e.passed)
+    for event in result.get_asset_materialization_events():
+        mat = event.step_materialization_data.materialization
+        md = {k: v.value for k, v in mat.metadata.items()}
+        name = mat.asset_key.to_user_string()
+        print(
+            f"{name:<36} {md['dagster/row_count']:>8} {md['rows_copied']:>8} "
+            f"{md['rows_inserted']:>7} {md['rows_updated']:>7} {md['rows_deleted']:>6}  "
+            f"{', '.join(checks.get(name, []))}"
+        )
+    for event in result.all_events:
+        if event.is_step_failure:
+            print(f"FAILED step {event.step_key}: {event.step_failure_data.error.message.strip()}")
+            failed += 1
+    return failed
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0] if argv else "start"
+    if command == "stop":
+        stop()
+        return 0
+    if command == "start":
+        return start()
+    print("usage: python -m pg_sync_assets.demo [start|stop]", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,25 @@
+"""The sync engine: plain Python and psycopg2, no dagster import anywhere below here."""
+
+from .connect import ConnectionFailed, connect
+from .errors import ConfigError, LockTimeoutError, PgSyncError, SchemaMismatchError, SyncError
+from .plan import TablePlan, plan_table
+from .spec import Mode, TableRef, TableSpec
+from .sync import SyncOptions, SyncResult, sync_table
+
+__all__ = [
+    "ConfigError",
+    "ConnectionFailed",
+    "LockTimeoutError",
+    "Mode",
+    "PgSyncError",
+    "SchemaMismatchError",
+    "SyncError",
+    "SyncOptions",
+    "SyncResult",
+    "TablePlan",
+    "TableRef",
+    "TableSpec",
+    "connect",
+    "plan_table",
+    "sync_table",
+]

@@ -1,0 +1,108 @@
+"""The target table's shape: compare it with the source, or create it.
+
+Creation happens inside the final transaction, so a failed run leaves no empty table
+behind. Enums are recreated in the target with the source's labels (values keep their
+exact text); domains were already resolved to their base type by `introspect`; other
+user-defined types must exist in the target under the same name.
+"""
+
+from __future__ import annotations
+
+import re
+
+from psycopg2 import sql
+
+from .errors import SchemaMismatchError
+from .introspect import Column
+from .spec import TableRef
+
+_TYPMOD = re.compile(r"\(\d+(,\d+)?\)")
+
+
+def _unmodified(type_key: str) -> str:
+    return _TYPMOD.sub("", type_key)
+
+
+def schema_differences(source: list[Column], target: list[Column]) -> list[str]:
+    """Human-readable differences that make the target unusable; empty when it fits.
+
+    Extra target columns are allowed (they keep their defaults or NULL); a column the
+    source does not know only matters if it is NOT NULL without a default, which the
+    INSERT reports itself.
+    """
+    by_name = {c.name: c for c in target}
+    problems = []
+    for col in source:
+        other = by_name.get(col.name)
+        if other is None:
+            problems.append(f"column `{col.name}` ({col.type_key}) is missing in the target")
+        elif col.type_key != other.type_key and not (
+            not col.typmod_known and _unmodified(col.type_key) == _unmodified(other.type_key)
+        ):
+            problems.append(
+                f"column `{col.name}` is {col.type_key} in the source but {other.type_key} in the target"
+            )
+    return problems
+
+
+def require_matching_schema(table: TableRef, source: list[Column], target: list[Column]) -> None:
+    problems = schema_differences(source, target)
+    if problems:
+        raise SchemaMismatchError(
+            f"target table `{table}` does not match the source: "
+            + "; ".join(problems)
+            + ". Alter the target table (or drop it to let pg_sync_assets recreate it); nothing was written"
+        )
+
+
+def _ensure_user_types(cur, table: TableRef, columns: list[Column]) -> None:
+    for col in columns:
+        if col.user_type is None:
+            continue
+        schema, name = col.user_type
+        cur.execute(
+            "SELECT t.oid, COALESCE((SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder) "
+            "FROM pg_enum e WHERE e.enumtypid = t.oid), '{}') "
+            "FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+            "WHERE n.nspname = %s AND t.typname = %s",
+            (schema, name),
+        )
+        row = cur.fetchone()
+        if row is None and col.enum_labels:
+            cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            cur.execute(
+                sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
+                    sql.Identifier(schema, name),
+                    sql.SQL(", ").join(sql.Literal(label) for label in col.enum_labels),
+                )
+            )
+        elif row is None:
+            raise SchemaMismatchError(
+                f"column `{col.name}` of `{table}` has type {schema}.{name}, which the target "
+                "database does not have; create that type (or its extension) in the target, "
+                "or cast the column to a built-in type in a `query`"
+            )
+        elif col.enum_labels and not set(col.enum_labels) <= set(row[1]):
+            missing = [label for label in col.enum_labels if label not in row[1]]
+            raise SchemaMismatchError(
+                f"enum {schema}.{name} in the target lacks the label(s) {missing} used by "
+                f"column `{col.name}` of `{table}`; ALTER TYPE ... ADD VALUE them in the target"
+            )
+
+
+def create_target_table(cur, table: TableRef, columns: list[Column], key: tuple[str, ...]) -> None:
+    """CREATE SCHEMA/TYPE/TABLE for a missing target: same names, types, NOT NULLs, key."""
+    _ensure_user_types(cur, table, columns)
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
+    parts: list[sql.Composable] = []
+    for col in columns:
+        part = sql.SQL("{} {}").format(sql.Identifier(col.name), col.type_sql)
+        if col.generated_expr is not None:
+            # The expression text comes from the source's own catalog (pg_get_expr).
+            part = sql.SQL("{} GENERATED ALWAYS AS ({}) STORED").format(part, sql.SQL(col.generated_expr))
+        if col.not_null or col.name in key:
+            part = sql.SQL("{} NOT NULL").format(part)
+        parts.append(part)
+    if key:
+        parts.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in key)))
+    cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table.ident, sql.SQL(", ").join(parts)))

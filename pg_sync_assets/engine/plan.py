@@ -1,0 +1,92 @@
+"""What a sync of one table will move: the source columns and the key, checked
+against the source catalog. Used when definitions load (to reject a bad table list
+early) and at the start of every run (the catalog may have changed since)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg2
+from psycopg2 import sql
+
+from .errors import ConfigError
+from .introspect import Column, primary_key, query_columns, table_columns, table_exists
+from .spec import Mode, TableSpec
+from .sql import source_scope
+
+
+@dataclass(frozen=True)
+class TablePlan:
+    spec: TableSpec
+    columns: tuple[Column, ...]
+    key: tuple[str, ...]
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def key_columns(self) -> list[Column]:
+        by_name = {c.name: c for c in self.columns}
+        return [by_name[k] for k in self.key]
+
+
+def _entry(spec: TableSpec) -> str:
+    return f"table entry `{spec.name}`"
+
+
+def _read_columns(cur, spec: TableSpec) -> list[Column]:
+    if spec.source is not None:
+        if not table_exists(cur, spec.source):
+            raise ConfigError(
+                f"{_entry(spec)}: source table `{spec.source}` does not exist in the source "
+                "database; check `source` (schema.table, names as written, case-sensitive)"
+            )
+        return table_columns(cur, spec.source)
+    try:
+        return query_columns(cur, spec.query or "", spec.name)
+    except psycopg2.Error as exc:
+        cur.connection.rollback()
+        raise ConfigError(
+            f"{_entry(spec)}: `query` fails on the source: {exc.pgerror or exc}".strip()
+        ) from None
+
+
+def _check_where(cur, spec: TableSpec) -> None:
+    if not spec.where:
+        return
+    try:
+        cur.execute(sql.SQL("{} LIMIT 0").format(source_scope(spec, sql.SQL("1"))))
+    except psycopg2.Error as exc:
+        cur.connection.rollback()
+        raise ConfigError(
+            f"{_entry(spec)}: `where` condition {spec.where!r} fails on the source: "
+            f"{(exc.pgerror or str(exc)).strip()}; it must be a SQL condition on the source columns"
+        ) from None
+
+
+def plan_table(cur, spec: TableSpec) -> TablePlan:
+    """Read and check the source side of `spec`; raises ConfigError naming the entry."""
+    columns = _read_columns(cur, spec)
+    names = [c.name for c in columns]
+    key = spec.primary_key
+    if not key and spec.source is not None:
+        key = primary_key(cur, spec.source)
+    missing = [k for k in key if k not in names]
+    if missing:
+        raise ConfigError(
+            f"{_entry(spec)}: `primary_key` column(s) {missing} do not exist in the source; "
+            f"available columns: {names}"
+        )
+    if spec.incremental_column and spec.incremental_column not in names:
+        raise ConfigError(
+            f"{_entry(spec)}: `incremental_column` {spec.incremental_column!r} does not exist "
+            f"in the source; available columns: {names}"
+        )
+    if spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not key:
+        raise ConfigError(
+            f"{_entry(spec)}: mode `{spec.mode.value}` needs a key, and source "
+            f"`{spec.source_label}` has no primary key; set `primary_key: [column, ...]` "
+            "to columns that identify a row, or use mode `full_refresh`"
+        )
+    _check_where(cur, spec)
+    return TablePlan(spec, tuple(columns), tuple(key))

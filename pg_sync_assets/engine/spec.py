@@ -1,0 +1,60 @@
+"""What one configured table is: pure, frozen data shared by the engine and the
+Dagster layer. Parsing and validation of the YAML live in `pg_sync_assets.config`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from psycopg2 import sql
+
+
+class Mode(str, Enum):
+    FULL_REFRESH = "full_refresh"
+    MERGE = "merge"
+    INCREMENTAL = "incremental"
+
+
+@dataclass(frozen=True)
+class TableRef:
+    """A schema-qualified table, names taken literally (no SQL quoting)."""
+
+    schema: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> TableRef:
+        """Split `schema.table` at the first dot; a bare name means schema `public`."""
+        schema, dot, name = text.partition(".")
+        return cls(schema, name) if dot else cls("public", schema)
+
+    @property
+    def ident(self) -> sql.Identifier:
+        return sql.Identifier(self.schema, self.name)
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One entry of the table list, validated.
+
+    `source` or `query` is set, never both. `primary_key` empty means: use the source
+    table's primary key (resolved from the catalog when the sync starts).
+    """
+
+    name: str
+    target: TableRef
+    source: TableRef | None = None
+    query: str | None = None
+    primary_key: tuple[str, ...] = ()
+    mode: Mode = Mode.FULL_REFRESH
+    where: str | None = None
+    delete_missing: bool = False
+    incremental_column: str | None = None
+    partition_start: str | None = None
+
+    @property
+    def source_label(self) -> str:
+        return str(self.source) if self.source else "query"

@@ -1,0 +1,61 @@
+"""Statement building blocks shared by the engine modules.
+
+Identifiers always go through `sql.Identifier`, values through parameters. The only
+SQL text taken as is comes from the operator's own config (`where`, `query`), which is
+trusted code by design, like a dbt model; it is wrapped, never spliced into quotes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from psycopg2 import sql
+
+from .spec import TableSpec
+
+# Session settings that change how values render as text. Every session that renders
+# rows as text for a checksum or a comparison pins them, so equal data gives equal text
+# whatever the server defaults (see docs in README, "Checksums").
+PINNED_TEXT_SETTINGS: dict[str, str] = {
+    "TimeZone": "UTC",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "1",
+    "bytea_output": "hex",
+    "lc_monetary": "C",
+}
+
+
+def pin_text_settings(cur) -> None:
+    for name, value in PINNED_TEXT_SETTINGS.items():
+        cur.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+def column_list(names: Iterable[str], prefix: str | None = None) -> sql.Composed:
+    if prefix is None:
+        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
+    return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
+
+
+def where_clause(condition: str | None) -> sql.Composable:
+    if not condition:
+        return sql.SQL("")
+    return sql.SQL(" WHERE ({})").format(sql.SQL(condition))
+
+
+def source_relation(spec: TableSpec) -> sql.Composable:
+    """The source rows before `where`: the table, or the query as a subquery."""
+    if spec.query is not None:
+        return sql.SQL("({}) AS {}").format(sql.SQL(spec.query), sql.Identifier("pg_sync_query"))
+    assert spec.source is not None
+    return spec.source.ident
+
+
+def source_scope(spec: TableSpec, select_list: sql.Composable) -> sql.Composed:
+    """SELECT <select_list> FROM the source scope (table or query, plus `where`)."""
+    return sql.SQL("SELECT {} FROM {}{}").format(select_list, source_relation(spec), where_clause(spec.where))
+
+
+def target_scope(spec: TableSpec, select_list: sql.Composable) -> sql.Composed:
+    """SELECT <select_list> FROM the target scope: the rows `where` selects there."""
+    return sql.SQL("SELECT {} FROM {}{}").format(select_list, spec.target.ident, where_clause(spec.where))

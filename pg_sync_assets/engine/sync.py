@@ -1,0 +1,263 @@
+"""One table sync, start to end: plan, lock, stage, copy, merge, clean up.
+
+The target connection holds the table's advisory lock for the whole run. The staging
+table is created and filled in transactions of their own (so it is visible to other
+sessions); every change to the final table, including creating it, happens in one
+last transaction. Whatever fails, the final table is exactly as before, the staging
+table is dropped (or, if the process dies, dropped by the next run), and the error
+names the table and the stage.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import psycopg2
+from psycopg2 import errors as pg_errors
+from psycopg2 import sql
+
+from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
+from .ddl import create_target_table, require_matching_schema
+from .errors import PgSyncError, SyncError
+from .introspect import Column, table_columns
+from .merge import MergeCounts, delete_missing, merge_from_staging, replace_from_staging
+from .plan import TablePlan, plan_table
+from .spec import Mode, TableSpec
+from .staging import (
+    STAGING_SCHEMA,
+    acquire_table_lock,
+    create_staging,
+    drop_orphaned_staging,
+    drop_staging,
+    ensure_staging_schema,
+    new_staging_name,
+    release_table_lock,
+)
+
+_log = logging.getLogger("pg_sync_assets")
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    lock_timeout_ms: int = 600_000
+    merge_work_mem: str = "256MB"
+    progress_interval: float = 5.0
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    table: str
+    mode: Mode
+    rows_copied: int
+    bytes_copied: int
+    inserted: int
+    updated: int
+    deleted: int
+    target_rows: int
+    created_target: bool
+    plan: TablePlan
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    removed_orphans: tuple[str, ...] = ()
+
+    @property
+    def copy_rows_per_second(self) -> float:
+        seconds = self.stage_seconds.get("copy", 0.0)
+        return self.rows_copied / seconds if seconds > 0 else 0.0
+
+
+class _StageTimer:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        except PgSyncError:
+            raise
+        except psycopg2.Error as exc:
+            detail = (exc.pgerror or str(exc)).strip().replace("\n", " ")
+            raise SyncError(self.table, name, f"{detail}; the target table is unchanged") from exc
+        finally:
+            self.seconds[name] = round(time.monotonic() - started, 3)
+
+
+def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]:
+    if target_cols:
+        return {c.name for c in target_cols if c.generated_expr is not None}
+    return {c.name for c in plan.columns if c.generated_expr is not None}
+
+
+def _duplicate_key_error(cur, table: str, staging: str, key: list[Column]) -> SyncError:
+    cur.connection.rollback()
+    keys = sql.SQL(", ").join(sql.Identifier(c.name) for c in key)
+    cur.execute(
+        sql.SQL("SELECT ({})::text FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 3").format(
+            keys, sql.Identifier(STAGING_SCHEMA, staging), keys
+        )
+    )
+    examples = ", ".join(r[0] for r in cur.fetchall())
+    return SyncError(
+        table,
+        "merge",
+        f"the source scope has several rows for one key ({', '.join(c.name for c in key)}), "
+        f"e.g. {examples}; make the key unique in the source (or in `query`/`where`) "
+        "or set `primary_key` to columns that identify a row; the target table is unchanged",
+    )
+
+
+def _apply(
+    cur, plan: TablePlan, staging: str, copied: list[Column], rows: int, options: SyncOptions
+) -> tuple[MergeCounts, bool, int]:
+    """The final transaction's statements; the caller commits or rolls back."""
+    spec = plan.spec
+    cur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
+    created = not table_columns(cur, spec.target)
+    if created:
+        create_target_table(cur, spec.target, list(plan.columns), plan.key)
+    if spec.mode is Mode.FULL_REFRESH:
+        counts = replace_from_staging(cur, spec.target, staging, copied)
+    else:
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
+        counts = merge_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows)
+        if spec.delete_missing:
+            gone = delete_missing(cur, spec.target, staging, plan.key_columns(), spec.where)
+            counts = MergeCounts(counts.inserted, counts.updated, gone)
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+    return counts, created, cur.fetchone()[0]
+
+
+def sync_table(
+    spec: TableSpec,
+    source_conn,
+    target_conn,
+    *,
+    options: SyncOptions = SyncOptions(),
+    log: logging.Logger | None = None,
+) -> SyncResult:
+    """Copy the source scope of `spec` into its target table; see the module docstring."""
+    log = log or _log
+    label = str(spec.target)
+    timer = _StageTimer(label)
+    source_conn.rollback()
+    target_conn.rollback()
+    source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+    target_conn.autocommit = True
+    with source_conn.cursor() as scur, target_conn.cursor() as tcur:
+        with timer.stage("plan"):
+            plan = plan_table(scur, spec)
+            target_cols = table_columns(tcur, spec.target)
+            if target_cols:
+                require_matching_schema(spec.target, list(plan.columns), target_cols)
+            skip = _generated_in_target(plan, target_cols)
+            copied = [c for c in plan.columns if c.name not in skip]
+        with timer.stage("lock"):
+            acquire_table_lock(tcur, spec.target, options.lock_timeout_ms)
+        try:
+            with timer.stage("staging"):
+                ensure_staging_schema(tcur)
+                orphans = drop_orphaned_staging(tcur, spec.target)
+                if orphans:
+                    log.warning(
+                        "removed staging tables left by an earlier killed run of `%s`: %s",
+                        label,
+                        ", ".join(orphans),
+                    )
+                staging = new_staging_name(spec.target)
+                create_staging(tcur, spec.target, staging, copied)
+            try:
+                result = _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log)
+            finally:
+                _drop_staging_quietly(target_conn, staging, label, log)
+        finally:
+            _release_quietly(target_conn, spec, log)
+    return SyncResult(**result, plan=plan, stage_seconds=dict(timer.seconds), removed_orphans=tuple(orphans))
+
+
+def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log) -> dict:
+    label = str(spec.target)
+    target_conn = tcur.connection
+
+    def report(p: CopyProgress) -> None:
+        log.info(
+            "copy `%s`: %d rows so far, %.0f rows/s, %.1f MB", label, p.rows, p.rows_per_second, p.bytes / 1e6
+        )
+
+    with timer.stage("copy"):
+        target_conn.autocommit = False
+        try:
+            copied_result = stream_copy(
+                scur,
+                tcur,
+                source_copy_statement(spec, copied),
+                staging_copy_statement(staging, copied),
+                on_progress=report,
+                progress_interval=options.progress_interval,
+            )
+            target_conn.commit()
+        except BaseException:
+            _rollback_quietly(target_conn)
+            raise
+        finally:
+            _rollback_quietly(scur.connection)
+    with timer.stage("merge"):
+        try:
+            counts, created, target_rows = _apply(tcur, plan, staging, copied, copied_result.rows, options)
+            target_conn.commit()
+        except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
+            raise _duplicate_key_error(tcur, label, staging, plan.key_columns()) from None
+        except BaseException:
+            _rollback_quietly(target_conn)
+            raise
+        finally:
+            target_conn.autocommit = True
+    return dict(
+        table=label,
+        mode=spec.mode,
+        rows_copied=copied_result.rows,
+        bytes_copied=copied_result.bytes,
+        inserted=counts.inserted,
+        updated=counts.updated,
+        deleted=counts.deleted,
+        target_rows=target_rows,
+        created_target=created,
+    )
+
+
+def _rollback_quietly(conn) -> None:
+    try:
+        if not conn.closed:
+            conn.rollback()
+    except psycopg2.Error:
+        pass  # a dead connection has nothing left to roll back
+
+
+def _drop_staging_quietly(conn, staging: str, label: str, log) -> None:
+    try:
+        _rollback_quietly(conn)
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            drop_staging(cur, staging)
+    except psycopg2.Error as exc:
+        log.warning(
+            "could not drop staging table %s.%s of `%s` (%s); the next run of this table drops it",
+            STAGING_SCHEMA,
+            staging,
+            label,
+            type(exc).__name__,
+        )
+
+
+def _release_quietly(conn, spec: TableSpec, log) -> None:
+    try:
+        with conn.cursor() as cur:
+            release_table_lock(cur, spec.target)
+    except psycopg2.Error:
+        # The lock is a session lock: closing the connection releases it.
+        log.debug("advisory lock of `%s` released by closing the session", spec.target)

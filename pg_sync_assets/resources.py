@@ -1,0 +1,56 @@
+"""PostgresResource: how the Dagster layer opens sessions to a source or target database.
+
+Configured by a libpq URL (`PG_SYNC_SOURCE_URL` / `PG_SYNC_TARGET_URL`) or field by
+field (password through `EnvVar`); fields set explicitly override the URL's. The DSN is
+built here and handed to the engine; it is never logged, and connection errors carry
+only `user@host:port/dbname` and the server's own message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import ConfigurableResource
+from psycopg2.extensions import make_dsn
+from pydantic import Field
+
+from .engine.connect import DEFAULT_APPLICATION_NAME, connect
+
+
+class PostgresResource(ConfigurableResource):
+    """One PostgreSQL database; `readonly` makes every session read-only."""
+
+    url: str | None = Field(default=None, description="libpq URI; other fields override its parts")
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
+    user: str | None = None
+    password: str | None = Field(default=None, description="use EnvVar; never logged")
+    sslmode: str | None = Field(default=None, description="disable, require, verify-full...")
+    connect_timeout: int = 10
+    application_name: str = DEFAULT_APPLICATION_NAME
+    readonly: bool = False
+    role: str = Field(default="database", description="`source` or `target`, for messages")
+
+    def dsn(self) -> str:
+        overrides = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "user": self.user,
+            "password": self.password,
+            "sslmode": self.sslmode,
+            "connect_timeout": self.connect_timeout,
+        }
+        return make_dsn(self.url or "", **{k: v for k, v in overrides.items() if v is not None})
+
+    @contextmanager
+    def get_connection(self, purpose: str = "", readonly: bool = False) -> Iterator:
+        """A new session, closed on exit; read-only if this resource or the caller says so."""
+        name = f"{self.application_name} {purpose}".strip()[:63]
+        conn = connect(self.dsn(), readonly=readonly or self.readonly, application_name=name, role=self.role)
+        try:
+            yield conn
+        finally:
+            conn.close()
