@@ -22,31 +22,13 @@ FIRST_NORMAL_OID = 16384
 # so a row can be compared in its own type. numeric (1.5 = 1.50), floats (0 = -0),
 # interval ('1 day' = '24 hours'), jsonb (1.0 = 1) and types without `=` (json, point)
 # are compared as text instead.
-IMAGE_EQUAL_TYPES = frozenset(
-    {
-        16,
-        17,
-        18,
-        19,
-        20,
-        21,
-        23,
-        25,
-        26,  # bool bytea char name int8 int2 int4 text oid
-        650,
-        829,
-        869,
-        774,  # cidr macaddr inet macaddr8
-        1042,
-        1043,
-        1082,
-        1083,
-        1114,
-        1184,
-        1266,
-        2950,  # bpchar varchar date time ts tstz timetz uuid
-    }
-)
+# fmt: off
+IMAGE_EQUAL_TYPES = frozenset({
+    16, 17, 18, 19, 20, 21, 23, 25, 26,  # bool bytea char name int8 int2 int4 text oid
+    650, 774, 829, 869,  # cidr macaddr8 macaddr inet
+    1042, 1043, 1082, 1083, 1114, 1184, 1266, 2950,  # bpchar varchar date time ts tstz timetz uuid
+})
+# fmt: on
 
 
 @dataclass(frozen=True)

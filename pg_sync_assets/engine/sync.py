@@ -95,10 +95,9 @@ def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]
 
 
 def _duplicate_key_error(cur, table: str, staging: str, key: list[Column]) -> SyncError:
-    cur.connection.rollback()
     keys = sql.SQL(", ").join(sql.Identifier(c.name) for c in key)
     cur.execute(
-        sql.SQL("SELECT ({})::text FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 3").format(
+        sql.SQL("SELECT ROW({})::text FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 3").format(
             keys, sql.Identifier(STAGING_SCHEMA, staging), keys
         )
     )
@@ -211,11 +210,10 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
             counts, created, target_rows = _apply(tcur, plan, staging, copied, copied_result.rows, options)
             target_conn.commit()
         except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
-            raise _duplicate_key_error(tcur, label, staging, plan.key_columns()) from None
-        except BaseException:
             _rollback_quietly(target_conn)
-            raise
+            raise _duplicate_key_error(tcur, label, staging, plan.key_columns()) from None
         finally:
+            _rollback_quietly(target_conn)
             target_conn.autocommit = True
     return dict(
         table=label,

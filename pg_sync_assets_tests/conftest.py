@@ -1,0 +1,94 @@
+"""Shared fixtures: two real PostgreSQL servers (source and target) for the session,
+and a fresh pair of databases per test, dropped afterwards.
+
+Set PG_SYNC_TEST_SOURCE_URL and PG_SYNC_TEST_TARGET_URL (superuser or CREATEDB role) to
+use servers of your own; otherwise throwaway servers are started in temporary
+directories (see `pg_sync_assets.local.servers`).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import psycopg2
+import pytest
+from psycopg2 import sql
+from psycopg2.extensions import make_dsn, parse_dsn
+
+from pg_sync_assets.local.servers import start_server
+
+FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+@dataclass(frozen=True)
+class ServerPair:
+    source_url: str
+    target_url: str
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[ServerPair]:
+    given_source = os.environ.get("PG_SYNC_TEST_SOURCE_URL")
+    given_target = os.environ.get("PG_SYNC_TEST_TARGET_URL")
+    if given_source and given_target:
+        yield ServerPair(given_source, given_target)
+        return
+    source = start_server("source", FAST_SETTINGS)
+    try:
+        target = start_server("target", FAST_SETTINGS)
+        try:
+            yield ServerPair(source.url(), target.url())
+        finally:
+            target.stop()
+    finally:
+        source.stop()
+
+
+def execute(url: str, statement, params=None) -> list[tuple]:
+    """Run one statement in autocommit mode; return its rows (if any)."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            return cur.fetchall() if cur.description else []
+    finally:
+        conn.close()
+
+
+def _database_url(server_url: str, dbname: str) -> str:
+    return make_dsn(server_url, dbname=dbname)
+
+
+@dataclass(frozen=True)
+class DatabasePair:
+    source: str
+    target: str
+
+    def src(self, statement, params=None) -> list[tuple]:
+        return execute(self.source, statement, params)
+
+    def tgt(self, statement, params=None) -> list[tuple]:
+        return execute(self.target, statement, params)
+
+
+@pytest.fixture
+def dbs(servers: ServerPair) -> Iterator[DatabasePair]:
+    token = uuid.uuid4().hex[:10]
+    names = (f"src_{token}", f"tgt_{token}")
+    for url, name in zip((servers.source_url, servers.target_url), names):
+        execute(url, sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
+            sql.Identifier(name)))
+    try:
+        yield DatabasePair(_database_url(servers.source_url, names[0]),
+                           _database_url(servers.target_url, names[1]))
+    finally:
+        for url, name in zip((servers.source_url, servers.target_url), names):
+            execute(url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def dbname(url: str) -> str:
+    return parse_dsn(url)["dbname"]

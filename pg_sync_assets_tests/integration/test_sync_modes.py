@@ -1,0 +1,165 @@
+"""full_refresh and merge against real source and target servers."""
+
+from __future__ import annotations
+
+import pytest
+
+from pg_sync_assets.engine import Mode, SyncError, TableRef, TableSpec
+from pg_sync_assets_tests.support import compare, run_sync, table_text
+
+ORDERS = TableRef("public", "orders")
+
+
+def _seed_orders(dbs, rows: int = 1000) -> None:
+    dbs.src("""
+        CREATE TABLE orders (id bigint PRIMARY KEY, status text NOT NULL, total numeric(10,2),
+                             note text);
+        INSERT INTO orders SELECT i, CASE WHEN mod(i, 3) = 0 THEN 'paid' ELSE 'new' END,
+                                  i * 1.25, 'note ' || i
+        FROM generate_series(1, %s) AS i;
+    """, (rows,))
+
+
+def _spec(**kw) -> TableSpec:
+    return TableSpec(**{"name": "orders", "target": ORDERS, "source": ORDERS, **kw})
+
+
+def test_full_refresh_creates_target_with_key_and_copies_every_row(dbs):
+    _seed_orders(dbs)
+    result = run_sync(dbs, _spec(mode=Mode.FULL_REFRESH))
+
+    assert (result.rows_copied, result.inserted, result.target_rows) == (1000, 1000, 1000)
+    assert result.created_target
+    assert dbs.tgt("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                   "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = 'orders'::regclass "
+                   "AND i.indisprimary") == [("id",)]
+    assert dbs.tgt("SELECT attnotnull FROM pg_attribute WHERE attrelid = 'orders'::regclass "
+                   "AND attname = 'status'") == [(True,)]
+    assert table_text(dbs.source, ORDERS, "id") == table_text(dbs.target, ORDERS, "id")
+    assert compare(dbs, _spec()).checksums_match
+
+
+def test_full_refresh_replaces_rows_and_reports_deleted(dbs):
+    _seed_orders(dbs)
+    run_sync(dbs, _spec())
+    dbs.src("DELETE FROM orders WHERE id > 900; UPDATE orders SET note = 'changed' WHERE id = 1")
+
+    result = run_sync(dbs, _spec())
+
+    assert (result.inserted, result.deleted, result.target_rows) == (900, 1000, 900)
+    assert table_text(dbs.source, ORDERS, "id") == table_text(dbs.target, ORDERS, "id")
+
+
+def test_merge_rewrites_only_changed_rows(dbs):
+    _seed_orders(dbs)
+    run_sync(dbs, _spec(mode=Mode.MERGE))
+    untouched_before = dbs.tgt("SELECT xmin::text, ctid::text FROM orders WHERE id = 500")
+    dbs.src("""UPDATE orders SET note = 'changed' WHERE id IN (1, 2, 3);
+               INSERT INTO orders VALUES (1001, 'new', 1.00, 'a'), (1002, 'new', 2.00, 'b')""")
+
+    result = run_sync(dbs, _spec(mode=Mode.MERGE))
+
+    assert (result.rows_copied, result.inserted, result.updated, result.deleted) == (1002, 2, 3, 0)
+    assert dbs.tgt("SELECT xmin::text, ctid::text FROM orders WHERE id = 500") == untouched_before
+    assert table_text(dbs.source, ORDERS, "id") == table_text(dbs.target, ORDERS, "id")
+
+
+def test_merge_rerun_changes_nothing(dbs):
+    _seed_orders(dbs)
+    run_sync(dbs, _spec(mode=Mode.MERGE))
+    before = dbs.tgt("SELECT count(*), max(xmin::text::bigint) FROM orders")
+
+    result = run_sync(dbs, _spec(mode=Mode.MERGE))
+
+    assert (result.inserted, result.updated, result.deleted) == (0, 0, 0)
+    assert dbs.tgt("SELECT count(*), max(xmin::text::bigint) FROM orders") == before
+
+
+def test_full_refresh_rerun_leaves_equal_table(dbs):
+    _seed_orders(dbs)
+    run_sync(dbs, _spec())
+    first = table_text(dbs.target, ORDERS, "id")
+    run_sync(dbs, _spec())
+    assert table_text(dbs.target, ORDERS, "id") == first
+    assert compare(dbs, _spec()).checksums_match
+
+
+def test_where_scopes_the_copy_and_the_checks(dbs):
+    _seed_orders(dbs)
+    spec = _spec(mode=Mode.MERGE, where="status = 'paid'")
+
+    result = run_sync(dbs, spec)
+
+    assert result.rows_copied == 333
+    assert dbs.tgt("SELECT count(*), count(*) FILTER (WHERE status <> 'paid') FROM orders") == [(333, 0)]
+    comparison = compare(dbs, spec)
+    assert comparison.source.rows == comparison.target.rows == 333
+    assert comparison.checksums_match
+
+
+def test_query_source_is_copied_by_its_key(dbs):
+    _seed_orders(dbs)
+    target = TableRef("reports", "revenue by status")
+    spec = TableSpec(name="revenue", target=target, mode=Mode.MERGE, primary_key=("status",),
+                     query="SELECT status, count(*) AS orders, sum(total) AS revenue "
+                           "FROM orders GROUP BY status")
+
+    first = run_sync(dbs, spec)
+    dbs.src("UPDATE orders SET total = total + 1 WHERE id = 3")
+    second = run_sync(dbs, spec)
+
+    assert (first.inserted, second.updated, second.inserted) == (2, 1, 0)
+    assert dbs.tgt('SELECT status, orders FROM reports."revenue by status" ORDER BY 1') == [
+        ("new", 667), ("paid", 333)]
+    assert compare(dbs, spec).checksums_match
+
+
+def test_delete_missing_removes_rows_gone_from_the_scope_only(dbs):
+    _seed_orders(dbs)
+    spec = _spec(mode=Mode.MERGE, where="id <= 500", delete_missing=True)
+    run_sync(dbs, spec)
+    dbs.tgt("INSERT INTO orders VALUES (5000, 'new', 1, 'outside the scope')")
+    dbs.src("DELETE FROM orders WHERE id IN (10, 20, 30)")
+
+    result = run_sync(dbs, spec)
+
+    assert result.deleted == 3
+    assert dbs.tgt("SELECT count(*) FROM orders WHERE id IN (10, 20, 30)") == [(0,)]
+    assert dbs.tgt("SELECT note FROM orders WHERE id = 5000") == [("outside the scope",)]
+    assert compare(dbs, spec).checksums_match
+
+
+def test_full_refresh_keeps_grants_and_views_on_the_target(dbs):
+    _seed_orders(dbs)
+    run_sync(dbs, _spec())
+    dbs.tgt("CREATE ROLE reader_ro; GRANT SELECT ON orders TO reader_ro; "
+            "CREATE VIEW paid AS SELECT id FROM orders WHERE status = 'paid'")
+    try:
+        dbs.src("UPDATE orders SET status = 'paid' WHERE id = 1")
+        run_sync(dbs, _spec())
+        assert dbs.tgt("SELECT count(*) FROM paid") == [(334,)]
+        assert dbs.tgt("SELECT has_table_privilege('reader_ro', 'orders', 'SELECT')") == [(True,)]
+    finally:
+        dbs.tgt("DROP VIEW paid; REVOKE ALL ON orders FROM reader_ro; DROP ROLE reader_ro")
+
+
+def test_full_refresh_of_a_table_referenced_by_foreign_keys(dbs):
+    _seed_orders(dbs, rows=10)
+    run_sync(dbs, _spec())
+    dbs.tgt("CREATE TABLE order_notes (order_id bigint REFERENCES orders (id) ON DELETE CASCADE)")
+
+    result = run_sync(dbs, _spec())
+
+    assert (result.inserted, result.deleted) == (10, 10)
+
+
+def test_duplicate_keys_in_a_query_source_fail_clearly_and_change_nothing(dbs):
+    _seed_orders(dbs, rows=10)
+    spec = TableSpec(name="by_status", target=TableRef("public", "by_status"), mode=Mode.MERGE,
+                     primary_key=("status",), query="SELECT status, id FROM orders")
+    with pytest.raises(SyncError) as caught:
+        run_sync(dbs, spec)
+    message = str(caught.value)
+    assert "merge failed for `public.by_status`" in message
+    assert "several rows for one key (status)" in message and "(new)" in message
+    assert dbs.tgt("SELECT to_regclass('public.by_status')") == [(None,)]

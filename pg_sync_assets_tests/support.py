@@ -1,0 +1,52 @@
+"""Helpers for tests: run the engine on a database pair, read a table back."""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from pg_sync_assets.engine import SyncOptions, SyncResult, TableRef, TableSpec, connect, sync_table
+from pg_sync_assets.engine.sql import pin_text_settings
+from pg_sync_assets.engine.verify import TableComparison, compare_table
+
+
+def run_sync(dbs, spec: TableSpec, options: SyncOptions | None = None) -> SyncResult:
+    source = connect(dbs.source, readonly=True, role="source")
+    target = connect(dbs.target, readonly=False, role="target")
+    try:
+        return sync_table(spec, source, target, options=options or SyncOptions())
+    finally:
+        source.close()
+        target.close()
+
+
+def compare(dbs, spec: TableSpec) -> TableComparison:
+    source = connect(dbs.source, readonly=True, role="source")
+    target = connect(dbs.target, readonly=True, role="target")
+    try:
+        return compare_table(spec, source, target)
+    finally:
+        source.close()
+        target.close()
+
+
+def table_text(url: str, table: TableRef, order_by: str) -> list[str]:
+    """Every row of `table` rendered as text under pinned settings, ordered."""
+    from psycopg2 import connect as raw_connect
+
+    conn = raw_connect(url)
+    try:
+        with conn.cursor() as cur:
+            pin_text_settings(cur)
+            cur.execute(sql.SQL("SELECT t::text FROM {} AS t ORDER BY {}").format(
+                table.ident, sql.Identifier(order_by)))
+            return [r[0] for r in cur.fetchall()]
+    finally:
+        conn.close()
+
+
+def staging_tables(url: str) -> list[str]:
+    from pg_sync_assets_tests.conftest import execute
+
+    return [r[0] for r in execute(
+        url, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+             "WHERE n.nspname = 'sync_staging' AND c.relkind = 'r'")]
