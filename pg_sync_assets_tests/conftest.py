@@ -79,14 +79,14 @@ class DatabasePair:
 def dbs(servers: ServerPair) -> Iterator[DatabasePair]:
     token = uuid.uuid4().hex[:10]
     names = (f"src_{token}", f"tgt_{token}")
-    for url, name in zip((servers.source_url, servers.target_url), names):
+    for url, name in zip((servers.source_url, servers.target_url), names, strict=False):
         execute(url, sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
             sql.Identifier(name)))
     try:
         yield DatabasePair(_database_url(servers.source_url, names[0]),
                            _database_url(servers.target_url, names[1]))
     finally:
-        for url, name in zip((servers.source_url, servers.target_url), names):
+        for url, name in zip((servers.source_url, servers.target_url), names, strict=False):
             execute(url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 

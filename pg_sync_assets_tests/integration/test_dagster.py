@@ -1,0 +1,193 @@
+"""The Dagster layer against real servers: jobs, metadata, checks, loading, the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import AssetKey, DagsterInstance
+from psycopg2.extensions import make_dsn
+
+from pg_sync_assets.definitions import build_definitions
+from pg_sync_assets.engine import ConfigError, TableRef, TableSpec, connect, plan_table
+from pg_sync_assets.engine.spec import Mode
+
+REPO = Path(__file__).resolve().parents[2]
+
+SEED = """
+CREATE SCHEMA shop;
+CREATE TABLE shop.orders (id bigint PRIMARY KEY, status text, total numeric(10,2));
+INSERT INTO shop.orders SELECT i, CASE WHEN i % 4 = 0 THEN 'paid' ELSE 'new' END, i * 0.5
+FROM generate_series(1, 400) AS i;
+CREATE TABLE shop."상품" ("코드" text PRIMARY KEY, "이름" text);
+INSERT INTO shop."상품" VALUES ('A1', '사과'), ('B2', '배');
+"""
+
+CONFIG = """
+tables:
+  - source: shop.orders
+    target: analytics.orders
+    mode: merge
+  - name: paid_orders
+    source: shop.orders
+    target: analytics.paid_orders
+    where: status = 'paid'
+  - source: shop.상품
+    target: analytics.상품
+"""
+
+
+@pytest.fixture
+def project(dbs, tmp_path, monkeypatch):
+    dbs.src(SEED)
+    config = tmp_path / "tables.yaml"
+    config.write_text(CONFIG, encoding="utf-8")
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", dbs.source)
+    monkeypatch.setenv("PG_SYNC_TARGET_URL", dbs.target)
+    monkeypatch.setenv("PG_SYNC_CONFIG", str(config))
+    return config
+
+
+def _run(defs, job: str):
+    return defs.resolve_job_def(job).execute_in_process(
+        instance=DagsterInstance.ephemeral(), raise_on_error=False)
+
+
+def _checks(result) -> dict[tuple[str, str], object]:
+    return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
+
+
+def test_sync_all_materializes_every_table_with_metadata_and_passing_checks(project, dbs):
+    defs = build_definitions()
+    result = _run(defs, "sync_all")
+
+    assert result.success
+    materialized = {e.asset_key.to_user_string(): e.step_materialization_data.materialization
+                    for e in result.get_asset_materialization_events()}
+    assert set(materialized) == {"orders", "paid_orders", "sangpum"}
+    md = {k: v.value for k, v in materialized["paid_orders"].metadata.items()}
+    assert md["dagster/row_count"] == 100 and md["rows_copied"] == 100
+    assert md["dagster/table_name"] == "analytics.paid_orders"
+    assert (md["rows_inserted"], md["rows_updated"], md["rows_deleted"]) == (100, 0, 0)
+    assert md["bytes_streamed"] > 0 and md["seconds_copy"] >= 0 and "copy_rows_per_second" in md
+    assert [c.name for c in md["dagster/column_schema"].columns] == ["id", "status", "total"]
+    checks = _checks(result)
+    assert len(checks) == 6 and all(e.passed for e in checks.values())
+    korean = defs.resolve_assets_def(AssetKey("sangpum"))
+    assert korean.metadata_by_key[AssetKey("sangpum")]["dagster/table_name"] == "analytics.상품"
+    assert "shop.상품" in korean.descriptions_by_key[AssetKey("sangpum")]
+    assert dbs.tgt('SELECT "이름" FROM analytics."상품" ORDER BY 1') == [("배",), ("사과",)]
+
+
+def test_failed_checks_show_both_sides_and_verify_all_copies_nothing(project, dbs):
+    defs = build_definitions()
+    assert _run(defs, "sync_all").success
+    dbs.tgt("UPDATE analytics.orders SET total = total + 0.01 WHERE id = 7; "
+            "DELETE FROM analytics.paid_orders WHERE id = 8")
+
+    result = _run(defs, "verify_all")
+
+    assert result.get_asset_materialization_events() == []
+    checks = _checks(result)
+    assert checks[("orders", "row_count")].passed
+    failed = checks[("orders", "checksum")]
+    assert not failed.passed
+    md = {k: v.value for k, v in failed.metadata.items()}
+    assert md["source_checksum"] != md["target_checksum"]
+    assert "checksums differ: source" in failed.description and "target" in failed.description
+    count = checks[("paid_orders", "row_count")]
+    assert not count.passed
+    assert {k: v.value for k, v in count.metadata.items()}["difference"] == -1
+    assert "source has 100 rows, target has 99 (WHERE status = 'paid')" in count.description
+    assert dbs.tgt("SELECT total::text FROM analytics.orders WHERE id = 7") == [("3.51",)]
+    assert not result.success  # a failed blocking check fails its step, so the run fails
+
+
+def test_verify_all_before_any_load_reports_the_missing_table(project, dbs):
+    result = _run(build_definitions(), "verify_all")
+    check = _checks(result)[("orders", "row_count")]
+    assert not check.passed
+    assert "target table `analytics.orders` does not exist; materialize the asset" in check.description
+
+
+def test_passwords_never_reach_the_event_log(project, dbs, monkeypatch):
+    # trust authentication accepts any password, so the run succeeds with one in the URL
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", make_dsn(dbs.source, password="s3cret-Pa55"))
+    monkeypatch.setenv("PG_SYNC_TARGET_URL", make_dsn(dbs.target, password="s3cret-Pa55"))
+    instance = DagsterInstance.ephemeral()
+    result = build_definitions().resolve_job_def("sync_all").execute_in_process(instance=instance)
+    assert result.success
+    logs = instance.all_logs(result.run_id)
+    assert logs and not any("s3cret-Pa55" in repr(entry) for entry in logs)
+
+
+def test_loading_definitions_rejects_what_the_source_catalog_does_not_have(project, dbs, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tables:\n  - source: shop.missing_table\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        build_definitions(bad)
+    assert str(caught.value).startswith(f"`{bad}`, table entry `missing_table`")
+    assert "source table `shop.missing_table` does not exist" in str(caught.value)
+
+
+def test_loading_definitions_goes_on_when_the_source_is_down(project, monkeypatch, caplog):
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", "postgresql://u:pw@127.0.0.1:1/db")
+    defs = build_definitions()
+    assert defs.resolve_assets_def(AssetKey("orders")) is not None
+    assert "not checked against the source catalog" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (TableSpec(name="o", target=TableRef("a", "o"), source=TableRef("shop", "orders"),
+                   primary_key=("order_id",)),
+         "`primary_key` column(s) ['order_id'] do not exist in the source; available columns: "
+         "['id', 'status', 'total']"),
+        (TableSpec(name="o", target=TableRef("a", "o"), query="SELECT status FROM shop.orders",
+                   mode=Mode.MERGE, primary_key=("status",), where="nope > 1"),
+         "`where` condition 'nope > 1' fails on the source: ERROR:  column \"nope\" does not exist"),
+        (TableSpec(name="o", target=TableRef("a", "o"), query="SELEC 1", primary_key=("x",)),
+         "`query` fails on the source: ERROR:  syntax error"),
+    ],
+)
+def test_catalog_errors_name_the_entry_and_the_key(project, dbs, spec, expected):
+    conn = connect(dbs.source, readonly=True)
+    try:
+        with pytest.raises(ConfigError) as caught, conn.cursor() as cur:
+            plan_table(cur, spec)
+    finally:
+        conn.close()
+    assert str(caught.value).startswith("table entry `o`: ")
+    assert expected in str(caught.value)
+
+
+def test_merge_of_a_table_without_primary_key_is_rejected(dbs):
+    dbs.src("CREATE TABLE log (at timestamptz, line text)")
+    spec = TableSpec(name="log", target=TableRef("public", "log"), source=TableRef("public", "log"),
+                     mode=Mode.MERGE)
+    conn = connect(dbs.source, readonly=True)
+    try:
+        with pytest.raises(ConfigError) as caught, conn.cursor() as cur:
+            plan_table(cur, spec)
+    finally:
+        conn.close()
+    assert "mode `merge` needs a key, and source `public.log` has no primary key" in str(caught.value)
+    assert "set `primary_key: [column, ...]`" in str(caught.value)
+
+
+def test_dagster_cli_materializes_one_asset_with_its_checks(project, dbs, tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pg_sync_assets.definitions",
+         "--select", "paid_orders"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ASSET_CHECK_EVALUATION" in done.stderr
+    assert dbs.tgt("SELECT count(*) FROM analytics.paid_orders") == [(100,)]
+    assert dbs.tgt("SELECT to_regclass('analytics.orders')") == [(None,)]

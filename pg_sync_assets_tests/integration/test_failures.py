@@ -1,0 +1,178 @@
+"""What happens when things go wrong: the target stays as it was and nothing is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg2
+import pytest
+
+from pg_sync_assets.engine import (
+    ConnectionFailed,
+    LockTimeoutError,
+    Mode,
+    SchemaMismatchError,
+    SyncError,
+    SyncOptions,
+    TableRef,
+    TableSpec,
+    connect,
+)
+from pg_sync_assets.resources import PostgresResource
+from pg_sync_assets_tests.support import run_sync, staging_tables, table_text
+
+TARGET = TableRef("public", "items")
+FIRST = "SELECT i AS id, 'v1' AS v FROM generate_series(1, 5000) AS i"
+# Streams 2,000 rows, then sleeps inside the COPY (so a test can kill it midway).
+SLOW = ("SELECT i AS id, CASE WHEN i = 2000 THEN pg_sleep(30)::text || 'v2' ELSE 'v2' END AS v "
+        "FROM generate_series(1, 5000) AS i")
+
+
+def _spec(query: str) -> TableSpec:
+    return TableSpec(name="items", target=TARGET, query=query, primary_key=("id",), mode=Mode.MERGE)
+
+
+def _wait_for_sleeping_copy(dbs, timeout: float = 20.0) -> int:
+    """pid of the source backend once the slow COPY sleeps midway."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = dbs.src("SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                       "AND query LIKE 'COPY%%'")
+        if rows:
+            return rows[0][0]
+        time.sleep(0.05)
+    raise AssertionError("the slow COPY never started")
+
+
+def test_source_killed_midway_leaves_target_unchanged_and_no_staging(dbs):
+    run_sync(dbs, _spec(FIRST))
+    before = table_text(dbs.target, TARGET, "id")
+    outcome: list[BaseException] = []
+
+    def sync_slowly() -> None:
+        try:
+            run_sync(dbs, _spec(SLOW))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=sync_slowly)
+    worker.start()
+    pid = _wait_for_sleeping_copy(dbs)
+    assert len(staging_tables(dbs.target)) == 1
+    dbs.src("SELECT pg_terminate_backend(%s)", (pid,))
+    worker.join(timeout=30)
+
+    assert outcome and isinstance(outcome[0], SyncError)
+    assert "copy failed for `public.items`" in str(outcome[0])
+    assert "the target table is unchanged" in str(outcome[0])
+    assert table_text(dbs.target, TARGET, "id") == before
+    assert staging_tables(dbs.target) == []
+
+
+SYNC_IN_CHILD = """
+import sys
+from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table
+spec = TableSpec(name="items", target=TableRef("public", "items"), query=sys.argv[3],
+                 primary_key=("id",), mode=Mode.MERGE)
+sync_table(spec, connect(sys.argv[1], readonly=True), connect(sys.argv[2], readonly=False))
+"""
+
+
+def test_staging_left_by_a_killed_process_is_removed_by_the_next_run(dbs):
+    run_sync(dbs, _spec(FIRST))
+    before = table_text(dbs.target, TARGET, "id")
+    child = subprocess.Popen([sys.executable, "-c", SYNC_IN_CHILD, dbs.source, dbs.target, SLOW])
+    try:
+        _wait_for_sleeping_copy(dbs)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(timeout=10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    orphans = staging_tables(dbs.target)
+    assert len(orphans) == 1
+    assert table_text(dbs.target, TARGET, "id") == before
+
+    result = run_sync(dbs, _spec(FIRST.replace("'v1'", "'v3'")))
+
+    assert result.removed_orphans == tuple(orphans)
+    assert staging_tables(dbs.target) == []
+    assert dbs.tgt("SELECT DISTINCT v FROM items") == [("v3",)]
+
+
+def test_existing_target_with_other_columns_is_rejected_and_left_alone(dbs):
+    dbs.src("CREATE TABLE items (id int PRIMARY KEY, price numeric(10,2), name text); "
+            "INSERT INTO items VALUES (1, 9.99, 'a')")
+    dbs.tgt("CREATE TABLE items (id int PRIMARY KEY, price text, label text); "
+            "INSERT INTO items VALUES (7, 'x', 'keep me')")
+    spec = TableSpec(name="items", target=TARGET, source=TARGET, mode=Mode.FULL_REFRESH)
+
+    with pytest.raises(SchemaMismatchError) as caught:
+        run_sync(dbs, spec)
+
+    message = str(caught.value)
+    assert "target table `public.items` does not match the source" in message
+    assert "column `price` is numeric(10,2) in the source but text in the target" in message
+    assert "column `name` (text) is missing in the target" in message
+    assert "nothing was written" in message
+    assert dbs.tgt("SELECT id, price, label FROM items") == [(7, "x", "keep me")]
+    assert staging_tables(dbs.target) == []
+
+
+def test_a_run_waits_for_the_table_lock_then_gives_up_with_a_clear_error(dbs):
+    run_sync(dbs, _spec(FIRST))
+    holder = psycopg2.connect(dbs.target)
+    holder.autocommit = True
+    try:
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtextextended('pg_sync_assets:public.items', 0))")
+        started = time.monotonic()
+        with pytest.raises(LockTimeoutError) as caught:
+            run_sync(dbs, _spec(FIRST), SyncOptions(lock_timeout_ms=500))
+        assert time.monotonic() - started >= 0.5
+        assert "lock failed for `public.items`: another run has been writing" in str(caught.value)
+    finally:
+        holder.close()
+    assert run_sync(dbs, _spec(FIRST)).rows_copied == 5000
+
+
+def test_connection_errors_never_show_the_password():
+    url = "postgresql://loader:s3cret-Pa55@127.0.0.1:1/warehouse"
+    with pytest.raises(ConnectionFailed) as caught:
+        connect(url, readonly=True, role="source")
+    assert "s3cret-Pa55" not in _whole_chain(caught.value)
+    assert "loader@127.0.0.1:1/warehouse" in str(caught.value)
+
+    resource = PostgresResource(host="127.0.0.1", port=1, user="loader", password="s3cret-Pa55",
+                                dbname="warehouse", role="target")
+    with pytest.raises(ConnectionFailed) as caught, resource.get_connection("test"):
+        pass
+    assert "s3cret-Pa55" not in _whole_chain(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+def _whole_chain(exc: BaseException | None) -> str:
+    texts = []
+    while exc is not None:
+        texts.append(f"{exc!r} {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return " ".join(texts)
+
+
+def test_source_sessions_are_read_only(dbs):
+    dbs.src("CREATE TABLE t (id int)")
+    conn = connect(dbs.source, readonly=True, role="source")
+    try:
+        with conn.cursor() as cur, pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            cur.execute("INSERT INTO t VALUES (1)")
+        conn.rollback()
+        conn.autocommit = True
+        with conn.cursor() as cur, pytest.raises(psycopg2.errors.ReadOnlySqlTransaction):
+            cur.execute("INSERT INTO t VALUES (1)")
+    finally:
+        conn.close()

@@ -1,0 +1,137 @@
+"""The table list: what is accepted, and what every rejection says. No database."""
+
+from __future__ import annotations
+
+import pytest
+
+from pg_sync_assets.config import DEMO_CONFIG, load_config, parse_config
+from pg_sync_assets.engine import ConfigError, Mode, TableRef
+from pg_sync_assets.naming import derive_asset_name
+
+
+def _one(**entry):
+    return parse_config({"tables": [entry]}, source_name="tables.yaml")[0]
+
+
+def test_defaults_target_to_source_and_name_to_the_table():
+    spec = _one(source="shop.orders")
+    assert (spec.name, spec.target, spec.source, spec.mode) == (
+        "orders", TableRef("shop", "orders"), TableRef("shop", "orders"), Mode.FULL_REFRESH)
+    assert spec.primary_key == () and spec.delete_missing is False
+
+
+def test_source_splits_at_the_first_dot_and_keeps_names_literally():
+    spec = _one(source='Raw Data.raw.data "v2"', target="분석.종목 마스터", name="stocks")
+    assert spec.source == TableRef("Raw Data", 'raw.data "v2"')
+    assert spec.target == TableRef("분석", "종목 마스터")
+
+
+def test_a_bare_table_name_means_schema_public():
+    assert _one(source="orders").source == TableRef("public", "orders")
+
+
+def test_korean_target_names_get_a_romanized_asset_name():
+    spec = _one(source="market.raw_data_인포맥스종목마스터")
+    assert spec.name == "raw_data_inpomaekseujongmokmaseuteo"
+
+
+def test_full_entry_is_read():
+    spec = _one(name="o", source="a.b", target="c.d", primary_key=["x", "y"], mode="merge",
+                where="x > 1", delete_missing=True, incremental_column="u",
+                partition_start="2026-11-20-00:00")
+    assert (spec.primary_key, spec.mode, spec.where, spec.delete_missing) == (
+        ("x", "y"), Mode.MERGE, "x > 1", True)
+    assert (spec.incremental_column, spec.partition_start) == ("u", "2026-11-20-00:00")
+
+
+def test_a_single_primary_key_column_may_be_a_string():
+    assert _one(source="a.b", primary_key="id").primary_key == ("id",)
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"source": "a.b", "primery_key": ["id"]},
+         ["table entry 1 (`a.b`)", "unknown key(s) ['primery_key']", "allowed keys:", "'primary_key'"]),
+        ({"target": "a.b"}, ["set exactly one of `source` (schema.table) or `query`"]),
+        ({"source": "a.b", "query": "SELECT 1"}, ["set exactly one of `source`"]),
+        ({"query": "SELECT 1 AS id"}, ["a `query` source needs a `target`"]),
+        ({"source": "a.b", "mode": "upsert"},
+         ["`mode` is 'upsert'; allowed: ['full_refresh', 'merge']"]),
+        ({"source": "a.b", "mode": "incremental"}, ["mode `incremental` is not available"]),
+        ({"query": "SELECT 1 AS id", "target": "a.b", "mode": "merge"},
+         ["mode `merge` with a `query` source needs `primary_key"]),
+        ({"source": "a.b", "delete_missing": "yes please"}, ["`delete_missing` must be true or false"]),
+        ({"source": "a.b", "delete_missing": True}, ["`delete_missing` applies to mode `merge` only"]),
+        ({"source": "a.b", "name": "bad-name"},
+         ["`name` 'bad-name' is not a valid Dagster asset name", "(e.g. `name: bad_name`)"]),
+        ({"source": "a.日本"}, ["cannot derive an asset name from target table `a.日本`", "set `name:`"]),
+        ({"source": "a."}, ["`source` must be `schema.table`"]),
+        ({"source": 42}, ["`source` must be a non-empty string, got 42"]),
+        ({"source": "a.b", "primary_key": []}, ["`primary_key` must be a list of column names"]),
+        ({"source": "a.b", "primary_key": ["id", "id"]}, ["`primary_key` lists a column twice"]),
+        ({"source": "a.b", "where": ""}, ["`where` must be a non-empty string"]),
+    ],
+)
+def test_each_bad_entry_is_rejected_with_a_message_that_says_what_to_do(entry, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tables": [entry]}, source_name="tables.yaml")
+    message = str(caught.value)
+    assert message.startswith("`tables.yaml`")
+    for part in expected:
+        assert part in message
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        (None, "expected a top-level `tables:` list"),
+        ({"tables": {"a": 1}}, "expected a top-level `tables:` list"),
+        ({"tables": []}, "`tables` is empty"),
+        ({"tables": [{"source": "a.b"}], "defaults": {}}, "unknown top-level key(s) ['defaults']"),
+        ({"tables": ["a.b"]}, "table entry 1: expected a mapping of keys, got 'a.b'"),
+    ],
+)
+def test_bad_documents_are_rejected(document, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, source_name="tables.yaml")
+    assert expected in str(caught.value)
+
+
+def test_two_entries_with_one_asset_name_are_rejected():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tables": [{"source": "a.orders"}, {"source": "b.orders"}]}, "t.yaml")
+    assert "asset name `orders` is used by target `a.orders` and by target `b.orders`" in str(caught.value)
+
+
+def test_two_entries_writing_one_target_are_rejected():
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tables": [{"source": "a.x", "target": "t.x"},
+                                 {"source": "b.x", "target": "t.x", "name": "x2"}]}, "t.yaml")
+    assert "target table `t.x` is written by both `x` and `x2`" in str(caught.value)
+
+
+def test_missing_and_malformed_files_name_the_path(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "nope.yaml")
+    assert "nope.yaml" in str(caught.value) and "PG_SYNC_CONFIG" in str(caught.value)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tables: [\n  - source: a.b\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert "bad.yaml` is not valid YAML" in str(caught.value) and "line" in str(caught.value)
+
+
+def test_the_bundled_demo_config_is_valid():
+    names = [s.name for s in load_config(DEMO_CONFIG)]
+    assert "inpomaekseujongmokmaseuteo" in names and len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    ("table", "name"),
+    [("orders", "orders"), ("Mixed Case", "Mixed_Case"), ("order-items.v2", "order_items_v2"),
+     ("인포맥스", "inpomaekseu"), ("café_crème", "cafe_creme"), ("2024_sales", "2024_sales"),
+     ("한글 테이블", "hangeul_teibeul"), ("日本", None)],
+)
+def test_asset_names_derived_from_table_names(table, name):
+    assert derive_asset_name(table) == name
