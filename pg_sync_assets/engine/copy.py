@@ -127,7 +127,10 @@ def source_copy_statement(spec: TableSpec, columns: list[Column]) -> sql.Compose
 
 
 def staging_copy_statement(staging: str, columns: list[Column]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary)").format(
+    """COPY into staging with FREEZE: rows are written frozen, so the merge's first
+    scan does not rewrite every page to set hint bits. FREEZE requires the table to be
+    created or truncated in the same transaction: the caller truncates it first."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT binary, FREEZE)").format(
         sql.Identifier(STAGING_SCHEMA, staging),
         sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
     )

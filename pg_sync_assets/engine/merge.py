@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
+from .indexes import drop_indexes_for_reload, rebuild_indexes
 from .introspect import Column
 from .spec import TableRef
 from .sql import where_clause
@@ -118,6 +119,7 @@ def is_referenced_by_foreign_keys(cur, target: TableRef) -> bool:
 
 
 def replace_from_staging(cur, target: TableRef, staging: str, columns: list[Column]) -> MergeCounts:
+    rebuild: list[sql.Composable] = []
     if is_referenced_by_foreign_keys(cur, target):
         cur.execute(sql.SQL("DELETE FROM {}").format(target.ident))
         deleted = cur.rowcount
@@ -125,6 +127,7 @@ def replace_from_staging(cur, target: TableRef, staging: str, columns: list[Colu
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target.ident))
         deleted = cur.fetchone()[0]
         cur.execute(sql.SQL("TRUNCATE {}").format(target.ident))
+        rebuild = drop_indexes_for_reload(cur, target)
     cur.execute(
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
             target.ident,
@@ -133,4 +136,6 @@ def replace_from_staging(cur, target: TableRef, staging: str, columns: list[Colu
             _staging(staging),
         )
     )
-    return MergeCounts(inserted=cur.rowcount, updated=0, deleted=deleted)
+    inserted = cur.rowcount
+    rebuild_indexes(cur, rebuild)
+    return MergeCounts(inserted=inserted, updated=0, deleted=deleted)

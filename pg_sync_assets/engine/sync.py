@@ -128,6 +128,8 @@ def _apply(
         if spec.delete_missing:
             gone = delete_missing(cur, spec.target, staging, plan.key_columns(), spec.where)
             counts = MergeCounts(counts.inserted, counts.updated, gone)
+    if spec.mode is Mode.FULL_REFRESH:
+        return counts, created, counts.inserted
     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
     return counts, created, cur.fetchone()[0]
 
@@ -191,6 +193,7 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
     with timer.stage("copy"):
         target_conn.autocommit = False
         try:
+            tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
             copied_result = stream_copy(
                 scur,
                 tcur,

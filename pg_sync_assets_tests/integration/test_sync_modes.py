@@ -163,3 +163,29 @@ def test_duplicate_keys_in_a_query_source_fail_clearly_and_change_nothing(dbs):
     assert "merge failed for `public.by_status`" in message
     assert "several rows for one key (status)" in message and "(new)" in message
     assert dbs.tgt("SELECT to_regclass('public.by_status')") == [(None,)]
+
+
+INDEX_DEFS = ("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid), indisclustered "
+              "FROM pg_index WHERE indrelid = 'orders'::regclass ORDER BY 1")
+CONSTRAINT_DEFS = ("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                   "WHERE conrelid = 'orders'::regclass ORDER BY 1")
+
+
+@pytest.mark.parametrize("clustered", [False, True])
+def test_full_refresh_keeps_every_index_and_constraint(dbs, clustered):
+    _seed_orders(dbs)
+    run_sync(dbs, _spec())
+    dbs.tgt("""CREATE INDEX paid_only ON orders (status) WHERE status = 'paid';
+               ALTER TABLE orders ADD CONSTRAINT orders_note_key UNIQUE (note);
+               CREATE INDEX "Lower Note" ON orders (lower(note));""")
+    if clustered:
+        dbs.tgt("CLUSTER orders USING paid_only")
+    indexes, constraints = dbs.tgt(INDEX_DEFS), dbs.tgt(CONSTRAINT_DEFS)
+    dbs.src("UPDATE orders SET note = 'changed' WHERE id = 1")
+
+    result = run_sync(dbs, _spec())
+
+    assert result.inserted == 1000
+    assert dbs.tgt(INDEX_DEFS) == indexes and len(indexes) == 4
+    assert dbs.tgt(CONSTRAINT_DEFS) == constraints
+    assert table_text(dbs.source, ORDERS, "id") == table_text(dbs.target, ORDERS, "id")
