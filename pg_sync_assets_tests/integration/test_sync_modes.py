@@ -179,7 +179,7 @@ def test_full_refresh_keeps_every_index_and_constraint(dbs, clustered):
                ALTER TABLE orders ADD CONSTRAINT orders_note_key UNIQUE (note);
                CREATE INDEX "Lower Note" ON orders (lower(note));""")
     if clustered:
-        dbs.tgt("CLUSTER orders USING paid_only")
+        dbs.tgt('CLUSTER orders USING "Lower Note"')
     indexes, constraints = dbs.tgt(INDEX_DEFS), dbs.tgt(CONSTRAINT_DEFS)
     dbs.src("UPDATE orders SET note = 'changed' WHERE id = 1")
 
