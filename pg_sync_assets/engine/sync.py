@@ -69,6 +69,16 @@ class SyncResult:
         return self.rows_copied / seconds if seconds > 0 else 0.0
 
 
+# What to do about the errors users meet most (SQLSTATE -> advice).
+_HINTS = {
+    "42501": "check grants: the source user needs SELECT on the source table; the target "
+    "user needs CREATE on the target database (for the sync_staging schema) and INSERT, "
+    "UPDATE, DELETE, TRUNCATE on the target table; ",
+    "53200": "the server ran out of memory; lower merge_work_mem or the server's work_mem; ",
+    "57014": "a statement was cancelled (statement_timeout or an operator); ",
+}
+
+
 class _StageTimer:
     def __init__(self, table: str) -> None:
         self.table = table
@@ -83,7 +93,8 @@ class _StageTimer:
             raise
         except psycopg2.Error as exc:
             detail = (exc.pgerror or str(exc)).strip().replace("\n", " ")
-            raise SyncError(self.table, name, f"{detail}; the target table is unchanged") from exc
+            hint = _HINTS.get(exc.pgcode or "", "")
+            raise SyncError(self.table, name, f"{detail}; {hint}the target table is unchanged") from exc
         finally:
             self.seconds[name] = round(time.monotonic() - started, 3)
 

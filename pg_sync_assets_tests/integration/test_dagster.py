@@ -11,6 +11,9 @@ import pytest
 from dagster import AssetKey, DagsterInstance
 from psycopg2.extensions import make_dsn
 
+from pg_sync_assets.assets import build_table_asset
+from pg_sync_assets.checks import build_table_checks
+from pg_sync_assets.config import load_config
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec, connect, plan_table
 from pg_sync_assets.engine.spec import Mode
@@ -191,3 +194,36 @@ def test_dagster_cli_materializes_one_asset_with_its_checks(project, dbs, tmp_pa
     assert "ASSET_CHECK_EVALUATION" in done.stderr
     assert dbs.tgt("SELECT count(*) FROM analytics.paid_orders") == [(100,)]
     assert dbs.tgt("SELECT to_regclass('analytics.orders')") == [(None,)]
+
+
+def test_resources_configured_field_by_field(project, dbs):
+    from dagster import materialize
+    from psycopg2.extensions import parse_dsn
+
+    from pg_sync_assets.resources import PostgresResource
+
+    spec = next(s for s in load_config(project) if s.name == "orders")
+    parts = {role: parse_dsn(url) for role, url in (("source", dbs.source), ("target", dbs.target))}
+    resources = {
+        role: PostgresResource(host=p["host"], port=int(p["port"]), dbname=p["dbname"], user=p["user"],
+                               sslmode="disable", connect_timeout=5, readonly=role == "source", role=role)
+        for role, p in parts.items()
+    }
+    result = materialize([build_table_asset(spec), build_table_checks(spec)], resources=resources,
+                         instance=DagsterInstance.ephemeral())
+    assert result.success
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [True, True]
+    assert dbs.tgt("SELECT count(*) FROM analytics.orders") == [(400,)]
+
+
+def test_verify_all_from_the_cli_exits_non_zero_when_a_check_fails(project, dbs, tmp_path):
+    assert _run(build_definitions(), "sync_all").success
+    dbs.tgt("DELETE FROM analytics.orders WHERE id = 1")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "dagster", "job", "execute", "-m", "pg_sync_assets.definitions",
+         "-j", "verify_all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "Asset check 'row_count' on 'orders' did not pass" in done.stderr
+    assert "Asset check 'checksum' on 'paid_orders' passed" in done.stderr

@@ -11,6 +11,7 @@ import time
 
 import psycopg2
 import pytest
+from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.engine import (
     ConnectionFailed,
@@ -22,6 +23,7 @@ from pg_sync_assets.engine import (
     TableRef,
     TableSpec,
     connect,
+    sync_table,
 )
 from pg_sync_assets.resources import PostgresResource
 from pg_sync_assets_tests.support import run_sync, staging_tables, table_text
@@ -64,6 +66,10 @@ def test_source_killed_midway_leaves_target_unchanged_and_no_staging(dbs):
     worker.start()
     pid = _wait_for_sleeping_copy(dbs)
     assert len(staging_tables(dbs.target)) == 1
+    assert dbs.src("SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)) == [
+        ("pg_sync_assets",)]
+    assert dbs.tgt("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_sync_assets' "
+                   "AND query LIKE 'COPY%%'") == [(1,)]
     dbs.src("SELECT pg_terminate_backend(%s)", (pid,))
     worker.join(timeout=30)
 
@@ -176,3 +182,24 @@ def test_source_sessions_are_read_only(dbs):
             cur.execute("INSERT INTO t VALUES (1)")
     finally:
         conn.close()
+
+
+def test_missing_grants_fail_with_advice_on_what_to_grant(dbs):
+    dbs.src("CREATE TABLE secret (id int PRIMARY KEY); INSERT INTO secret VALUES (1); "
+            "DO $$ BEGIN CREATE ROLE no_grants LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    spec = TableSpec(name="secret", target=TableRef("public", "secret"),
+                     source=TableRef("public", "secret"))
+    source = connect(make_dsn(dbs.source, user="no_grants"), readonly=True)
+    target = connect(dbs.target, readonly=False)
+    try:
+        with pytest.raises(SyncError) as caught:
+            sync_table(spec, source, target)
+    finally:
+        source.close()
+        target.close()
+        dbs.src("DROP ROLE no_grants")
+    message = str(caught.value)
+    assert "copy failed for `public.secret`: ERROR:  permission denied for table secret" in message
+    assert "the source user needs SELECT on the source table" in message
+    assert dbs.tgt("SELECT to_regclass('public.secret')") == [(None,)]
+    assert staging_tables(dbs.target) == []

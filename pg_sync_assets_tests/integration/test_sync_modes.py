@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
-from pg_sync_assets.engine import Mode, SyncError, TableRef, TableSpec
+from pg_sync_assets.engine import Mode, SyncError, SyncOptions, TableRef, TableSpec
 from pg_sync_assets_tests.support import compare, run_sync, table_text
 
 ORDERS = TableRef("public", "orders")
@@ -189,3 +191,18 @@ def test_full_refresh_keeps_every_index_and_constraint(dbs, clustered):
     assert dbs.tgt(INDEX_DEFS) == indexes and len(indexes) == 4
     assert dbs.tgt(CONSTRAINT_DEFS) == constraints
     assert table_text(dbs.source, ORDERS, "id") == table_text(dbs.target, ORDERS, "id")
+
+
+def test_a_long_copy_logs_progress_with_rows_and_rate(dbs, caplog):
+    dbs.src("CREATE TABLE wide AS SELECT i AS id, repeat('x', 200) AS pad "
+            "FROM generate_series(1, 50000) AS i")
+    spec = TableSpec(name="wide", target=TableRef("public", "wide"), source=TableRef("public", "wide"))
+    caplog.set_level(logging.INFO, logger="pg_sync_assets")
+
+    run_sync(dbs, spec, SyncOptions(progress_interval=0.0))
+
+    progress = [r.getMessage() for r in caplog.records if "rows so far" in r.getMessage()]
+    assert len(progress) >= 2
+    assert "copy `public.wide`:" in progress[-1] and "rows/s" in progress[-1]
+    counts = [int(m.split(": ")[1].split(" rows so far")[0]) for m in progress]
+    assert counts == sorted(counts) and 0 < counts[-1] <= 50000
