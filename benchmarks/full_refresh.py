@@ -9,9 +9,10 @@ alternating, in the same run:
   reference (unlogged)  the same into an UNLOGGED table with the primary key
   project    engine.sync_table(mode=full_refresh): COPY into UNLOGGED staging, then TRUNCATE +
              INSERT into the final table (logged, with its primary key), in one transaction
-and prints medians, rows/s and ratios. The target is checkpointed before every timed run
-(outside the timing), so no run pays for the WAL written by the one before. Then it measures the peak RSS of the syncing
-process at two table sizes (each in a fresh child process) to show memory stays flat.
+and prints medians, rows/s and ratios. The target is checkpointed before every timed
+run (outside the timing), so no run pays for the WAL written by the one before. Then it
+measures the peak RSS of the syncing process at two table sizes (each in a fresh child
+process) to show memory stays flat.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ SELECT i,
        timestamptz '2026-01-01 00:00+00' + i * interval '1 second',
        (ARRAY['삼성전자 보통주', 'order #', 'Ünïcødé text', 'plain ascii payload'])[1 + mod(i, 4)] || i,
        mod(i, 100000) / 100.0,
-       jsonb_build_object('k', mod(i, 97), 'tag', 'v' || mod(i, 13), 'nested', jsonb_build_object('x', mod(i, 7))),
+       jsonb_build_object('k', mod(i, 97), 'tag', 'v' || mod(i, 13),
+                          'nested', jsonb_build_object('x', mod(i, 7))),
        mod(i, 2) = 0,
        ARRAY[mod(i, 10), mod(i, 100), mod(i, 1000)]::int[]
 FROM generate_series(1, %s) AS i;
@@ -72,14 +74,19 @@ def build_source(source: LocalServer, rows: int) -> None:
 
 
 def run_reference(source: LocalServer, target: LocalServer, unlogged: bool) -> float:
+    """psql | psql, binary COPY, into an empty table with the same primary key."""
     sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
-    sql(target.url(), TABLE_DDL.format(name=("UNLOGGED " if unlogged else "") + "ref_copy")
-        .replace("CREATE TABLE UNLOGGED", "CREATE UNLOGGED TABLE"))
+    kind = "UNLOGGED TABLE" if unlogged else "TABLE"
+    sql(target.url(), TABLE_DDL.format(name="ref_copy").replace("TABLE", kind, 1))
     psql = str(source.bindir / "psql")
-    pipe = (f"{psql} -X -q -d '{source.url()}' -c 'COPY public.bench TO STDOUT (FORMAT binary)' | "
-            f"{psql} -X -q -d '{target.url()}' -c 'COPY public.ref_copy FROM STDIN (FORMAT binary)'")
     started = time.perf_counter()
-    subprocess.run(["bash", "-o", "pipefail", "-c", pipe], check=True)
+    out = subprocess.Popen([psql, "-X", "-q", "-d", source.url(), "-c",
+                            "COPY public.bench TO STDOUT (FORMAT binary)"], stdout=subprocess.PIPE)
+    into = subprocess.Popen([psql, "-X", "-q", "-d", target.url(), "-c",
+                             "COPY public.ref_copy FROM STDIN (FORMAT binary)"], stdin=out.stdout)
+    out.stdout.close()
+    if into.wait() != 0 or out.wait() != 0:
+        raise RuntimeError("the reference psql pipe failed")
     return time.perf_counter() - started
 
 
@@ -98,13 +105,16 @@ def run_project(source_url: str, target_url: str) -> tuple[float, dict]:
 
 def child_peak_rss(source_url: str, target_url: str) -> int:
     """Run one project sync in a fresh process; its peak RSS in MB."""
-    code = (
-        "import resource, sys; sys.path.insert(0, %r);"
-        "from benchmarks.full_refresh import run_project; run_project(%r, %r);"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)"
-    ) % (str(Path(__file__).resolve().parents[1]), source_url, target_url)
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--child", source_url, target_url],
+                         check=True, capture_output=True, text=True)
     return int(out.stdout.strip().splitlines()[-1])
+
+
+def child(source_url: str, target_url: str) -> None:
+    import resource
+
+    run_project(source_url, target_url)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 
 def main() -> None:
@@ -139,8 +149,8 @@ def main() -> None:
         print(f"\nmedians over {args.repeat} runs, {args.rows:,} rows:")
         for name, seconds in med.items():
             print(f"  {name:<20} {seconds:6.2f} s  {args.rows / seconds:>9,.0f} rows/s")
-        print(f"  ratio project / reference (logged + PK):   {med['project'] / med['reference']:.2f}")
-        print(f"  ratio project / reference (unlogged + PK): {med['project'] / med['reference_unlogged']:.2f}")
+        for ref in ("reference", "reference_unlogged"):
+            print(f"  ratio project / {ref:<20} {med['project'] / med[ref]:.2f}")
         stage_median = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
         print("  project stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_median.items()))
 
@@ -163,4 +173,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--child"]:
+        child(sys.argv[2], sys.argv[3])
+    else:
+        main()
