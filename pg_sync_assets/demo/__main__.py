@@ -73,9 +73,9 @@ The demo servers keep running. To browse the same setup in the Dagster UI:
   export PG_SYNC_SOURCE_URL={source_url}
   export PG_SYNC_TARGET_URL={target_url}
   export DAGSTER_HOME={home}
-  dagster dev            # then open http://127.0.0.1:3000
+  cd {Path.cwd()} && {Path(sys.executable).parent / "dagster"} dev    # then open http://127.0.0.1:3000
 
-Stop the servers with: python -m pg_sync_assets.demo stop""")
+Stop the servers with: bash scripts/demo stop""")
     return 1 if failed or not result.success else 0
 
 
