@@ -24,16 +24,22 @@ def _scope(spec: TableSpec) -> str:
     return f"WHERE {spec.where}" if spec.where else "whole table"
 
 
+def _result(
+    spec: TableSpec, check: str, passed: bool, metadata: dict, description: str | None
+) -> AssetCheckResult:
+    return AssetCheckResult(
+        asset_key=table_asset_key(spec),
+        check_name=check,
+        passed=passed,
+        metadata=metadata,
+        description=description,
+    )
+
+
 def row_count_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
     metadata = {"source_rows": cmp.source.rows, "scope": _scope(spec)}
     if cmp.target is None:
-        return AssetCheckResult(
-            asset_key=table_asset_key(spec),
-            check_name="row_count",
-            passed=False,
-            metadata=metadata,
-            description=cmp.problem,
-        )
+        return _result(spec, "row_count", False, metadata, cmp.problem)
     metadata.update(target_rows=cmp.target.rows, difference=cmp.target.rows - cmp.source.rows)
     description = (
         f"{cmp.source.rows} rows in source and target ({_scope(spec)})"
@@ -41,13 +47,7 @@ def row_count_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
         else f"source has {cmp.source.rows} rows, target has {cmp.target.rows} "
         f"({_scope(spec)}); re-materialize `{spec.name}` to repair"
     )
-    return AssetCheckResult(
-        asset_key=table_asset_key(spec),
-        check_name="row_count",
-        passed=cmp.rows_match,
-        metadata=metadata,
-        description=description,
-    )
+    return _result(spec, "row_count", cmp.rows_match, metadata, description)
 
 
 def checksum_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
@@ -58,13 +58,7 @@ def checksum_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
         "scope": _scope(spec),
     }
     if cmp.target is None:
-        return AssetCheckResult(
-            asset_key=table_asset_key(spec),
-            check_name="checksum",
-            passed=False,
-            metadata=metadata,
-            description=cmp.problem,
-        )
+        return _result(spec, "checksum", False, metadata, cmp.problem)
     metadata.update(target_checksum=cmp.target.checksum_hex, target_rows=cmp.target.rows)
     if cmp.checksums_match:
         description = f"checksums match over {len(cmp.columns)} columns ({_scope(spec)})"
@@ -74,13 +68,7 @@ def checksum_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
             f"target {cmp.target.checksum_hex} ({cmp.target.rows} rows), {_scope(spec)}; "
             f"re-materialize `{spec.name}` to repair"
         )
-    return AssetCheckResult(
-        asset_key=table_asset_key(spec),
-        check_name="checksum",
-        passed=cmp.checksums_match,
-        metadata=metadata,
-        description=description,
-    )
+    return _result(spec, "checksum", cmp.checksums_match, metadata, description)
 
 
 def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:

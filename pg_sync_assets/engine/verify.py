@@ -31,20 +31,6 @@ class ScopeChecksum:
         return f"{int(self.checksum) % (1 << 64):016x}"
 
 
-@dataclass(frozen=True)
-class Comparison:
-    source: ScopeChecksum
-    target: ScopeChecksum
-
-    @property
-    def rows_match(self) -> bool:
-        return self.source.rows == self.target.rows
-
-    @property
-    def checksums_match(self) -> bool:
-        return self.rows_match and self.source.checksum == self.target.checksum
-
-
 def checksum_select(columns: list[str]) -> sql.Composed:
     row_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
     return sql.SQL("count(*), COALESCE(sum(hashtextextended({}, 0)), 0)").format(row_text)

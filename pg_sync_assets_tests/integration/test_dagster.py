@@ -59,6 +59,15 @@ def _run(defs, job: str):
         instance=DagsterInstance.ephemeral(), raise_on_error=False)
 
 
+def _dagster_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
+    """`dagster <args> -m pg_sync_assets.definitions` in a fresh DAGSTER_HOME."""
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return subprocess.run(
+        [sys.executable, "-m", "dagster", *args, "-m", "pg_sync_assets.definitions"],
+        cwd=REPO, env={**os.environ, "DAGSTER_HOME": str(home)}, capture_output=True, text=True,
+        timeout=300)
+
+
 def _checks(result) -> dict[tuple[str, str], object]:
     return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
 
@@ -158,37 +167,32 @@ def test_loading_definitions_goes_on_when_the_source_is_down(project, monkeypatc
     ],
 )
 def test_catalog_errors_name_the_entry_and_the_key(project, dbs, spec, expected):
-    conn = connect(dbs.source, readonly=True)
+    message = _plan_error(dbs.source, spec)
+    assert message.startswith("table entry `o`: ")
+    assert expected in message
+
+
+def _plan_error(url: str, spec: TableSpec) -> str:
+    conn = connect(url, readonly=True)
     try:
         with pytest.raises(ConfigError) as caught, conn.cursor() as cur:
             plan_table(cur, spec)
     finally:
         conn.close()
-    assert str(caught.value).startswith("table entry `o`: ")
-    assert expected in str(caught.value)
+    return str(caught.value)
 
 
 def test_merge_of_a_table_without_primary_key_is_rejected(dbs):
     dbs.src("CREATE TABLE log (at timestamptz, line text)")
     spec = TableSpec(name="log", target=TableRef("public", "log"), source=TableRef("public", "log"),
                      mode=Mode.MERGE)
-    conn = connect(dbs.source, readonly=True)
-    try:
-        with pytest.raises(ConfigError) as caught, conn.cursor() as cur:
-            plan_table(cur, spec)
-    finally:
-        conn.close()
-    assert "mode `merge` needs a key, and source `public.log` has no primary key" in str(caught.value)
-    assert "set `primary_key: [column, ...]`" in str(caught.value)
+    message = _plan_error(dbs.source, spec)
+    assert "mode `merge` needs a key, and source `public.log` has no primary key" in message
+    assert "set `primary_key: [column, ...]`" in message
 
 
 def test_dagster_cli_materializes_one_asset_with_its_checks(project, dbs, tmp_path):
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pg_sync_assets.definitions",
-         "--select", "paid_orders"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = _dagster_cli(tmp_path, "asset", "materialize", "--select", "paid_orders")
 
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ASSET_CHECK_EVALUATION" in done.stderr
@@ -219,11 +223,7 @@ def test_resources_configured_field_by_field(project, dbs):
 def test_verify_all_from_the_cli_exits_non_zero_when_a_check_fails(project, dbs, tmp_path):
     assert _run(build_definitions(), "sync_all").success
     dbs.tgt("DELETE FROM analytics.orders WHERE id = 1")
-    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
-    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    done = subprocess.run(
-        [sys.executable, "-m", "dagster", "job", "execute", "-m", "pg_sync_assets.definitions",
-         "-j", "verify_all"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    done = _dagster_cli(tmp_path, "job", "execute", "-j", "verify_all")
     assert done.returncode != 0
     assert "Asset check 'row_count' on 'orders' did not pass" in done.stderr
     assert "Asset check 'checksum' on 'paid_orders' passed" in done.stderr
