@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from psycopg2.extensions import make_dsn
 
 from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, build_table_asset
 from .checks import build_table_checks
@@ -24,13 +25,16 @@ from .resources import PostgresResource
 SOURCE_URL_ENV = "PG_SYNC_SOURCE_URL"
 TARGET_URL_ENV = "PG_SYNC_TARGET_URL"
 VALIDATE_ENV = "PG_SYNC_VALIDATE_ON_LOAD"
+LOAD_CONNECT_TIMEOUT = 5
 
 _log = logging.getLogger("pg_sync_assets")
 
 
 def validate_against_source(specs: list[TableSpec], source_dsn: str, config_file: str) -> None:
     """Raise ConfigError for the first entry the source catalog rejects."""
-    conn = connect(source_dsn, readonly=True, application_name="pg_sync_assets validate", role="source")
+    # A short timeout: an unreachable source must not stall loading the code location.
+    dsn = make_dsn(source_dsn, connect_timeout=LOAD_CONNECT_TIMEOUT)
+    conn = connect(dsn, readonly=True, application_name="pg_sync_assets validate", role="source")
     try:
         with conn.cursor() as cur:
             for spec in specs:

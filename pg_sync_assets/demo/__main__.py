@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import psycopg2
+from psycopg2 import sql
 
 from pg_sync_assets.local.servers import LocalServer, find_bindir, start_server
 
@@ -36,7 +37,7 @@ def _create_db(server: LocalServer, name: str) -> str:
     conn = psycopg2.connect(server.url())
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')  # fixed literal names, demo only
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     conn.close()
     return server.url(name)
 
