@@ -67,6 +67,18 @@ def result_metadata(result: SyncResult) -> dict:
         "created_target_table": result.created_target,
     }
     metadata.update({f"seconds_{stage}": value for stage, value in seconds.items()})
+    if result.verification is not None:
+        v = result.verification
+        metadata.update(
+            {
+                "verified_rows": v.final.rows,
+                "verified_source_checksum": v.source.checksum_hex,
+                "verified_target_checksum": v.final.checksum_hex,
+                "verified_scope": v.final_scope,
+            }
+        )
+        if v.rows_only_in_target:
+            metadata["rows_only_in_target"] = v.rows_only_in_target
     if result.removed_orphans:
         metadata["removed_orphaned_staging"] = ", ".join(result.removed_orphans)
     return metadata

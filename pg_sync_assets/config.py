@@ -31,6 +31,7 @@ TABLE_KEYS = (
     "mode",
     "where",
     "delete_missing",
+    "verify",
     "incremental_column",
     "partition_start",
 )
@@ -147,8 +148,12 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
             "`delete_missing` applies to mode `merge` only (full_refresh "
             "already removes rows gone from the source)"
         )
+    verify = raw.get("verify", True)
+    if not isinstance(verify, bool):
+        raise entry.error(f"`verify` must be true or false, got {verify!r}")
     return TableSpec(
         name=_asset_name(entry, target),
+        verify=verify,
         target=target,
         source=source,
         query=query,

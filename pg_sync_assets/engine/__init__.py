@@ -2,6 +2,7 @@
 
 from .connect import ConnectionFailed, connect
 from .errors import ConfigError, LockTimeoutError, PgSyncError, SchemaMismatchError, SyncError
+from .guard import LoadVerification, VerificationError
 from .plan import TablePlan, plan_table
 from .spec import Mode, TableRef, TableSpec
 from .sync import SyncOptions, SyncResult, sync_table
@@ -9,6 +10,7 @@ from .sync import SyncOptions, SyncResult, sync_table
 __all__ = [
     "ConfigError",
     "ConnectionFailed",
+    "LoadVerification",
     "LockTimeoutError",
     "Mode",
     "PgSyncError",
@@ -19,6 +21,7 @@ __all__ = [
     "TablePlan",
     "TableRef",
     "TableSpec",
+    "VerificationError",
     "connect",
     "plan_table",
     "sync_table",

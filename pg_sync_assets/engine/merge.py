@@ -40,7 +40,7 @@ def _comparable(expr: sql.Composable, col: Column) -> sql.Composable:
     return expr if col.native_compare else sql.SQL("({})::text").format(expr)
 
 
-def _key_match(key: list[Column]) -> sql.Composable:
+def key_match(key: list[Column]) -> sql.Composable:
     return sql.SQL(" AND ").join(
         sql.SQL("{} = {}").format(sql.Identifier("t", c.name), staged_value(c)) for c in key
     )
@@ -74,7 +74,7 @@ def merge_statement(target: TableRef, staging: str, columns: list[Column], key: 
         )
     )
     return sql.SQL("MERGE INTO {} AS t USING {} ON {} {}").format(
-        target.ident, _staging(staging), _key_match(key), sql.SQL(" ").join(clauses)
+        target.ident, _staging(staging), key_match(key), sql.SQL(" ").join(clauses)
     )
 
 
@@ -82,7 +82,7 @@ def count_matched(cur, target: TableRef, staging: str, key: list[Column]) -> int
     """Staged rows whose key already exists in the target (to split inserts from updates)."""
     cur.execute(
         sql.SQL("SELECT count(*) FROM {} WHERE EXISTS (SELECT 1 FROM {} AS t WHERE {})").format(
-            _staging(staging), target.ident, _key_match(key)
+            _staging(staging), target.ident, key_match(key)
         )
     )
     return cur.fetchone()[0]
@@ -102,7 +102,7 @@ def delete_missing(cur, target: TableRef, staging: str, key: list[Column], where
     scope = where_clause(where)
     cur.execute(
         sql.SQL("DELETE FROM {} AS t{} {} NOT EXISTS (SELECT 1 FROM {} WHERE {})").format(
-            target.ident, scope, sql.SQL("AND" if where else "WHERE"), _staging(staging), _key_match(key)
+            target.ident, scope, sql.SQL("AND" if where else "WHERE"), _staging(staging), key_match(key)
         )
     )
     return cur.rowcount

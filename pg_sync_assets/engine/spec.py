@@ -52,6 +52,7 @@ class TableSpec:
     mode: Mode = Mode.FULL_REFRESH
     where: str | None = None
     delete_missing: bool = False
+    verify: bool = True
     incremental_column: str | None = None
     partition_start: str | None = None
 

@@ -23,6 +23,7 @@ from psycopg2 import sql
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
 from .ddl import create_target_table, require_matching_schema
 from .errors import PgSyncError, SyncError
+from .guard import LoadVerification, check_final, check_staged, source_snapshot_checksums
 from .introspect import Column, table_columns
 from .merge import MergeCounts, delete_missing, merge_from_staging, replace_from_staging
 from .plan import TablePlan, plan_table
@@ -60,6 +61,7 @@ class SyncResult:
     target_rows: int
     created_target: bool
     plan: TablePlan
+    verification: LoadVerification | None = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
     removed_orphans: tuple[str, ...] = ()
 
@@ -195,15 +197,16 @@ def sync_table(
 def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log) -> dict:
     label = str(spec.target)
     target_conn = tcur.connection
+    copied_names = [c.name for c in copied]
 
     def report(p: CopyProgress) -> None:
         log.info(
             "copy `%s`: %d rows so far, %.0f rows/s, %.1f MB", label, p.rows, p.rows_per_second, p.bytes / 1e6
         )
 
-    with timer.stage("copy"):
-        target_conn.autocommit = False
-        try:
+    try:
+        with timer.stage("copy"):
+            target_conn.autocommit = False
             tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
             copied_result = stream_copy(
                 scur,
@@ -214,21 +217,34 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
                 progress_interval=options.progress_interval,
             )
             target_conn.commit()
-        except BaseException:
-            _rollback_quietly(target_conn)
-            raise
-        finally:
-            _rollback_quietly(scur.connection)
-    with timer.stage("merge"):
-        try:
-            counts, created, target_rows = _apply(tcur, plan, staging, copied, copied_result.rows, options)
+        if spec.verify:
+            with timer.stage("verify_source"):  # still the snapshot the copy read
+                expected, expected_copied = source_snapshot_checksums(
+                    scur, spec, plan.column_names, copied_names
+                )
+            with timer.stage("verify_staging"):
+                check_staged(tcur, label, staging, copied_names, expected_copied)
+                target_conn.rollback()
+        with timer.stage("merge"):
+            try:
+                counts, created, target_rows = _apply(
+                    tcur, plan, staging, copied, copied_result.rows, options
+                )
+            except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
+                _rollback_quietly(target_conn)
+                raise _duplicate_key_error(tcur, label, staging, plan.key_columns()) from None
+        verification = None
+        if spec.verify:
+            with timer.stage("verify_final"):
+                verification = check_final(
+                    tcur, spec, plan.column_names, staging, plan.key_columns(), expected
+                )
+        with timer.stage("commit"):
             target_conn.commit()
-        except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
-            _rollback_quietly(target_conn)
-            raise _duplicate_key_error(tcur, label, staging, plan.key_columns()) from None
-        finally:
-            _rollback_quietly(target_conn)
-            target_conn.autocommit = True
+    finally:
+        _rollback_quietly(scur.connection)
+        _rollback_quietly(target_conn)
+        target_conn.autocommit = True
     return dict(
         table=label,
         mode=spec.mode,
@@ -239,6 +255,7 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
         deleted=counts.deleted,
         target_rows=target_rows,
         created_target=created,
+        verification=verification,
     )
 
 

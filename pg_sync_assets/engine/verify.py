@@ -31,9 +31,14 @@ class ScopeChecksum:
         return f"{int(self.checksum) % (1 << 64):016x}"
 
 
-def checksum_select(columns: list[str]) -> sql.Composed:
+def row_hash(columns: list[str]) -> sql.Composed:
+    """The 64-bit hash of a row's canonical text over `columns`."""
     row_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
-    return sql.SQL("count(*), COALESCE(sum(hashtextextended({}, 0)), 0)").format(row_text)
+    return sql.SQL("hashtextextended({}, 0)").format(row_text)
+
+
+def checksum_select(columns: list[str]) -> sql.Composed:
+    return sql.SQL("count(*), COALESCE(sum({}), 0)").format(row_hash(columns))
 
 
 def _run(cur, statement: sql.Composed) -> ScopeChecksum:

@@ -1,0 +1,116 @@
+"""Verification inside the load, before anything is committed to the final table.
+
+The source checksum is taken in the same REPEATABLE READ snapshot the copy read, so
+writes on a busy source between copy and check cannot cause a false alarm. Two
+comparisons follow: the staged rows against that snapshot (before the final table is
+touched), and the final table's scope against it (inside the final transaction, so a
+mismatch rolls everything back).
+
+For `merge` without `delete_missing`, rows the source no longer has legitimately stay in
+the target, so the final comparison covers the target rows whose keys were staged, and
+the others are counted and reported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from psycopg2 import sql
+
+from .errors import SyncError
+from .introspect import Column
+from .merge import key_match
+from .spec import Mode, TableSpec
+from .sql import pin_text_settings, source_scope, where_clause
+from .staging import STAGING_SCHEMA
+from .verify import ScopeChecksum, checksum_select, row_hash, target_checksum
+
+
+class VerificationError(SyncError):
+    """The staged or final rows differ from the source snapshot; nothing was committed."""
+
+
+@dataclass(frozen=True)
+class LoadVerification:
+    source: ScopeChecksum
+    final: ScopeChecksum
+    final_scope: str
+    rows_only_in_target: int = 0
+
+
+def source_snapshot_checksums(
+    cur, spec: TableSpec, all_columns: list[str], copied: list[str]
+) -> tuple[ScopeChecksum, ScopeChecksum]:
+    """(all columns, copied columns) checksums of the source scope, in one scan."""
+    pin_text_settings(cur)
+    if all_columns == copied:
+        cur.execute(source_scope(spec, checksum_select(all_columns)))
+        rows, total = cur.fetchone()
+        same = ScopeChecksum(rows, Decimal(total))
+        return same, same
+    cur.execute(
+        source_scope(
+            spec, sql.SQL("{}, COALESCE(sum({}), 0)").format(checksum_select(all_columns), row_hash(copied))
+        )
+    )
+    rows, total_all, total_copied = cur.fetchone()
+    return ScopeChecksum(rows, Decimal(total_all)), ScopeChecksum(rows, Decimal(total_copied))
+
+
+def _differ(what: str, source: ScopeChecksum, other: ScopeChecksum, outcome: str) -> str:
+    return (
+        f"{what} differ from the source snapshot that was copied: source {source.rows} rows, "
+        f"checksum {source.checksum_hex}; {what} {other.rows} rows, checksum {other.checksum_hex}; "
+        f"{outcome}"
+    )
+
+
+def check_staged(cur, table: str, staging: str, copied: list[str], expected: ScopeChecksum) -> None:
+    pin_text_settings(cur)
+    cur.execute(
+        sql.SQL("SELECT {} FROM {}").format(checksum_select(copied), sql.Identifier(STAGING_SCHEMA, staging))
+    )
+    rows, total = cur.fetchone()
+    staged = ScopeChecksum(rows, Decimal(total))
+    if staged != expected:
+        raise VerificationError(
+            table,
+            "verify",
+            _differ("staged rows", expected, staged, "nothing was written to the target table"),
+        )
+
+
+def check_final(
+    cur, spec: TableSpec, columns: list[str], staging: str, key: list[Column], expected: ScopeChecksum
+) -> LoadVerification:
+    """Compare the final table with the snapshot inside the open final transaction."""
+    pin_text_settings(cur)
+    if spec.mode is Mode.MERGE and not spec.delete_missing:
+        scope = where_clause(spec.where)
+        cur.execute(
+            sql.SQL("SELECT {} FROM {} AS t{} {} EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+                checksum_select(columns),
+                spec.target.ident,
+                scope,
+                sql.SQL("AND" if spec.where else "WHERE"),
+                sql.Identifier(STAGING_SCHEMA, staging),
+                key_match(key),
+            )
+        )
+        rows, total = cur.fetchone()
+        final = ScopeChecksum(rows, Decimal(total))
+        cur.execute(sql.SQL("SELECT count(*) FROM {}{}").format(spec.target.ident, scope))
+        verification = LoadVerification(
+            expected, final, "target rows with staged keys", cur.fetchone()[0] - rows
+        )
+    else:
+        final = target_checksum(cur, spec, columns)
+        verification = LoadVerification(expected, final, "target scope")
+    if final != expected:
+        raise VerificationError(
+            str(spec.target),
+            "verify",
+            _differ("final table rows", expected, final, "rolled back: the target table is unchanged"),
+        )
+    return verification

@@ -1,0 +1,132 @@
+"""Verification inside the load: a difference never reaches a committed final table."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
+from pg_sync_assets_tests.support import compare, run_sync, staging_tables, table_text
+
+ITEMS = TableRef("public", "items")
+
+# A target-side trigger that alters every row written to the final table: the kind of
+# silent change (a bad trigger, a rule, a wrong default) the final comparison must catch.
+CORRUPT_FINAL = """
+CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.note := NEW.note || '!'; RETURN NEW; END $$;
+CREATE TRIGGER corrupt BEFORE INSERT OR UPDATE ON items FOR EACH ROW EXECUTE FUNCTION corrupt();
+"""
+
+# The same for every staging table created from now on (an event trigger adds a row
+# trigger to each new table in sync_staging): the staged comparison must catch it.
+CORRUPT_STAGING = """
+CREATE FUNCTION corrupt_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN NEW.note := upper(NEW.note); RETURN NEW; END $$;
+CREATE FUNCTION add_corruption() RETURNS event_trigger LANGUAGE plpgsql AS $$
+DECLARE obj record;
+BEGIN
+  FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands()
+             WHERE schema_name = 'sync_staging' AND command_tag = 'CREATE TABLE' LOOP
+    EXECUTE format('CREATE TRIGGER corrupt BEFORE INSERT ON %s FOR EACH ROW '
+                   'EXECUTE FUNCTION corrupt_row()', obj.object_identity);
+  END LOOP;
+END $$;
+CREATE EVENT TRIGGER corrupt_staging ON ddl_command_end EXECUTE FUNCTION add_corruption();
+"""
+
+
+def _seed(dbs, rows: int = 300) -> None:
+    dbs.src("CREATE TABLE items (id int PRIMARY KEY, note text); "
+            f"INSERT INTO items SELECT i, 'n' || i FROM generate_series(1, {int(rows)}) AS i")
+
+
+def _spec(mode: Mode, **kw) -> TableSpec:
+    return TableSpec(name="items", target=ITEMS, source=ITEMS, mode=mode, **kw)
+
+
+@pytest.mark.parametrize("mode", [Mode.MERGE, Mode.FULL_REFRESH])
+def test_final_rows_that_differ_from_the_snapshot_are_rolled_back(dbs, mode):
+    _seed(dbs)
+    run_sync(dbs, _spec(mode))
+    before = table_text(dbs.target, ITEMS, "id")
+    dbs.tgt(CORRUPT_FINAL)
+    dbs.src("UPDATE items SET note = 'changed' WHERE id <= 5")
+
+    with pytest.raises(VerificationError) as caught:
+        run_sync(dbs, _spec(mode))
+
+    message = str(caught.value)
+    assert message.startswith("verify failed for `public.items`: final table rows differ from the "
+                              "source snapshot that was copied: source 300 rows, checksum ")
+    assert "rolled back: the target table is unchanged" in message
+    assert table_text(dbs.target, ITEMS, "id") == before
+    assert staging_tables(dbs.target) == []
+
+
+def test_staged_rows_that_differ_from_the_snapshot_stop_before_the_final_table(dbs):
+    _seed(dbs)
+    dbs.tgt(CORRUPT_STAGING)
+    try:
+        with pytest.raises(VerificationError) as caught:
+            run_sync(dbs, _spec(Mode.MERGE))
+    finally:
+        dbs.tgt("DROP EVENT TRIGGER corrupt_staging")
+    assert "staged rows differ from the source snapshot" in str(caught.value)
+    assert "nothing was written to the target table" in str(caught.value)
+    assert dbs.tgt("SELECT to_regclass('public.items')") == [(None,)]
+    assert staging_tables(dbs.target) == []
+
+
+def test_verification_can_be_switched_off(dbs):
+    _seed(dbs)
+    run_sync(dbs, _spec(Mode.MERGE))
+    dbs.tgt(CORRUPT_FINAL)
+    dbs.src("UPDATE items SET note = 'changed' WHERE id = 1")
+
+    result = run_sync(dbs, _spec(Mode.MERGE, verify=False))
+
+    assert result.verification is None and result.updated == 1
+    assert dbs.tgt("SELECT note FROM items WHERE id = 1") == [("changed!",)]
+
+
+def test_merge_keeps_rows_gone_from_the_source_and_reports_them(dbs):
+    _seed(dbs)
+    run_sync(dbs, _spec(Mode.MERGE))
+    dbs.src("DELETE FROM items WHERE id > 290")
+
+    result = run_sync(dbs, _spec(Mode.MERGE))
+
+    assert result.verification.final_scope == "target rows with staged keys"
+    assert result.verification.final.rows == 290
+    assert result.verification.rows_only_in_target == 10
+
+
+def test_writes_on_a_busy_source_cause_no_false_alarm(dbs):
+    _seed(dbs, rows=200_000)
+    run_sync(dbs, _spec(Mode.MERGE))
+    stop = threading.Event()
+    writes = [0]
+
+    def keep_writing() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            dbs.src("UPDATE items SET note = note || '.' WHERE id = %s; "
+                    "INSERT INTO items VALUES (%s, 'new') ON CONFLICT (id) DO NOTHING; "
+                    "DELETE FROM items WHERE id = %s", (n % 1000 + 1, 200_000 + n, 1000 + n))
+            writes[0] = n
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        results = [run_sync(dbs, _spec(mode)) for mode in (Mode.MERGE, Mode.FULL_REFRESH, Mode.MERGE)]
+    finally:
+        stop.set()
+        writer.join()
+
+    assert writes[0] > 20, "the writer did not overlap the syncs"
+    assert all(r.verification.final == r.verification.source for r in results)
+    run_sync(dbs, _spec(Mode.FULL_REFRESH))  # the source is quiet now
+    assert compare(dbs, _spec(Mode.FULL_REFRESH)).checksums_match
