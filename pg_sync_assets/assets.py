@@ -71,14 +71,14 @@ def result_metadata(result: SyncResult) -> dict:
         v = result.verification
         metadata.update(
             {
-                "verified_rows": v.final.rows,
+                "verified_source_rows": v.source.rows,
+                "verified_target_rows": v.final.rows + v.rows_only_in_target,
                 "verified_source_checksum": v.source.checksum_hex,
                 "verified_target_checksum": v.final.checksum_hex,
                 "verified_scope": v.final_scope,
+                "rows_only_in_target": v.rows_only_in_target,
             }
         )
-        if v.rows_only_in_target:
-            metadata["rows_only_in_target"] = v.rows_only_in_target
     if result.removed_orphans:
         metadata["removed_orphaned_staging"] = ", ".join(result.removed_orphans)
     return metadata

@@ -64,6 +64,7 @@ class TableComparison:
     target: ScopeChecksum | None
     columns: tuple[str, ...]
     problem: str | None = None
+    basis: str = "compared live, source and target now"
 
     @property
     def rows_match(self) -> bool:

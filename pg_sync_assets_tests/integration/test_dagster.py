@@ -227,3 +227,19 @@ def test_verify_all_from_the_cli_exits_non_zero_when_a_check_fails(project, dbs,
     assert done.returncode != 0
     assert "Asset check 'row_count' on 'orders' did not pass" in done.stderr
     assert "Asset check 'checksum' on 'paid_orders' passed" in done.stderr
+
+
+def test_checks_report_the_pre_commit_verification_in_a_materializing_run(project, dbs):
+    defs = build_definitions()
+    materialized = _run(defs, "sync_all")
+    dbs.src("INSERT INTO shop.orders VALUES (401, 'paid', 1)")  # the source moves on
+
+    verified = _checks(materialized)[("paid_orders", "checksum")]
+    live = _checks(_run(defs, "verify_all"))[("paid_orders", "row_count")]
+
+    assert verified.passed
+    md = {k: v.value for k, v in verified.metadata.items()}
+    assert md["compared"] == "verified inside the materialization, against the source snapshot it copied"
+    assert md["source_checksum"] == md["target_checksum"]
+    assert not live.passed
+    assert {k: v.value for k, v in live.metadata.items()}["compared"].startswith("compared live")
