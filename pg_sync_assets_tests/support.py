@@ -29,6 +29,18 @@ def compare(dbs, spec: TableSpec) -> TableComparison:
         target.close()
 
 
+def localize(dbs, spec: TableSpec, rows_hint: int = 1000, limit: int = 100):
+    from pg_sync_assets.engine.localize import localize_table
+
+    source = connect(dbs.source, readonly=True, role="source")
+    target = connect(dbs.target, readonly=True, role="target")
+    try:
+        return localize_table(spec, source, target, rows_hint, limit)
+    finally:
+        source.close()
+        target.close()
+
+
 def table_text(url: str, table: TableRef, order_by: str) -> list[str]:
     """Every row of `table` rendered as text under pinned settings, ordered."""
     from psycopg2 import connect as raw_connect

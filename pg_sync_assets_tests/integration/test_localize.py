@@ -1,0 +1,78 @@
+"""Localization: a failed comparison is narrowed down to the differing keys."""
+
+from __future__ import annotations
+
+from psycopg2 import sql
+
+from pg_sync_assets.engine import Mode, TableRef, TableSpec
+from pg_sync_assets.engine.localize import bucket_count
+from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
+from pg_sync_assets_tests.support import localize, run_sync
+
+ITEMS = TableRef("public", "items")
+
+
+def _items(dbs, rows: int) -> TableSpec:
+    dbs.src(f"CREATE TABLE items (id int PRIMARY KEY, note text, n numeric); "
+            f"INSERT INTO items SELECT i, 'n' || i, i / 4.0 FROM generate_series(1, {int(rows)}) AS i")
+    spec = TableSpec(name="items", target=ITEMS, source=ITEMS, mode=Mode.MERGE)
+    run_sync(dbs, spec)
+    return spec
+
+
+def test_every_single_value_corruption_of_the_type_zoo_is_localized_to_its_key(dbs):
+    dbs.src(ZOO_DDL)
+    spec = TableSpec(name="zoo", target=ZOO, source=ZOO, mode=Mode.MERGE)
+    run_sync(dbs, spec)
+    for column, expression in TAMPER.items():
+        dbs.tgt(sql.SQL("UPDATE zoo SET {} = {} WHERE id = 1").format(
+            sql.Identifier(column), sql.SQL(expression)))
+        diff = localize(dbs, spec)
+        assert (diff.changed, diff.missing, diff.extra) == (["(1)"], [], []), column
+        run_sync(dbs, spec)
+    assert localize(dbs, spec).total == 0
+
+
+def test_missing_extra_and_swapped_rows_are_told_apart(dbs):
+    spec = _items(dbs, 500)
+    dbs.tgt("DELETE FROM items WHERE id = 7; INSERT INTO items VALUES (9001, 'x', 1), (9002, 'y', 2); "
+            "UPDATE items SET note = CASE id WHEN 10 THEN 'n11' ELSE 'n10' END WHERE id IN (10, 11)")
+
+    diff = localize(dbs, spec)
+
+    assert (diff.missing, diff.extra, diff.changed) == (["(7)"], ["(9001)", "(9002)"], ["(10)", "(11)"])
+    assert (diff.missing_count, diff.extra_count, diff.changed_count) == (1, 2, 2)
+
+
+def test_ten_differences_in_fifty_thousand_rows_read_only_their_buckets(dbs):
+    spec = _items(dbs, 50_000)
+    changed = [3, 999, 5000, 12345, 20000, 27182, 31415, 40000, 44444, 49999]
+    dbs.tgt("UPDATE items SET n = n + 0.25 WHERE id = ANY(%s)", (changed,))
+
+    diff = localize(dbs, spec, rows_hint=50_000)
+
+    assert diff.changed == [f"({k})" for k in sorted(changed, key=lambda k: f"({k})")]
+    assert diff.differing_buckets == 10
+    assert diff.buckets == bucket_count(50_000) == 64
+    assert diff.keys_compared < 50_000 / 4  # about 10 buckets of ~780 rows, not the table
+
+
+def test_the_limit_caps_the_listed_keys_but_not_the_counts(dbs):
+    spec = _items(dbs, 300)
+    dbs.tgt("DELETE FROM items WHERE id <= 50")
+    diff = localize(dbs, spec, limit=5)
+    assert diff.missing_count == 50 and len(diff.missing) == 5
+
+
+def test_composite_korean_keys_and_the_where_scope(dbs):
+    dbs.src('CREATE TABLE "종목" ("시장" text, "코드" text, "가격" numeric, PRIMARY KEY ("시장", "코드")); '
+            "INSERT INTO \"종목\" SELECT (ARRAY['코스피','코스닥'])[1 + mod(i, 2)], lpad(i::text, 6, '0'), i "
+            "FROM generate_series(1, 400) AS i")
+    table = TableRef("public", "종목")
+    spec = TableSpec(name="stocks", target=table, source=table, mode=Mode.MERGE, where="\"시장\" = '코스닥'")
+    run_sync(dbs, spec)
+    dbs.tgt('UPDATE "종목" SET "가격" = 0 WHERE "코드" = \'000003\'')
+
+    diff = localize(dbs, spec)
+
+    assert diff.changed == ["(코스닥,000003)"] and diff.total == 1
