@@ -18,6 +18,8 @@ from dagster import (
 
 from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
 from .engine import TableSpec
+from .engine.errors import ConfigError
+from .engine.localize import Difference, localize_table
 from .engine.verify import ScopeChecksum, TableComparison, compare_table
 
 
@@ -50,6 +52,22 @@ def verified_in_this_run(context: AssetCheckExecutionContext, spec: TableSpec) -
     )
 
 
+def _localize(
+    context: AssetCheckExecutionContext, spec: TableSpec, cmp: TableComparison
+) -> Difference | None:
+    source = getattr(context.resources, SOURCE_RESOURCE)
+    target = getattr(context.resources, TARGET_RESOURCE)
+    try:
+        with (
+            source.get_connection(f"localize {spec.name}", readonly=True) as source_conn,
+            target.get_connection(f"localize {spec.name}", readonly=True) as target_conn,
+        ):
+            return localize_table(spec, source_conn, target_conn, cmp.source.rows, SHOWN_KEYS)
+    except ConfigError as exc:  # no key: the figures alone must do
+        context.log.warning("differences of `%s` not localized: %s", spec.target, exc)
+        return None
+
+
 def _result(
     spec: TableSpec, check: str, passed: bool, metadata: dict, description: str | None
 ) -> AssetCheckResult:
@@ -62,21 +80,61 @@ def _result(
     )
 
 
-def row_count_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
+SHOWN_KEYS = 20
+
+
+def repair_hint(spec: TableSpec) -> str:
+    return (
+        "to repair only the differing rows run `dagster job execute -m pg_sync_assets.definitions "
+        f"-j reconcile_all`; to copy the whole scope again, materialize `{spec.name}`"
+    )
+
+
+def describe_difference(diff: Difference | None) -> tuple[dict, str]:
+    """Metadata and one sentence about which keys differ."""
+    if diff is None:
+        return {}, ""
+    parts = []
+    for kind, label in (
+        ("missing", "missing in target"),
+        ("extra", "extra in target"),
+        ("changed", "changed"),
+    ):
+        count, keys = getattr(diff, f"{kind}_count"), getattr(diff, kind)
+        if count:
+            more = f", +{count - len(keys)} more" if count > len(keys) else ""
+            parts.append(f"{label}: {count} [{', '.join(keys)}{more}]")
+    metadata = {
+        "rows_missing_in_target": diff.missing_count,
+        "rows_extra_in_target": diff.extra_count,
+        "rows_changed": diff.changed_count,
+        "differing_keys": diff.missing + diff.extra + diff.changed,
+    }
+    return metadata, "; ".join(parts) + "; " if parts else ""
+
+
+def row_count_result(
+    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None
+) -> AssetCheckResult:
     metadata = {"source_rows": cmp.source.rows, "scope": _scope(spec), "compared": cmp.basis}
     if cmp.target is None:
         return _result(spec, "row_count", False, metadata, cmp.problem)
     metadata.update(target_rows=cmp.target.rows, difference=cmp.target.rows - cmp.source.rows)
-    description = (
-        f"{cmp.source.rows} rows in source and target ({_scope(spec)})"
-        if cmp.rows_match
-        else f"source has {cmp.source.rows} rows, target has {cmp.target.rows} "
-        f"({_scope(spec)}); re-materialize `{spec.name}` to repair"
-    )
+    if cmp.rows_match:
+        description = f"{cmp.source.rows} rows in source and target ({_scope(spec)})"
+    else:
+        diff_metadata, keys = describe_difference(diff)
+        metadata.update(diff_metadata)
+        description = (
+            f"source has {cmp.source.rows} rows, target has {cmp.target.rows} ({_scope(spec)}); "
+            f"{keys}{repair_hint(spec)}"
+        )
     return _result(spec, "row_count", cmp.rows_match, metadata, description)
 
 
-def checksum_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
+def checksum_result(
+    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None
+) -> AssetCheckResult:
     metadata = {
         "source_checksum": cmp.source.checksum_hex,
         "source_rows": cmp.source.rows,
@@ -90,10 +148,12 @@ def checksum_result(spec: TableSpec, cmp: TableComparison) -> AssetCheckResult:
     if cmp.checksums_match:
         description = f"checksums match over {len(cmp.columns)} columns ({_scope(spec)})"
     else:
+        diff_metadata, keys = describe_difference(diff)
+        metadata.update(diff_metadata)
         description = (
             f"checksums differ: source {cmp.source.checksum_hex} ({cmp.source.rows} rows), "
             f"target {cmp.target.checksum_hex} ({cmp.target.rows} rows), {_scope(spec)}; "
-            f"re-materialize `{spec.name}` to repair"
+            f"{keys}{repair_hint(spec)}"
         )
     return _result(spec, "checksum", cmp.checksums_match, metadata, description)
 
@@ -129,7 +189,10 @@ def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
                 target.get_connection(f"verify {spec.name}", readonly=True) as target_conn,
             ):
                 comparison = compare_table(spec, source_conn, target_conn)
-        yield row_count_result(spec, comparison)
-        yield checksum_result(spec, comparison)
+        diff = None
+        if comparison.target is not None and not comparison.checksums_match:
+            diff = _localize(context, spec, comparison)
+        yield row_count_result(spec, comparison, diff)
+        yield checksum_result(spec, comparison, diff)
 
     return _checks

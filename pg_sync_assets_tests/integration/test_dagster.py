@@ -114,6 +114,9 @@ def test_failed_checks_show_both_sides_and_verify_all_copies_nothing(project, db
     assert not count.passed
     assert {k: v.value for k, v in count.metadata.items()}["difference"] == -1
     assert "source has 100 rows, target has 99 (WHERE status = 'paid')" in count.description
+    assert "missing in target: 1 [(8)]" in count.description and "-j reconcile_all" in count.description
+    assert "changed: 1 [(7)]" in failed.description
+    assert (md["rows_changed"], md["rows_missing_in_target"], md["differing_keys"]) == (1, 0, ["(7)"])
     assert dbs.tgt("SELECT total::text FROM analytics.orders WHERE id = 7") == [("3.51",)]
     assert not result.success  # a failed blocking check fails its step, so the run fails
 
