@@ -11,33 +11,21 @@ names the table and the stage.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-import psycopg2
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
-from .ddl import create_target_table, require_matching_schema
-from .errors import PgSyncError, SyncError
+from .ddl import create_target_table
+from .errors import SyncError
 from .guard import LoadVerification, check_final, check_staged, source_snapshot_checksums
 from .introspect import Column, table_columns
 from .merge import MergeCounts, delete_missing, merge_from_staging, replace_from_staging
-from .plan import TablePlan, plan_table
+from .plan import TablePlan
+from .run import StageTimer, prepare, rollback_quietly, staged_run
 from .spec import Mode, TableSpec
-from .staging import (
-    STAGING_SCHEMA,
-    acquire_table_lock,
-    create_staging,
-    drop_orphaned_staging,
-    drop_staging,
-    ensure_staging_schema,
-    new_staging_name,
-    release_table_lock,
-)
+from .staging import STAGING_SCHEMA
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -69,42 +57,6 @@ class SyncResult:
     def copy_rows_per_second(self) -> float:
         seconds = self.stage_seconds.get("copy", 0.0)
         return self.rows_copied / seconds if seconds > 0 else 0.0
-
-
-# What to do about the errors users meet most (SQLSTATE -> advice).
-_HINTS = {
-    "42501": "check grants: the source user needs SELECT on the source table; the target "
-    "user needs CREATE on the target database (for the sync_staging schema) and INSERT, "
-    "UPDATE, DELETE, TRUNCATE on the target table; ",
-    "53200": "the server ran out of memory; lower merge_work_mem or the server's work_mem; ",
-    "57014": "a statement was cancelled (statement_timeout or an operator); ",
-}
-
-
-class _StageTimer:
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        except PgSyncError:
-            raise
-        except psycopg2.Error as exc:
-            detail = (exc.pgerror or str(exc)).strip().replace("\n", " ")
-            hint = _HINTS.get(exc.pgcode or "", "")
-            raise SyncError(self.table, name, f"{detail}; {hint}the target table is unchanged") from exc
-        finally:
-            self.seconds[name] = round(time.monotonic() - started, 3)
-
-
-def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]:
-    if target_cols:
-        return {c.name for c in target_cols if c.generated_expr is not None}
-    return {c.name for c in plan.columns if c.generated_expr is not None}
 
 
 def _duplicate_key_error(cur, table: str, staging: str, key: list[Column]) -> SyncError:
@@ -157,41 +109,12 @@ def sync_table(
 ) -> SyncResult:
     """Copy the source scope of `spec` into its target table; see the module docstring."""
     log = log or _log
-    label = str(spec.target)
-    timer = _StageTimer(label)
-    source_conn.rollback()
-    target_conn.rollback()
-    source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
-    target_conn.autocommit = True
-    with source_conn.cursor() as scur, target_conn.cursor() as tcur:
-        with timer.stage("plan"):
-            plan = plan_table(scur, spec)
-            target_cols = table_columns(tcur, spec.target)
-            if target_cols:
-                require_matching_schema(spec.target, list(plan.columns), target_cols)
-            skip = _generated_in_target(plan, target_cols)
-            copied = [c for c in plan.columns if c.name not in skip]
-        with timer.stage("lock"):
-            acquire_table_lock(tcur, spec.target, options.lock_timeout_ms)
-        try:
-            with timer.stage("staging"):
-                ensure_staging_schema(tcur)
-                orphans = drop_orphaned_staging(tcur, spec.target)
-                if orphans:
-                    log.warning(
-                        "removed staging tables left by an earlier killed run of `%s`: %s",
-                        label,
-                        ", ".join(orphans),
-                    )
-                staging = new_staging_name(spec.target)
-                create_staging(tcur, spec.target, staging, copied)
-            try:
-                result = _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log)
-            finally:
-                _drop_staging_quietly(target_conn, staging, label, log)
-        finally:
-            _release_quietly(target_conn, spec, log)
-    return SyncResult(**result, plan=plan, stage_seconds=dict(timer.seconds), removed_orphans=tuple(orphans))
+    timer = StageTimer(str(spec.target))
+    plan, copied = prepare(spec, source_conn, target_conn, timer)
+    with staged_run(spec, target_conn, copied, timer, options.lock_timeout_ms, log) as (staging, orphans):
+        with source_conn.cursor() as scur, target_conn.cursor() as tcur:
+            result = _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log)
+    return SyncResult(**result, plan=plan, stage_seconds=dict(timer.seconds), removed_orphans=orphans)
 
 
 def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log) -> dict:
@@ -231,7 +154,7 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
                     tcur, plan, staging, copied, copied_result.rows, options
                 )
             except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
-                _rollback_quietly(target_conn)
+                rollback_quietly(target_conn)
                 raise _duplicate_key_error(tcur, label, staging, plan.key_columns()) from None
         verification = None
         if spec.verify:
@@ -242,8 +165,8 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
         with timer.stage("commit"):
             target_conn.commit()
     finally:
-        _rollback_quietly(scur.connection)
-        _rollback_quietly(target_conn)
+        rollback_quietly(scur.connection)
+        rollback_quietly(target_conn)
         target_conn.autocommit = True
     return dict(
         table=label,
@@ -257,36 +180,3 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
         created_target=created,
         verification=verification,
     )
-
-
-def _rollback_quietly(conn) -> None:
-    try:
-        if not conn.closed:
-            conn.rollback()
-    except psycopg2.Error:
-        pass  # a dead connection has nothing left to roll back
-
-
-def _drop_staging_quietly(conn, staging: str, label: str, log) -> None:
-    try:
-        _rollback_quietly(conn)
-        conn.autocommit = True
-        with conn.cursor() as cur:
-            drop_staging(cur, staging)
-    except psycopg2.Error as exc:
-        log.warning(
-            "could not drop staging table %s.%s of `%s` (%s); the next run of this table drops it",
-            STAGING_SCHEMA,
-            staging,
-            label,
-            type(exc).__name__,
-        )
-
-
-def _release_quietly(conn, spec: TableSpec, log) -> None:
-    try:
-        with conn.cursor() as cur:
-            release_table_lock(cur, spec.target)
-    except psycopg2.Error:
-        # The lock is a session lock: closing the connection releases it.
-        log.debug("advisory lock of `%s` released by closing the session", spec.target)
