@@ -19,6 +19,18 @@ def run_sync(dbs, spec: TableSpec, options: SyncOptions | None = None) -> SyncRe
         target.close()
 
 
+def run_reconcile(dbs, spec: TableSpec) -> SyncResult:
+    from pg_sync_assets.engine import reconcile_table
+
+    source = connect(dbs.source, readonly=True, role="source")
+    target = connect(dbs.target, readonly=False, role="target")
+    try:
+        return reconcile_table(spec, source, target)
+    finally:
+        source.close()
+        target.close()
+
+
 def compare(dbs, spec: TableSpec) -> TableComparison:
     source = connect(dbs.source, readonly=True, role="source")
     target = connect(dbs.target, readonly=True, role="target")

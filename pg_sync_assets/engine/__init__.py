@@ -4,6 +4,7 @@ from .connect import ConnectionFailed, connect
 from .errors import ConfigError, LockTimeoutError, PgSyncError, SchemaMismatchError, SyncError
 from .guard import LoadVerification, VerificationError
 from .plan import TablePlan, plan_table
+from .reconcile import reconcile_table
 from .spec import Mode, TableRef, TableSpec
 from .sync import SyncOptions, SyncResult, sync_table
 
@@ -24,5 +25,6 @@ __all__ = [
     "VerificationError",
     "connect",
     "plan_table",
+    "reconcile_table",
     "sync_table",
 ]

@@ -117,13 +117,15 @@ class _ChunkPipe:
             self._on_progress(self.progress())
 
 
-def source_copy_statement(spec: TableSpec, columns: list[Column]) -> sql.Composed:
-    """COPY of the source scope, user-defined types rendered as text."""
+def source_copy_statement(
+    spec: TableSpec, columns: list[Column], extra: sql.Composable | None = None
+) -> sql.Composed:
+    """COPY of the source scope (narrowed by `extra`), user-defined types rendered as text."""
     select_list = sql.SQL(", ").join(
         sql.SQL("{}::text").format(sql.Identifier(c.name)) if c.travels_as_text else sql.Identifier(c.name)
         for c in columns
     )
-    return sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(source_scope(spec, select_list))
+    return sql.SQL("COPY ({}) TO STDOUT (FORMAT binary)").format(source_scope(spec, select_list, extra))
 
 
 def staging_copy_statement(staging: str, columns: list[Column]) -> sql.Composed:

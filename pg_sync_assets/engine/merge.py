@@ -19,7 +19,7 @@ from psycopg2 import sql
 from .indexes import drop_indexes_for_reload, rebuild_indexes
 from .introspect import Column
 from .spec import TableRef
-from .sql import where_clause
+from .sql import key_in, where_clause
 from .staging import STAGING_SCHEMA
 
 
@@ -139,3 +139,13 @@ def replace_from_staging(cur, target: TableRef, staging: str, columns: list[Colu
     inserted = cur.rowcount
     rebuild_indexes(cur, rebuild)
     return MergeCounts(inserted=inserted, updated=0, deleted=deleted)
+
+
+def delete_keys(cur, target: TableRef, key: list[str], keys_text: list[str]) -> int:
+    """Delete the target rows whose `ROW(key)::text` is one of `keys_text`."""
+    if not keys_text:
+        return 0
+    cur.execute(
+        sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, key_in(key, sql.SQL("%s"))), (keys_text,)
+    )
+    return cur.rowcount

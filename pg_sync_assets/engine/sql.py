@@ -51,9 +51,22 @@ def source_relation(spec: TableSpec) -> sql.Composable:
     return spec.source.ident
 
 
-def source_scope(spec: TableSpec, select_list: sql.Composable) -> sql.Composed:
-    """SELECT <select_list> FROM the source scope (table or query, plus `where`)."""
-    return sql.SQL("SELECT {} FROM {}{}").format(select_list, source_relation(spec), where_clause(spec.where))
+def source_scope(
+    spec: TableSpec, select_list: sql.Composable, extra: sql.Composable | None = None
+) -> sql.Composed:
+    """SELECT <select_list> FROM the source scope (table or query, plus `where`), narrowed
+    further by the condition `extra` if given."""
+    condition = where_clause(spec.where)
+    if extra is not None:
+        condition = sql.SQL("{} {} ({})").format(condition, sql.SQL("AND" if spec.where else "WHERE"), extra)
+    return sql.SQL("SELECT {} FROM {}{}").format(select_list, source_relation(spec), condition)
+
+
+def key_in(key: list[str], keys_text: sql.Composable) -> sql.Composed:
+    """`ROW(key)::text IN (SELECT unnest(<text[]>))`: a hashed semi-join, not n x m compares."""
+    return sql.SQL("ROW({})::text IN (SELECT unnest({}::text[]))").format(
+        sql.SQL(", ").join(sql.Identifier(k) for k in key), keys_text
+    )
 
 
 def target_scope(spec: TableSpec, select_list: sql.Composable) -> sql.Composed:

@@ -21,6 +21,7 @@ from .ddl import create_target_table
 from .errors import SyncError
 from .guard import LoadVerification, check_final, check_staged, source_snapshot_checksums
 from .introspect import Column, table_columns
+from .localize import Difference
 from .merge import MergeCounts, delete_missing, merge_from_staging, replace_from_staging
 from .plan import TablePlan
 from .run import StageTimer, prepare, rollback_quietly, staged_run
@@ -50,6 +51,7 @@ class SyncResult:
     created_target: bool
     plan: TablePlan
     verification: LoadVerification | None = None
+    difference: Difference | None = None  # what a reconcile found and repaired
     stage_seconds: dict[str, float] = field(default_factory=dict)
     removed_orphans: tuple[str, ...] = ()
 

@@ -1,0 +1,131 @@
+"""Reconcile: repair exactly the rows verification finds different.
+
+In one source snapshot: the scope's checksum, the localization of differing keys, and a
+copy of just the missing and changed rows into staging. Then, in one target transaction:
+upsert those rows, delete the target rows the source scope does not have, and compare
+the whole target scope with the snapshot before committing. Rows that were equal are
+not touched. This is also how rows deleted in the source reach tables loaded by
+`merge` without `delete_missing`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from psycopg2 import sql
+
+from .copy import source_copy_statement, staging_copy_statement, stream_copy
+from .errors import ConfigError
+from .guard import LoadVerification, VerificationError, source_snapshot_checksums
+from .introspect import table_exists
+from .localize import localize
+from .merge import MergeCounts, delete_keys, merge_from_staging
+from .run import StageTimer, prepare, rollback_quietly, staged_run
+from .sql import key_in, pin_text_settings
+from .staging import STAGING_SCHEMA
+from .sync import SyncOptions, SyncResult
+from .verify import target_checksum
+
+_log = logging.getLogger("pg_sync_assets")
+
+
+def reconcile_table(
+    spec, source_conn, target_conn, *, options: SyncOptions | None = None, log: logging.Logger | None = None
+) -> SyncResult:
+    log = log or _log
+    options = options or SyncOptions()
+    label = str(spec.target)
+    timer = StageTimer(label)
+    plan, copied = prepare(spec, source_conn, target_conn, timer)
+    if not plan.key:
+        raise ConfigError(f"cannot reconcile `{label}`: it has no key to tell rows apart; set `primary_key`")
+    with target_conn.cursor() as tcur:
+        if not table_exists(tcur, spec.target):
+            raise ConfigError(
+                f"cannot reconcile `{label}`: the target table does not exist; materialize it first"
+            )
+    key = list(plan.key)
+    with staged_run(spec, target_conn, copied, timer, options.lock_timeout_ms, log) as (staging, orphans):
+        with source_conn.cursor() as scur, target_conn.cursor() as tcur:
+            try:
+                with timer.stage("verify_source"):
+                    expected, _ = source_snapshot_checksums(scur, spec, plan.column_names, plan.column_names)
+                with timer.stage("localize"):
+                    target_conn.autocommit = False
+                    diff = localize(
+                        spec,
+                        source_conn,
+                        target_conn,
+                        key,
+                        plan.column_names,
+                        expected.rows,
+                        limit=sys.maxsize,
+                    )
+                    target_conn.rollback()
+                log.info(
+                    "reconcile `%s`: %d missing, %d extra, %d changed rows",
+                    label,
+                    diff.missing_count,
+                    diff.extra_count,
+                    diff.changed_count,
+                )
+                to_copy = diff.missing + diff.changed
+                with timer.stage("copy"):
+                    tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
+                    rows = bytes_ = 0
+                    if to_copy:
+                        # COPY takes no bind parameters: the keys go in as a quoted literal.
+                        only = key_in(key, sql.Literal(to_copy))
+                        copy = stream_copy(
+                            scur,
+                            tcur,
+                            source_copy_statement(spec, copied, only),
+                            staging_copy_statement(staging, copied),
+                        )
+                        rows, bytes_ = copy.rows, copy.bytes
+                    target_conn.commit()
+                with timer.stage("merge"):
+                    tcur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
+                    pin_text_settings(tcur)  # key texts must render as localize saw them
+                    counts = (
+                        merge_from_staging(tcur, spec.target, staging, copied, plan.key_columns(), rows)
+                        if rows
+                        else MergeCounts(0, 0, 0)
+                    )
+                    deleted = delete_keys(tcur, spec.target, key, diff.extra)
+                with timer.stage("verify_final"):
+                    final = target_checksum(tcur, spec, plan.column_names)
+                    if final != expected:
+                        raise VerificationError(
+                            label,
+                            "verify",
+                            (
+                                f"after reconcile the target scope still differs from the source snapshot: "
+                                f"source {expected.rows} rows, checksum {expected.checksum_hex}; target "
+                                f"{final.rows} rows, checksum {final.checksum_hex}; rolled back: the target "
+                                "table is unchanged"
+                            ),
+                        )
+                with timer.stage("commit"):
+                    target_conn.commit()
+            finally:
+                rollback_quietly(source_conn)
+                rollback_quietly(target_conn)
+                target_conn.autocommit = True
+    return SyncResult(
+        table=label,
+        mode=spec.mode,
+        rows_copied=rows,
+        bytes_copied=bytes_,
+        inserted=counts.inserted,
+        updated=counts.updated,
+        deleted=deleted,
+        target_rows=final.rows,
+        created_target=False,
+        plan=plan,
+        verification=LoadVerification(expected, final, "target scope"),
+        stage_seconds=dict(timer.seconds),
+        removed_orphans=orphans,
+        difference=diff,
+    )
