@@ -8,14 +8,16 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetsDefinition,
+    Config,
     MaterializeResult,
     MetadataValue,
     TableColumn,
     TableSchema,
     asset,
 )
+from pydantic import Field
 
-from .engine import SyncResult, TableSpec, sync_table
+from .engine import SyncResult, TableSpec, reconcile_table, sync_table
 
 SOURCE_RESOURCE = "source"
 TARGET_RESOURCE = "target"
@@ -79,9 +81,29 @@ def result_metadata(result: SyncResult) -> dict:
                 "rows_only_in_target": v.rows_only_in_target,
             }
         )
+    if result.difference is not None:
+        d = result.difference
+        metadata.update(
+            {
+                "reconciled": True,
+                "rows_missing_in_target": d.missing_count,
+                "rows_extra_in_target": d.extra_count,
+                "rows_changed": d.changed_count,
+            }
+        )
     if result.removed_orphans:
         metadata["removed_orphaned_staging"] = ", ".join(result.removed_orphans)
     return metadata
+
+
+class SyncRunConfig(Config):
+    """Run config of a table asset (`--config-json '{"ops": {"NAME": {"config": {...}}}}'`)."""
+
+    reconcile: bool = Field(
+        default=False,
+        description="Repair only the rows that differ (missing, extra, changed) instead of copying "
+        "the whole scope; the job reconcile_all sets it for every table.",
+    )
 
 
 def build_table_asset(spec: TableSpec) -> AssetsDefinition:
@@ -94,14 +116,15 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
         kinds={"postgres"},
         required_resource_keys={SOURCE_RESOURCE, TARGET_RESOURCE},
     )
-    def _sync(context: AssetExecutionContext) -> MaterializeResult:
+    def _sync(context: AssetExecutionContext, config: SyncRunConfig) -> MaterializeResult:
         source = getattr(context.resources, SOURCE_RESOURCE)
         target = getattr(context.resources, TARGET_RESOURCE)
+        run = reconcile_table if config.reconcile else sync_table
         with (
             source.get_connection(f"copy {spec.name}", readonly=True) as source_conn,
             target.get_connection(f"load {spec.name}") as target_conn,
         ):
-            result = sync_table(spec, source_conn, target_conn, log=context.log)
+            result = run(spec, source_conn, target_conn, log=context.log)
         context.log.info(
             "`%s`: %d rows copied (%.0f rows/s), %d inserted, %d updated, %d deleted",
             result.table,

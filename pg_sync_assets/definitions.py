@@ -13,10 +13,10 @@ import logging
 import os
 from pathlib import Path
 
-from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
+from dagster import AssetSelection, Definitions, EnvVar, RunConfig, define_asset_job
 from psycopg2.extensions import make_dsn
 
-from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, build_table_asset
+from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, SyncRunConfig, build_table_asset
 from .checks import build_table_checks
 from .config import config_path, load_config
 from .engine import ConfigError, ConnectionFailed, TableSpec, connect, plan_table
@@ -73,6 +73,12 @@ def build_definitions(config_file: Path | str | None = None) -> Definitions:
                 "sync_all",
                 selection=AssetSelection.all(),
                 description="Materialize every table asset and run its checks.",
+            ),
+            define_asset_job(
+                "reconcile_all",
+                selection=AssetSelection.all(),
+                config=RunConfig(ops={spec.name: SyncRunConfig(reconcile=True) for spec in specs}),
+                description="Repair only the rows that differ in every table, then run the checks.",
             ),
             define_asset_job(
                 "verify_all",

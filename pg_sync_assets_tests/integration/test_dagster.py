@@ -246,3 +246,31 @@ def test_checks_report_the_pre_commit_verification_in_a_materializing_run(projec
     assert md["source_checksum"] == md["target_checksum"]
     assert not live.passed
     assert {k: v.value for k, v in live.metadata.items()}["compared"].startswith("compared live")
+
+
+def test_reconcile_all_repairs_the_differing_rows_and_the_checks_pass(project, dbs):
+    defs = build_definitions()
+    assert _run(defs, "sync_all").success
+    dbs.tgt("UPDATE analytics.orders SET total = 0 WHERE id IN (5, 6); "
+            "DELETE FROM analytics.orders WHERE id = 9")
+
+    result = _run(defs, "reconcile_all")
+
+    assert result.success
+    md = {e.asset_key.to_user_string(): {k: v.value for k, v in
+                                         e.step_materialization_data.materialization.metadata.items()}
+          for e in result.get_asset_materialization_events()}
+    assert (md["orders"]["rows_changed"], md["orders"]["rows_missing_in_target"]) == (2, 1)
+    assert (md["orders"]["rows_updated"], md["orders"]["rows_inserted"]) == (2, 1)
+    assert md["paid_orders"]["rows_copied"] == 0 and md["paid_orders"]["reconciled"]
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert _checks(_run(defs, "verify_all"))[("orders", "checksum")].passed
+
+
+def test_one_table_is_reconciled_from_the_cli(project, dbs, tmp_path):
+    assert _run(build_definitions(), "sync_all").success
+    dbs.tgt("DELETE FROM analytics.paid_orders WHERE id = 8")
+    done = _dagster_cli(tmp_path, "asset", "materialize", "--select", "paid_orders", "--config-json",
+                        '{"ops": {"paid_orders": {"config": {"reconcile": true}}}}')
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert dbs.tgt("SELECT count(*) FROM analytics.paid_orders WHERE id = 8") == [(1,)]
