@@ -15,6 +15,7 @@ Korean), at the price of a full scan per pass instead of index range scans.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from psycopg2 import sql
@@ -30,34 +31,47 @@ FETCH_BATCH = 10_000
 
 @dataclass
 class Difference:
-    """Keys (as `ROW(key)::text`) that differ, the first `limit` of each kind, and counts."""
+    """Keys (as `ROW(key)::text`) that differ, the first `limit` of each kind, and counts.
+
+    `parts` maps each listed key to its columns' own texts (for typed, index-friendly
+    filters); `source_rows` and `source_sum` are the source scope's totals from pass 1.
+    """
 
     limit: int
     missing: list[str] = field(default_factory=list)  # in the source, not in the target
     extra: list[str] = field(default_factory=list)  # in the target, not in the source
     changed: list[str] = field(default_factory=list)
+    parts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     missing_count: int = 0
     extra_count: int = 0
     changed_count: int = 0
     buckets: int = 0
     differing_buckets: int = 0
     keys_compared: int = 0
+    source_rows: int = 0
+    source_sum: int = 0
 
     @property
     def total(self) -> int:
         return self.missing_count + self.extra_count + self.changed_count
 
-    def add(self, kind: str, key: str) -> None:
+    def add(self, kind: str, key: str, parts: list[str]) -> None:
         setattr(self, f"{kind}_count", getattr(self, f"{kind}_count") + 1)
         keys = getattr(self, kind)
         if len(keys) < self.limit:
             keys.append(key)
+            self.parts[key] = tuple(parts)
+
+    def key_columns_text(self, keys: list[str], width: int) -> list[list[str]]:
+        """The listed `keys` transposed: one list of texts per key column."""
+        return [[self.parts[k][i] for k in keys] for i in range(width)]
 
 
 def bucket_count(rows: int) -> int:
-    """A power of two giving about 2,000 rows a bucket (64 to 1M buckets)."""
+    """A power of two giving about 16 rows a bucket (64 to 1M buckets): fine enough that
+    a 1% difference leaves most buckets equal, coarse enough to return cheaply."""
     n = 64
-    while n < rows / 2000 and n < (1 << 20):
+    while n < rows / 16 and n < (1 << 20):
         n *= 2
     return n
 
@@ -65,9 +79,11 @@ def bucket_count(rows: int) -> int:
 def _inner(spec, key: list[str], columns: list[str], side: str) -> sql.Composed:
     """The scope as (bucket, key text, row hash); takes %(seed)s and %(mask)s."""
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in key)
+    parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in key)
     select = sql.SQL(
-        "(hashtextextended(ROW({})::text, %(seed)s) & %(mask)s) AS b, ROW({})::text AS k, {} AS h"
-    ).format(keys, keys, row_hash(columns))
+        "(hashtextextended(ROW({})::text, %(seed)s) & %(mask)s) AS b, ROW({})::text AS k, {} AS h, "
+        "ARRAY[{}] AS p"
+    ).format(keys, keys, row_hash(columns), parts)
     return (source_scope if side == "source" else target_scope)(spec, select)
 
 
@@ -76,13 +92,13 @@ def _bucket_sums(cur, inner: sql.Composed, params: dict) -> dict[int, tuple[int,
     return {b: (n, int(total)) for b, n, total in cur.fetchall()}
 
 
-def _stream(conn, inner: sql.Composed, params: dict) -> Iterator[tuple[str, int]]:
-    """(key text, row hash) in byte order of the key, over a server-side cursor."""
+def _stream(conn, inner: sql.Composed, params: dict) -> Iterator[tuple[str, int, list[str]]]:
+    """(key text, row hash, key parts) in byte order of the key, over a server-side cursor."""
     cur = conn.cursor(name="pg_sync_localize")
     cur.itersize = FETCH_BATCH
     filter_ = sql.SQL("WHERE b = ANY(%(buckets)s)") if params.get("buckets") is not None else sql.SQL("")
     cur.execute(
-        sql.SQL('SELECT k, h FROM ({}) AS x {} ORDER BY k COLLATE "C"').format(inner, filter_), params
+        sql.SQL('SELECT k, h, p FROM ({}) AS x {} ORDER BY k COLLATE "C"').format(inner, filter_), params
     )
     try:
         yield from cur
@@ -90,19 +106,19 @@ def _stream(conn, inner: sql.Composed, params: dict) -> Iterator[tuple[str, int]
         cur.close()
 
 
-def _merge(diff: Difference, source: Iterator[tuple[str, int]], target: Iterator[tuple[str, int]]) -> None:
+def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -> None:
     s, t = next(source, None), next(target, None)
     while s is not None or t is not None:
         diff.keys_compared += 1
         if t is None or (s is not None and s[0] < t[0]):
-            diff.add("missing", s[0])
+            diff.add("missing", s[0], s[2])
             s = next(source, None)
         elif s is None or t[0] < s[0]:
-            diff.add("extra", t[0])
+            diff.add("extra", t[0], t[2])
             t = next(target, None)
         else:
             if s[1] != t[1]:
-                diff.add("changed", s[0])
+                diff.add("changed", s[0], s[2])
             s, t = next(source, None), next(target, None)
 
 
@@ -119,11 +135,18 @@ def localize(
     params = {"seed": BUCKET_SEED, "mask": n - 1}
     sides = {"source": source_conn, "target": target_conn}
     inner = {side: _inner(spec, key, columns, side) for side in sides}
-    sums = {}
-    for side, conn in sides.items():
-        with conn.cursor() as cur:
+
+    def side_sums(side: str) -> dict[int, tuple[int, int]]:
+        with sides[side].cursor() as cur:
             pin_text_settings(cur)
-            sums[side] = _bucket_sums(cur, inner[side], params)
+            return _bucket_sums(cur, inner[side], params)
+
+    # Two servers: pass 1 runs on both at once (psycopg2 releases the GIL while waiting).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        target_sums = pool.submit(side_sums, "target")
+        sums = {"source": side_sums("source"), "target": target_sums.result()}
+    diff.source_rows = sum(n for n, _ in sums["source"].values())
+    diff.source_sum = sum(total for _, total in sums["source"].values())
     differing = sorted(
         b for b in set(sums["source"]) | set(sums["target"]) if sums["source"].get(b) != sums["target"].get(b)
     )

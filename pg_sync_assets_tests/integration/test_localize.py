@@ -53,8 +53,8 @@ def test_ten_differences_in_fifty_thousand_rows_read_only_their_buckets(dbs):
 
     assert diff.changed == [f"({k})" for k in sorted(changed, key=lambda k: f"({k})")]
     assert diff.differing_buckets == 10
-    assert diff.buckets == bucket_count(50_000) == 64
-    assert diff.keys_compared < 50_000 / 4  # about 10 buckets of ~780 rows, not the table
+    assert diff.buckets == bucket_count(50_000) == 4096
+    assert diff.keys_compared < 500  # about 10 buckets of ~12 rows, not the table
 
 
 def test_the_limit_caps_the_listed_keys_but_not_the_counts(dbs):
