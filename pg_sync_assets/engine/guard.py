@@ -66,13 +66,16 @@ def _differ(what: str, source: ScopeChecksum, other: ScopeChecksum, outcome: str
     )
 
 
-def check_staged(cur, table: str, staging: str, copied: list[str], expected: ScopeChecksum) -> None:
+def staged_checksum(cur, staging: str, copied: list[str]) -> ScopeChecksum:
     pin_text_settings(cur)
     cur.execute(
         sql.SQL("SELECT {} FROM {}").format(checksum_select(copied), sql.Identifier(STAGING_SCHEMA, staging))
     )
     rows, total = cur.fetchone()
-    staged = ScopeChecksum(rows, Decimal(total))
+    return ScopeChecksum(rows, Decimal(total))
+
+
+def require_staged_equal(table: str, expected: ScopeChecksum, staged: ScopeChecksum) -> None:
     if staged != expected:
         raise VerificationError(
             table,

@@ -141,11 +141,10 @@ def replace_from_staging(cur, target: TableRef, staging: str, columns: list[Colu
     return MergeCounts(inserted=inserted, updated=0, deleted=deleted)
 
 
-def delete_keys(cur, target: TableRef, key: list[str], keys_text: list[str]) -> int:
-    """Delete the target rows whose `ROW(key)::text` is one of `keys_text`."""
-    if not keys_text:
+def delete_keys(cur, target: TableRef, key: list[Column], keys_by_column: list[list[str]]) -> int:
+    """Delete the target rows whose key is in `keys_by_column` (one text list per key column)."""
+    if not keys_by_column or not keys_by_column[0]:
         return 0
-    cur.execute(
-        sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, key_in(key, sql.SQL("%s"))), (keys_text,)
-    )
+    arrays = [sql.SQL("%s")] * len(key)
+    cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, key_in(key, arrays)), keys_by_column)
     return cur.rowcount

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import logging
 import sys
+from decimal import Decimal
 
 from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .errors import ConfigError
-from .guard import LoadVerification, VerificationError, source_snapshot_checksums
+from .guard import LoadVerification, VerificationError
 from .introspect import table_exists
 from .localize import localize
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .run import StageTimer, prepare, rollback_quietly, staged_run
-from .sql import key_in, pin_text_settings
+from .sql import estimate_rows, key_in, pin_text_settings
 from .staging import STAGING_SCHEMA
 from .sync import SyncOptions, SyncResult
-from .verify import target_checksum
+from .verify import ScopeChecksum, target_checksum
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -49,20 +50,16 @@ def reconcile_table(
     with staged_run(spec, target_conn, copied, timer, options.lock_timeout_ms, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
             try:
-                with timer.stage("verify_source"):
-                    expected, _ = source_snapshot_checksums(scur, spec, plan.column_names, plan.column_names)
                 with timer.stage("localize"):
                     target_conn.autocommit = False
+                    rows_hint = estimate_rows(scur, spec)
                     diff = localize(
-                        spec,
-                        source_conn,
-                        target_conn,
-                        key,
-                        plan.column_names,
-                        expected.rows,
-                        limit=sys.maxsize,
+                        spec, source_conn, target_conn, key, plan.column_names, rows_hint, limit=sys.maxsize
                     )
                     target_conn.rollback()
+                # Pass 1 of localize summed the whole source scope in the snapshot: that is
+                # the checksum the repaired target must match.
+                expected = ScopeChecksum(diff.source_rows, Decimal(diff.source_sum))
                 log.info(
                     "reconcile `%s`: %d missing, %d extra, %d changed rows",
                     label,
@@ -76,7 +73,8 @@ def reconcile_table(
                     rows = bytes_ = 0
                     if to_copy:
                         # COPY takes no bind parameters: the keys go in as a quoted literal.
-                        only = key_in(key, sql.Literal(to_copy))
+                        texts = diff.key_columns_text(to_copy, len(key))
+                        only = key_in(plan.key_columns(), [sql.Literal(v) for v in texts])
                         copy = stream_copy(
                             scur,
                             tcur,
@@ -93,7 +91,8 @@ def reconcile_table(
                         if rows
                         else MergeCounts(0, 0, 0)
                     )
-                    deleted = delete_keys(tcur, spec.target, key, diff.extra)
+                    extra = diff.key_columns_text(diff.extra, len(key))
+                    deleted = delete_keys(tcur, spec.target, plan.key_columns(), extra)
                 with timer.stage("verify_final"):
                     final = target_checksum(tcur, spec, plan.column_names)
                     if final != expected:

@@ -8,10 +8,14 @@ trusted code by design, like a dbt model; it is wrapped, never spliced into quot
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from psycopg2 import sql
 
 from .spec import TableSpec
+
+if TYPE_CHECKING:
+    from .introspect import Column
 
 # Session settings that change how values render as text. Every session that renders
 # rows as text for a checksum or a comparison pins them, so equal data gives equal text
@@ -62,13 +66,29 @@ def source_scope(
     return sql.SQL("SELECT {} FROM {}{}").format(select_list, source_relation(spec), condition)
 
 
-def key_in(key: list[str], keys_text: sql.Composable) -> sql.Composed:
-    """`ROW(key)::text IN (SELECT unnest(<text[]>))`: a hashed semi-join, not n x m compares."""
-    return sql.SQL("ROW({})::text IN (SELECT unnest({}::text[]))").format(
-        sql.SQL(", ").join(sql.Identifier(k) for k in key), keys_text
+def key_in(key: list[Column], arrays: list[sql.Composable]) -> sql.Composed:
+    """`(k1, k2) IN (SELECT u.c0::t1, u.c1::t2 FROM unnest(a0::text[], a1::text[]) ...)`.
+
+    `arrays` hold each key column's values as text (rendered under the pinned settings,
+    so they cast back exactly). Compared in the key's own type, so the key's index serves.
+    """
+    names = [sql.Identifier(f"c{i}") for i in range(len(key))]
+    return sql.SQL("({}) IN (SELECT {} FROM unnest({}) AS u({}))").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in key),
+        sql.SQL(", ").join(
+            sql.SQL("u.{}::{}").format(n, c.type_sql) for n, c in zip(names, key, strict=True)
+        ),
+        sql.SQL(", ").join(sql.SQL("{}::text[]").format(a) for a in arrays),
+        sql.SQL(", ").join(names),
     )
 
 
 def target_scope(spec: TableSpec, select_list: sql.Composable) -> sql.Composed:
     """SELECT <select_list> FROM the target scope: the rows `where` selects there."""
     return sql.SQL("SELECT {} FROM {}{}").format(select_list, spec.target.ident, where_clause(spec.where))
+
+
+def estimate_rows(cur, spec: TableSpec) -> int:
+    """The planner's row estimate for the source scope (cheap; sizes localization buckets)."""
+    cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(source_scope(spec, sql.SQL("1"))))
+    return int(cur.fetchone()[0][0]["Plan"]["Plan Rows"])
