@@ -27,6 +27,7 @@ from .verify import row_hash
 
 BUCKET_SEED = 20261122
 FETCH_BATCH = 10_000
+LOCALIZE_WORK_MEM = "256MB"
 
 
 @dataclass
@@ -96,7 +97,11 @@ def _stream(conn, inner: sql.Composed, params: dict) -> Iterator[tuple[str, int,
     """(key text, row hash, key parts) in byte order of the key, over a server-side cursor."""
     cur = conn.cursor(name="pg_sync_localize")
     cur.itersize = FETCH_BATCH
-    filter_ = sql.SQL("WHERE b = ANY(%(buckets)s)") if params.get("buckets") is not None else sql.SQL("")
+    filter_ = (
+        sql.SQL("WHERE b IN (SELECT unnest(%(buckets)s::bigint[]))")
+        if params.get("buckets") is not None
+        else sql.SQL("")
+    )
     cur.execute(
         sql.SQL('SELECT k, h, p FROM ({}) AS x {} ORDER BY k COLLATE "C"').format(inner, filter_), params
     )
@@ -139,6 +144,8 @@ def localize(
     def side_sums(side: str) -> dict[int, tuple[int, int]]:
         with sides[side].cursor() as cur:
             pin_text_settings(cur)
+            # Up to a million groups: keep the hash aggregate in memory, not spilled.
+            cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
             return _bucket_sums(cur, inner[side], params)
 
     # Two servers: pass 1 runs on both at once (psycopg2 releases the GIL while waiting).

@@ -274,3 +274,11 @@ def test_one_table_is_reconciled_from_the_cli(project, dbs, tmp_path):
                         '{"ops": {"paid_orders": {"config": {"reconcile": true}}}}')
     assert done.returncode == 0, done.stderr[-3000:]
     assert dbs.tgt("SELECT count(*) FROM analytics.paid_orders WHERE id = 8") == [(1,)]
+
+
+def test_the_daily_reconcile_schedule_exists_and_starts_stopped(project):
+    from dagster import DefaultScheduleStatus
+
+    schedule = build_definitions().resolve_schedule_def("reconcile_daily")
+    assert (schedule.job_name, schedule.cron_schedule) == ("reconcile_all", "0 3 * * *")
+    assert schedule.default_status is DefaultScheduleStatus.STOPPED
