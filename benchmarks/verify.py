@@ -90,7 +90,8 @@ def main() -> None:
         sql(target.url(), "UPDATE bench SET amount = amount + 1 WHERE id = ANY(%s)", (changed,))
         t_localize, diff = timed(lambda: localize_table(spec, src, on(target.url()), args.rows), args.repeat)
         print("\n3. localization of 10 changed rows")
-        print(f"   {t_localize:6.2f} s ({t_localize / t_ours:.2f}x one checksum pass), found "
+        print(f"   {t_localize:6.2f} s ({t_localize / t_ours:.2f}x one checksum pass; pass 1 "
+              f"{diff.seconds_pass1:.2f} s, pass 2 {diff.seconds_pass2:.2f} s), found "
               f"{diff.changed_count} changed of {args.rows:,}, compared {diff.keys_compared:,} keys "
               f"in {diff.differing_buckets} of {diff.buckets} buckets")
 
@@ -100,22 +101,38 @@ def main() -> None:
         def damage() -> None:
             sql(target.url(), "UPDATE bench SET title = title || '!' WHERE id % 100 = 7")
 
-        times_rec, times_full, rewritten = [], [], 0
+        wal = tgt.cursor()
+
+        def lsn() -> str:
+            wal.execute("SELECT pg_current_wal_lsn()")
+            return wal.fetchone()[0]
+
+        def wal_mb(since: str) -> float:
+            wal.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (since,))
+            return float(wal.fetchone()[0]) / 1e6
+
+        times_rec, times_full, wal_rec, wal_full, rewritten, stages = [], [], [], [], 0, {}
         for _ in range(args.repeat):
             damage()
-            started = time.perf_counter()
+            started, mark = time.perf_counter(), lsn()
             rec = reconcile_table(spec, src, tgt)
             times_rec.append(time.perf_counter() - started)
-            rewritten = rec.inserted + rec.updated + rec.deleted
+            wal_rec.append(wal_mb(mark))
+            rewritten, stages = rec.inserted + rec.updated + rec.deleted, rec.stage_seconds
             damage()
-            started = time.perf_counter()
+            started, mark = time.perf_counter(), lsn()
             sync_table(full, src, tgt)
             times_full.append(time.perf_counter() - started)
+            wal_full.append(wal_mb(mark))
         t_rec, t_full = statistics.median(times_rec), statistics.median(times_full)
         print(f"\n4. repair of 1% differing rows ({one_percent:,})")
-        print(f"   reconcile     {t_rec:6.2f} s, rows rewritten {rewritten:,}")
-        print(f"   full refresh  {t_full:6.2f} s, rows rewritten {args.rows:,}")
-        print(f"   ratio reconcile / full refresh: {t_rec / t_full:.2f}")
+        print(f"   reconcile     {t_rec:6.2f} s, rows rewritten {rewritten:,}, "
+              f"target WAL {statistics.median(wal_rec):7.1f} MB  ("
+              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()) + ")")
+        print(f"   full refresh  {t_full:6.2f} s, rows rewritten {args.rows:,}, "
+              f"target WAL {statistics.median(wal_full):7.1f} MB")
+        print(f"   ratio reconcile / full refresh: {t_rec / t_full:.2f} in time, "
+              f"{statistics.median(wal_rec) / statistics.median(wal_full):.3f} in WAL")
     finally:
         source.stop()
         target.stop()

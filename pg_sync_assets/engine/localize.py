@@ -14,6 +14,7 @@ Korean), at the price of a full scan per pass instead of index range scans.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Difference:
     keys_compared: int = 0
     source_rows: int = 0
     source_sum: int = 0
+    seconds_pass1: float = 0.0
+    seconds_pass2: float = 0.0
 
     @property
     def total(self) -> int:
@@ -148,6 +151,7 @@ def localize(
             cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
             return _bucket_sums(cur, inner[side], params)
 
+    started = time.monotonic()
     # Two servers: pass 1 runs on both at once (psycopg2 releases the GIL while waiting).
     with ThreadPoolExecutor(max_workers=1) as pool:
         target_sums = pool.submit(side_sums, "target")
@@ -158,11 +162,14 @@ def localize(
         b for b in set(sums["source"]) | set(sums["target"]) if sums["source"].get(b) != sums["target"].get(b)
     )
     diff.differing_buckets = len(differing)
+    diff.seconds_pass1 = round(time.monotonic() - started, 3)
     if not differing:
         return diff
+    started = time.monotonic()
     # When most buckets differ, reading everything is cheaper than filtering.
     params["buckets"] = differing if len(differing) < n // 2 else None
     _merge(diff, _stream(source_conn, inner["source"], params), _stream(target_conn, inner["target"], params))
+    diff.seconds_pass2 = round(time.monotonic() - started, 3)
     return diff
 
 
