@@ -7,8 +7,10 @@ alternating, in the same run:
   reference  psql -c "COPY src TO STDOUT (FORMAT binary)" | psql -c "COPY dst FROM STDIN
              (FORMAT binary)" into an empty LOGGED table with the same primary key
   reference (unlogged)  the same into an UNLOGGED table with the primary key
-  project    engine.sync_table(mode=full_refresh): COPY into UNLOGGED staging, then TRUNCATE +
-             INSERT into the final table (logged, with its primary key), in one transaction
+  project    engine.sync_table(mode=full_refresh, verify=False): the copy+merge itself,
+             COPY into UNLOGGED staging, then TRUNCATE + INSERT into the final table (logged,
+             with its primary key), in one transaction
+  project_verified  the same with verify-before-commit (the default)
 and prints medians, rows/s and ratios. The target is checkpointed before every timed
 run (outside the timing), so no run pays for the WAL written by the one before. Then it
 measures the peak RSS of the syncing process at two table sizes (each in a fresh child
@@ -90,9 +92,9 @@ def run_reference(source: LocalServer, target: LocalServer, unlogged: bool) -> f
     return time.perf_counter() - started
 
 
-def run_project(source_url: str, target_url: str) -> tuple[float, dict]:
+def run_project(source_url: str, target_url: str, verify: bool = True) -> tuple[float, dict]:
     spec = TableSpec(name="bench", target=TableRef("public", "bench"),
-                     source=TableRef("public", "bench"), mode=Mode.FULL_REFRESH)
+                     source=TableRef("public", "bench"), mode=Mode.FULL_REFRESH, verify=verify)
     source_conn = connect(source_url, readonly=True)
     target_conn = connect(target_url, readonly=False)
     started = time.perf_counter()
@@ -129,7 +131,8 @@ def main() -> None:
         started = time.perf_counter()
         build_source(source, args.rows)
         print(f"source table: {args.rows:,} rows built in {time.perf_counter() - started:.1f} s")
-        times: dict[str, list[float]] = {"reference": [], "reference_unlogged": [], "project": []}
+        times: dict[str, list[float]] = {
+            "reference": [], "reference_unlogged": [], "project": [], "project_verified": []}
         stages: list[dict] = []
         for i in range(args.repeat):
             # A checkpoint before each timed run, so no run pays for the WAL of the one before.
@@ -139,9 +142,11 @@ def main() -> None:
             times["reference_unlogged"].append(run_reference(source, target, unlogged=True))
             sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
             sql(target.url(), "CHECKPOINT")
-            seconds, stage_seconds = run_project(source.url(), target.url())
+            seconds, stage_seconds = run_project(source.url(), target.url(), verify=False)
             times["project"].append(seconds)
             stages.append(stage_seconds)
+            sql(target.url(), "CHECKPOINT")
+            times["project_verified"].append(run_project(source.url(), target.url())[0])
             print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
         sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
 
@@ -151,6 +156,7 @@ def main() -> None:
             print(f"  {name:<20} {seconds:6.2f} s  {args.rows / seconds:>9,.0f} rows/s")
         for ref in ("reference", "reference_unlogged"):
             print(f"  ratio project / {ref:<20} {med['project'] / med[ref]:.2f}")
+        print(f"  cost of verify-before-commit: {med['project_verified'] / med['project']:.2f}x")
         stage_median = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
         print("  project stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_median.items()))
 
