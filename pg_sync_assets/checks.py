@@ -113,6 +113,13 @@ def describe_difference(diff: Difference | None) -> tuple[dict, str]:
     return metadata, "; ".join(parts) + "; " if parts else ""
 
 
+def _what_differs(spec: TableSpec, diff: Difference | None, metadata: dict) -> str:
+    """Add the differing keys to `metadata`; the sentence naming them and the repair."""
+    diff_metadata, keys = describe_difference(diff)
+    metadata.update(diff_metadata)
+    return keys + repair_hint(spec)
+
+
 def row_count_result(
     spec: TableSpec, cmp: TableComparison, diff: Difference | None = None
 ) -> AssetCheckResult:
@@ -123,11 +130,9 @@ def row_count_result(
     if cmp.rows_match:
         description = f"{cmp.source.rows} rows in source and target ({_scope(spec)})"
     else:
-        diff_metadata, keys = describe_difference(diff)
-        metadata.update(diff_metadata)
         description = (
             f"source has {cmp.source.rows} rows, target has {cmp.target.rows} ({_scope(spec)}); "
-            f"{keys}{repair_hint(spec)}"
+            + _what_differs(spec, diff, metadata)
         )
     return _result(spec, "row_count", cmp.rows_match, metadata, description)
 
@@ -148,12 +153,10 @@ def checksum_result(
     if cmp.checksums_match:
         description = f"checksums match over {len(cmp.columns)} columns ({_scope(spec)})"
     else:
-        diff_metadata, keys = describe_difference(diff)
-        metadata.update(diff_metadata)
         description = (
             f"checksums differ: source {cmp.source.checksum_hex} ({cmp.source.rows} rows), "
             f"target {cmp.target.checksum_hex} ({cmp.target.rows} rows), {_scope(spec)}; "
-            f"{keys}{repair_hint(spec)}"
+            + _what_differs(spec, diff, metadata)
         )
     return _result(spec, "checksum", cmp.checksums_match, metadata, description)
 

@@ -2,55 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from psycopg2 import sql
 
-from pg_sync_assets.engine import SyncOptions, SyncResult, TableRef, TableSpec, connect, sync_table
+from pg_sync_assets.engine import (
+    SyncOptions,
+    SyncResult,
+    TableRef,
+    TableSpec,
+    connect,
+    reconcile_table,
+    sync_table,
+)
+from pg_sync_assets.engine.localize import Difference, localize_table
 from pg_sync_assets.engine.sql import pin_text_settings
 from pg_sync_assets.engine.verify import TableComparison, compare_table
 
 
-def run_sync(dbs, spec: TableSpec, options: SyncOptions | None = None) -> SyncResult:
+@contextmanager
+def sessions(dbs, target_readonly: bool = False) -> Iterator[tuple]:
+    """(source, target) engine sessions on a database pair, closed afterwards."""
     source = connect(dbs.source, readonly=True, role="source")
-    target = connect(dbs.target, readonly=False, role="target")
+    target = connect(dbs.target, readonly=target_readonly, role="target")
     try:
-        return sync_table(spec, source, target, options=options or SyncOptions())
+        yield source, target
     finally:
         source.close()
         target.close()
+
+
+def run_sync(dbs, spec: TableSpec, options: SyncOptions | None = None) -> SyncResult:
+    with sessions(dbs) as (source, target):
+        return sync_table(spec, source, target, options=options or SyncOptions())
 
 
 def run_reconcile(dbs, spec: TableSpec) -> SyncResult:
-    from pg_sync_assets.engine import reconcile_table
-
-    source = connect(dbs.source, readonly=True, role="source")
-    target = connect(dbs.target, readonly=False, role="target")
-    try:
+    with sessions(dbs) as (source, target):
         return reconcile_table(spec, source, target)
-    finally:
-        source.close()
-        target.close()
 
 
 def compare(dbs, spec: TableSpec) -> TableComparison:
-    source = connect(dbs.source, readonly=True, role="source")
-    target = connect(dbs.target, readonly=True, role="target")
-    try:
+    with sessions(dbs, target_readonly=True) as (source, target):
         return compare_table(spec, source, target)
-    finally:
-        source.close()
-        target.close()
 
 
-def localize(dbs, spec: TableSpec, rows_hint: int = 1000, limit: int = 100):
-    from pg_sync_assets.engine.localize import localize_table
-
-    source = connect(dbs.source, readonly=True, role="source")
-    target = connect(dbs.target, readonly=True, role="target")
-    try:
+def localize(dbs, spec: TableSpec, rows_hint: int = 1000, limit: int = 100) -> Difference:
+    with sessions(dbs, target_readonly=True) as (source, target):
         return localize_table(spec, source, target, rows_hint, limit)
-    finally:
-        source.close()
-        target.close()
 
 
 def table_text(url: str, table: TableRef, order_by: str) -> list[str]:

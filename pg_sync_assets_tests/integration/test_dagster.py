@@ -68,6 +68,15 @@ def _dagster_cli(home: Path, *args: str) -> subprocess.CompletedProcess:
         timeout=300)
 
 
+def _materialized(result) -> dict[str, dict]:
+    """Asset name -> its materialization's metadata values, for one run."""
+    return {
+        e.asset_key.to_user_string(): {
+            k: v.value for k, v in e.step_materialization_data.materialization.metadata.items()}
+        for e in result.get_asset_materialization_events()
+    }
+
+
 def _checks(result) -> dict[tuple[str, str], object]:
     return {(e.asset_key.to_user_string(), e.check_name): e for e in result.get_asset_check_evaluations()}
 
@@ -77,10 +86,9 @@ def test_sync_all_materializes_every_table_with_metadata_and_passing_checks(proj
     result = _run(defs, "sync_all")
 
     assert result.success
-    materialized = {e.asset_key.to_user_string(): e.step_materialization_data.materialization
-                    for e in result.get_asset_materialization_events()}
+    materialized = _materialized(result)
     assert set(materialized) == {"orders", "paid_orders", "sangpum"}
-    md = {k: v.value for k, v in materialized["paid_orders"].metadata.items()}
+    md = materialized["paid_orders"]
     assert md["dagster/row_count"] == 100 and md["rows_copied"] == 100
     assert md["dagster/table_name"] == "analytics.paid_orders"
     assert (md["rows_inserted"], md["rows_updated"], md["rows_deleted"]) == (100, 0, 0)
@@ -257,9 +265,7 @@ def test_reconcile_all_repairs_the_differing_rows_and_the_checks_pass(project, d
     result = _run(defs, "reconcile_all")
 
     assert result.success
-    md = {e.asset_key.to_user_string(): {k: v.value for k, v in
-                                         e.step_materialization_data.materialization.metadata.items()}
-          for e in result.get_asset_materialization_events()}
+    md = _materialized(result)
     assert (md["orders"]["rows_changed"], md["orders"]["rows_missing_in_target"]) == (2, 1)
     assert (md["orders"]["rows_updated"], md["orders"]["rows_inserted"]) == (2, 1)
     assert md["paid_orders"]["rows_copied"] == 0 and md["paid_orders"]["reconciled"]
