@@ -37,6 +37,7 @@ _HINTS = {
     "UPDATE, DELETE, TRUNCATE on the target table; ",
     "53200": "the server ran out of memory; lower merge_work_mem or the server's work_mem; ",
     "57014": "a statement was cancelled (statement_timeout or an operator); ",
+    "55P03": "another session holds a lock on the table for longer than lock_timeout_ms; ",
 }
 
 

@@ -91,6 +91,8 @@ def _apply(
     """The final transaction's statements; the caller commits or rolls back."""
     spec = plan.spec
     cur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
+    # Readers or writers holding the final table: wait so long, then fail and roll back.
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{options.lock_timeout_ms}ms",))
     created = not table_columns(cur, spec.target)
     if created:
         create_target_table(cur, spec.target, list(plan.columns), plan.key)

@@ -203,3 +203,23 @@ def test_missing_grants_fail_with_advice_on_what_to_grant(dbs):
     assert "the source user needs SELECT on the source table" in message
     assert dbs.tgt("SELECT to_regclass('public.secret')") == [(None,)]
     assert staging_tables(dbs.target) == []
+
+
+def test_a_session_holding_the_final_table_makes_the_merge_time_out_cleanly(dbs):
+    run_sync(dbs, _spec(FIRST))
+    before = table_text(dbs.target, TARGET, "id")
+    reader = psycopg2.connect(dbs.target)
+    try:
+        with reader.cursor() as cur:  # an open transaction that read the table holds ACCESS SHARE
+            cur.execute("SELECT count(*) FROM items")
+        spec = TableSpec(name="items", target=TARGET, query=FIRST.replace("'v1'", "'v2'"),
+                         primary_key=("id",), mode=Mode.FULL_REFRESH)
+        with pytest.raises(SyncError) as caught:
+            run_sync(dbs, spec, SyncOptions(lock_timeout_ms=300))
+    finally:
+        reader.close()
+    message = str(caught.value)
+    assert "merge failed for `public.items`: ERROR:  canceling statement due to lock timeout" in message
+    assert "holds a lock on the table for longer than lock_timeout_ms" in message
+    assert table_text(dbs.target, TARGET, "id") == before
+    assert staging_tables(dbs.target) == []

@@ -7,7 +7,7 @@ from psycopg2 import sql
 from pg_sync_assets.engine import Mode, TableRef, TableSpec
 from pg_sync_assets.engine.localize import bucket_count
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
-from pg_sync_assets_tests.support import localize, run_sync
+from pg_sync_assets_tests.support import compare, localize, run_sync
 
 ITEMS = TableRef("public", "items")
 
@@ -76,3 +76,11 @@ def test_composite_korean_keys_and_the_where_scope(dbs):
     diff = localize(dbs, spec)
 
     assert diff.changed == ["(코스닥,000003)"] and diff.total == 1
+
+
+def test_values_swapped_between_two_rows_fail_the_checksum_with_equal_counts(dbs):
+    spec = _items(dbs, 100)
+    dbs.tgt("UPDATE items SET n = CASE id WHEN 1 THEN 0.5 ELSE 0.25 END WHERE id IN (1, 2)")
+    comparison = compare(dbs, spec)
+    assert comparison.rows_match and not comparison.checksums_match
+    assert localize(dbs, spec).changed == ["(1)", "(2)"]
