@@ -22,6 +22,11 @@ from pg_sync_assets.local.servers import start_server
 
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
+# Importing pg_sync_assets.definitions builds `defs` from these: a developer's own
+# settings must not leak into the tests (each test that needs them sets its own).
+for _var in ("PG_SYNC_SOURCE_URL", "PG_SYNC_TARGET_URL", "PG_SYNC_CONFIG", "PG_SYNC_VALIDATE_ON_LOAD"):
+    os.environ.pop(_var, None)
+
 
 @dataclass(frozen=True)
 class ServerPair:
