@@ -89,21 +89,18 @@ def check_final(
 ) -> LoadVerification:
     """Compare the final table with the snapshot inside the open final transaction."""
     pin_text_settings(cur)
-    if spec.mode is Mode.MERGE and not spec.delete_missing:
-        scope = where_clause(spec.where)
+    if spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not spec.delete_missing:
+        staged_key = sql.SQL("EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
+            sql.Identifier(STAGING_SCHEMA, staging), key_match(key)
+        )
         cur.execute(
-            sql.SQL("SELECT {} FROM {} AS t{} {} EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
-                checksum_select(columns),
-                spec.target.ident,
-                scope,
-                sql.SQL("AND" if spec.where else "WHERE"),
-                sql.Identifier(STAGING_SCHEMA, staging),
-                key_match(key),
+            sql.SQL("SELECT {} FROM {} AS t{}").format(
+                checksum_select(columns), spec.target.ident, where_clause(spec, staged_key)
             )
         )
         rows, total = cur.fetchone()
         final = ScopeChecksum(rows, Decimal(total))
-        cur.execute(sql.SQL("SELECT count(*) FROM {}{}").format(spec.target.ident, scope))
+        cur.execute(sql.SQL("SELECT count(*) FROM {}{}").format(spec.target.ident, where_clause(spec)))
         verification = LoadVerification(
             expected, final, "target rows with staged keys", cur.fetchone()[0] - rows
         )

@@ -18,7 +18,7 @@ from psycopg2 import sql
 
 from .indexes import drop_indexes_for_reload, rebuild_indexes
 from .introspect import Column
-from .spec import TableRef
+from .spec import TableRef, TableSpec
 from .sql import key_in, where_clause
 from .staging import STAGING_SCHEMA
 
@@ -97,14 +97,10 @@ def merge_from_staging(
     return MergeCounts(inserted=inserted, updated=cur.rowcount - inserted, deleted=0)
 
 
-def delete_missing(cur, target: TableRef, staging: str, key: list[Column], where: str | None) -> int:
+def delete_missing(cur, spec: TableSpec, staging: str, key: list[Column]) -> int:
     """Delete target rows in scope whose key is not among the staged rows."""
-    scope = where_clause(where)
-    cur.execute(
-        sql.SQL("DELETE FROM {} AS t{} {} NOT EXISTS (SELECT 1 FROM {} WHERE {})").format(
-            target.ident, scope, sql.SQL("AND" if where else "WHERE"), _staging(staging), key_match(key)
-        )
-    )
+    gone = sql.SQL("NOT EXISTS (SELECT 1 FROM {} WHERE {})").format(_staging(staging), key_match(key))
+    cur.execute(sql.SQL("DELETE FROM {} AS t{}").format(spec.target.ident, where_clause(spec, gone)))
     return cur.rowcount
 
 

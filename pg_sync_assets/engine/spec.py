@@ -3,7 +3,7 @@ Dagster layer. Parsing and validation of the YAML live in `pg_sync_assets.config
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from psycopg2 import sql
@@ -55,6 +55,11 @@ class TableSpec:
     verify: bool = True
     incremental_column: str | None = None
     partition_start: str | None = None
+    timezone: str = "UTC"
+    lookback: int = 1
+    schedule: str | None = None
+    # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
+    window: sql.Composable | None = field(default=None, compare=False, hash=False)
 
     @property
     def source_label(self) -> str:

@@ -41,10 +41,21 @@ def column_list(names: Iterable[str], prefix: str | None = None) -> sql.Composed
     return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
 
 
-def where_clause(condition: str | None) -> sql.Composable:
-    if not condition:
+def where_clause(spec: TableSpec, *extra: sql.Composable) -> sql.Composable:
+    """` WHERE (where) AND (window) AND (extra...)`, or nothing when there is no condition.
+
+    `where` is the operator's own SQL; `window` is the run's time window (composed from
+    identifiers and literals by `window.py`); `extra` are the caller's conditions.
+    """
+    parts: list[sql.Composable] = []
+    if spec.where:
+        parts.append(sql.SQL("({})").format(sql.SQL(spec.where)))
+    if spec.window is not None:
+        parts.append(sql.SQL("({})").format(spec.window))
+    parts.extend(sql.SQL("({})").format(e) for e in extra)
+    if not parts:
         return sql.SQL("")
-    return sql.SQL(" WHERE ({})").format(sql.SQL(condition))
+    return sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(parts))
 
 
 def source_relation(spec: TableSpec) -> sql.Composable:
@@ -60,9 +71,7 @@ def source_scope(
 ) -> sql.Composed:
     """SELECT <select_list> FROM the source scope (table or query, plus `where`), narrowed
     further by the condition `extra` if given."""
-    condition = where_clause(spec.where)
-    if extra is not None:
-        condition = sql.SQL("{} {} ({})").format(condition, sql.SQL("AND" if spec.where else "WHERE"), extra)
+    condition = where_clause(spec, extra) if extra is not None else where_clause(spec)
     return sql.SQL("SELECT {} FROM {}{}").format(select_list, source_relation(spec), condition)
 
 
@@ -85,7 +94,7 @@ def key_in(key: list[Column], arrays: list[sql.Composable]) -> sql.Composed:
 
 def target_scope(spec: TableSpec, select_list: sql.Composable) -> sql.Composed:
     """SELECT <select_list> FROM the target scope: the rows `where` selects there."""
-    return sql.SQL("SELECT {} FROM {}{}").format(select_list, spec.target.ident, where_clause(spec.where))
+    return sql.SQL("SELECT {} FROM {}{}").format(select_list, spec.target.ident, where_clause(spec))
 
 
 def estimate_rows(cur, spec: TableSpec) -> int:

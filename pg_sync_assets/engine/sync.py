@@ -102,7 +102,7 @@ def _apply(
         cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
         counts = merge_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows)
         if spec.delete_missing:
-            gone = delete_missing(cur, spec.target, staging, plan.key_columns(), spec.where)
+            gone = delete_missing(cur, spec, staging, plan.key_columns())
             counts = MergeCounts(counts.inserted, counts.updated, gone)
     if spec.mode is Mode.FULL_REFRESH:
         return counts, created, counts.inserted
