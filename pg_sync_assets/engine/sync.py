@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
@@ -33,7 +33,9 @@ from .merge import MergeCounts, delete_missing, merge_from_staging, replace_from
 from .plan import TablePlan
 from .run import StageTimer, prepare, rollback_quietly, staged_run
 from .spec import Mode, TableSpec
+from .sql import source_scope
 from .staging import STAGING_SCHEMA
+from .window import Window, hour_bucket, partition_key, window_condition
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -61,6 +63,9 @@ class SyncResult:
     difference: Difference | None = None  # what a reconcile found and repaired
     stage_seconds: dict[str, float] = field(default_factory=dict)
     removed_orphans: tuple[str, ...] = ()
+    window: Window | None = None
+    hour_counts: dict[str, int] = field(default_factory=dict)  # partition key -> rows copied
+    null_cursor_rows: int | None = None  # rows no window can reach (incremental column NULL)
 
     @property
     def copy_rows_per_second(self) -> float:
@@ -86,10 +91,9 @@ def _duplicate_key_error(cur, table: str, staging: str, key: list[Column]) -> Sy
 
 
 def _apply(
-    cur, plan: TablePlan, staging: str, copied: list[Column], rows: int, options: SyncOptions
+    cur, spec: TableSpec, plan: TablePlan, staging: str, copied: list[Column], rows: int, options: SyncOptions
 ) -> tuple[MergeCounts, bool, int]:
     """The final transaction's statements; the caller commits or rolls back."""
-    spec = plan.spec
     cur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
     # Readers or writers holding the final table: wait so long, then fail and roll back.
     cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{options.lock_timeout_ms}ms",))
@@ -117,18 +121,45 @@ def sync_table(
     *,
     options: SyncOptions = SyncOptions(),
     log: logging.Logger | None = None,
+    window: Window | None = None,
 ) -> SyncResult:
-    """Copy the source scope of `spec` into its target table; see the module docstring."""
+    """Copy the source scope of `spec` into its target table; see the module docstring.
+
+    With `window`, only the rows whose `incremental_column` falls in it (widened back by
+    `lookback` hours) are copied and upserted, and everything is verified over that scope.
+    """
     log = log or _log
     timer = StageTimer(str(spec.target))
     plan, copied = prepare(spec, source_conn, target_conn, timer)
+    cursor_column = None
+    if window is not None:
+        cursor_column = next(c for c in plan.columns if c.name == spec.incremental_column)
+        spec = replace(spec, window=window_condition(cursor_column, window, spec.timezone, spec.lookback))
     with staged_run(spec, target_conn, copied, timer, options.lock_timeout_ms, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
-            result = _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log)
-    return SyncResult(**result, plan=plan, stage_seconds=dict(timer.seconds), removed_orphans=orphans)
+            result = _copy_and_apply(
+                spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column
+            )
+    return SyncResult(
+        **result, plan=plan, stage_seconds=dict(timer.seconds), removed_orphans=orphans, window=window
+    )
 
 
-def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log) -> dict:
+def _window_counts(spec: TableSpec, scur, tcur, staging: str, column: Column) -> tuple[dict[str, int], int]:
+    """Rows copied per partition hour (from staging: exactly what was copied) and rows
+    whose cursor is NULL in the source scope (same snapshot as the copy)."""
+    tcur.execute(
+        sql.SQL("SELECT {} AS h, count(*) FROM {} GROUP BY h").format(
+            hour_bucket(column, spec.timezone), sql.Identifier(STAGING_SCHEMA, staging)
+        )
+    )
+    counts = {partition_key(hour): n for hour, n in tcur.fetchall() if hour is not None}
+    is_null = sql.SQL("{} IS NULL").format(sql.Identifier(column.name))
+    scur.execute(source_scope(replace(spec, window=None), sql.SQL("count(*)"), is_null))
+    return counts, scur.fetchone()[0]
+
+
+def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column) -> dict:
     label = str(spec.target)
     target_conn = tcur.connection
     copied_names = [c.name for c in copied]
@@ -160,10 +191,15 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
                 )
                 require_staged_equal(label, expected_copied, staged.result())
                 target_conn.rollback()
+        hour_counts, null_rows = {}, None
+        if cursor_column is not None:
+            with timer.stage("window_counts"):
+                hour_counts, null_rows = _window_counts(spec, scur, tcur, staging, cursor_column)
+                target_conn.rollback()
         with timer.stage("merge"):
             try:
                 counts, created, target_rows = _apply(
-                    tcur, plan, staging, copied, copied_result.rows, options
+                    tcur, spec, plan, staging, copied, copied_result.rows, options
                 )
             except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
                 rollback_quietly(target_conn)
@@ -191,4 +227,6 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
         target_rows=target_rows,
         created_target=created,
         verification=verification,
+        hour_counts=hour_counts,
+        null_cursor_rows=null_rows,
     )
