@@ -9,8 +9,12 @@ key) live in `engine.plan` and run when definitions load and again at each run.
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
@@ -21,7 +25,7 @@ from .naming import VALID_NAME, derive_asset_name
 DEMO_CONFIG = Path(__file__).parent / "demo" / "tables.yaml"
 CONFIG_ENV = "PG_SYNC_CONFIG"
 
-TOP_LEVEL_KEYS = ("tables",)
+TOP_LEVEL_KEYS = ("tables", "schedules")
 TABLE_KEYS = (
     "name",
     "source",
@@ -34,8 +38,23 @@ TABLE_KEYS = (
     "verify",
     "incremental_column",
     "partition_start",
+    "timezone",
+    "lookback",
+    "schedule",
 )
-SUPPORTED_MODES = (Mode.FULL_REFRESH.value, Mode.MERGE.value)
+SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
+SUPPORTED_MODES = tuple(m.value for m in Mode)
+PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
+CRON = re.compile(r"^\S+( \S+){4}$")
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """The top-level `schedules:` block."""
+
+    running: bool = False  # do schedules start running when the code location is deployed?
+    minute_of_hour: int = 7  # incremental tables: the tick at HH:07 loads the hour before
+    daily_cron: str = "0 2 * * *"  # full_refresh and merge tables without their own `schedule`
 
 
 def config_path() -> Path:
@@ -43,6 +62,11 @@ def config_path() -> Path:
 
 
 def load_config(path: Path | str) -> list[TableSpec]:
+    return load_project(path)[0]
+
+
+def load_project(path: Path | str) -> tuple[list[TableSpec], ScheduleSettings]:
+    """The table list and the schedule settings of one YAML file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -55,7 +79,27 @@ def load_config(path: Path | str) -> list[TableSpec]:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"`{path}` is not valid YAML: {exc}") from None
-    return parse_config(document, source_name=str(path))
+    specs = parse_config(document, source_name=str(path))
+    return specs, parse_schedules(document.get("schedules"), source_name=str(path))
+
+
+def parse_schedules(raw: Any, source_name: str = "<config>") -> ScheduleSettings:
+    where = f"`{source_name}`, `schedules`"
+    if raw is None:
+        return ScheduleSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping with keys {list(SCHEDULE_KEYS)}")
+    unknown = sorted(set(raw) - set(SCHEDULE_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(SCHEDULE_KEYS)}")
+    settings = ScheduleSettings(**raw)
+    if not isinstance(settings.running, bool):
+        raise ConfigError(f"{where}: `running` must be true or false, got {settings.running!r}")
+    if not isinstance(settings.minute_of_hour, int) or not 0 <= settings.minute_of_hour <= 59:
+        raise ConfigError(f"{where}: `minute_of_hour` must be 0 to 59, got {settings.minute_of_hour!r}")
+    if not isinstance(settings.daily_cron, str) or not CRON.match(settings.daily_cron):
+        raise ConfigError(f"{where}: `daily_cron` must be a 5-field cron string, got {settings.daily_cron!r}")
+    return settings
 
 
 def parse_config(document: Any, source_name: str = "<config>") -> list[TableSpec]:
@@ -129,17 +173,12 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
     if target is None:
         raise entry.error("a `query` source needs a `target` (schema.table in the target database)")
     mode_text = raw.get("mode", Mode.FULL_REFRESH.value)
-    if mode_text == Mode.INCREMENTAL.value:
-        raise entry.error(
-            "mode `incremental` is not available in this version; use `merge` "
-            "(incremental_column and partition_start are reserved for it)"
-        )
     if mode_text not in SUPPORTED_MODES:
         raise entry.error(f"`mode` is {mode_text!r}; allowed: {list(SUPPORTED_MODES)}")
     mode = Mode(mode_text)
     primary_key = entry.columns("primary_key")
-    if mode is Mode.MERGE and query is not None and not primary_key:
-        raise entry.error("mode `merge` with a `query` source needs `primary_key: [column, ...]`")
+    if mode is not Mode.FULL_REFRESH and query is not None and not primary_key:
+        raise entry.error(f"mode `{mode.value}` with a `query` source needs `primary_key: [column, ...]`")
     delete_missing = raw.get("delete_missing", False)
     if not isinstance(delete_missing, bool):
         raise entry.error(f"`delete_missing` must be true or false, got {delete_missing!r}")
@@ -151,7 +190,11 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
     verify = raw.get("verify", True)
     if not isinstance(verify, bool):
         raise entry.error(f"`verify` must be true or false, got {verify!r}")
+    schedule = entry.text("schedule")
+    if schedule is not None and not CRON.match(schedule):
+        raise entry.error(f"`schedule` must be a 5-field cron string such as '0 2 * * *', got {schedule!r}")
     return TableSpec(
+        **_incremental_keys(entry, mode, schedule),
         name=_asset_name(entry, target),
         verify=verify,
         target=target,
@@ -161,9 +204,48 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
         mode=mode,
         where=entry.text("where"),
         delete_missing=delete_missing,
-        incremental_column=entry.text("incremental_column"),
-        partition_start=entry.text("partition_start"),
+        schedule=schedule,
     )
+
+
+def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
+    """incremental_column, partition_start, timezone, lookback: checked for `incremental`."""
+    keys = {
+        k: entry.raw[k]
+        for k in ("incremental_column", "partition_start", "timezone", "lookback")
+        if k in entry.raw
+    }
+    if mode is not Mode.INCREMENTAL:
+        if keys.keys() - {"incremental_column", "partition_start"}:
+            raise entry.error(f"{sorted(keys)} apply to mode `incremental` only")
+        return {k: entry.text(k) for k in keys}
+    column, start = (
+        entry.text("incremental_column", required=True),
+        entry.text("partition_start", required=True),
+    )
+    try:
+        datetime.strptime(start, PARTITION_FORMAT)
+    except ValueError:
+        raise entry.error(
+            f"`partition_start` must be an hourly partition key like "
+            f"'2026-11-20-00:00' ({PARTITION_FORMAT}), got {start!r}"
+        ) from None
+    zone = entry.text("timezone") or "UTC"
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise entry.error(
+            f"`timezone` {zone!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Seoul')"
+        ) from None
+    lookback = entry.raw.get("lookback", 1)
+    if not isinstance(lookback, int) or isinstance(lookback, bool) or not 0 <= lookback <= 168:
+        raise entry.error(f"`lookback` must be a whole number of hours from 0 to 168, got {lookback!r}")
+    if schedule is not None:
+        raise entry.error(
+            "`schedule` does not apply to mode `incremental`: it loads the last complete "
+            "hour every hour; set the minute with `schedules: {minute_of_hour: N}`"
+        )
+    return {"incremental_column": column, "partition_start": start, "timezone": zone, "lookback": lookback}
 
 
 def _asset_name(entry: _Entry, target: TableRef) -> str:

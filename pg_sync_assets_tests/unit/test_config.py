@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pg_sync_assets.config import DEMO_CONFIG, load_config, parse_config
+from pg_sync_assets.config import DEMO_CONFIG, ScheduleSettings, load_config, parse_config, parse_schedules
 from pg_sync_assets.engine import ConfigError, Mode, TableRef
 from pg_sync_assets.naming import derive_asset_name
 
@@ -57,8 +57,25 @@ def test_a_single_primary_key_column_may_be_a_string():
         ({"source": "a.b", "query": "SELECT 1"}, ["set exactly one of `source`"]),
         ({"query": "SELECT 1 AS id"}, ["a `query` source needs a `target`"]),
         ({"source": "a.b", "mode": "upsert"},
-         ["`mode` is 'upsert'; allowed: ['full_refresh', 'merge']"]),
-        ({"source": "a.b", "mode": "incremental"}, ["mode `incremental` is not available"]),
+         ["`mode` is 'upsert'; allowed: ['full_refresh', 'merge', 'incremental']"]),
+        ({"source": "a.b", "mode": "incremental"}, ["`incremental_column` is required"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u"},
+         ["`partition_start` is required"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u", "partition_start": "2026-11-20"},
+         ["`partition_start` must be an hourly partition key like '2026-11-20-00:00'"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
+          "partition_start": "2026-11-20-00:00", "timezone": "Mars/Base"},
+         ["`timezone` 'Mars/Base' is not a known IANA time zone"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
+          "partition_start": "2026-11-20-00:00", "lookback": -1},
+         ["`lookback` must be a whole number of hours from 0 to 168, got -1"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
+          "partition_start": "2026-11-20-00:00", "schedule": "0 * * * *"},
+         ["`schedule` does not apply to mode `incremental`"]),
+        ({"source": "a.b", "lookback": 2}, ["['lookback'] apply to mode `incremental` only"]),
+        ({"source": "a.b", "schedule": "daily"}, ["`schedule` must be a 5-field cron string"]),
+        ({"query": "SELECT 1 AS id", "target": "a.b", "mode": "incremental", "incremental_column": "u",
+          "partition_start": "2026-11-20-00:00"}, ["mode `incremental` with a `query` source needs"]),
         ({"query": "SELECT 1 AS id", "target": "a.b", "mode": "merge"},
          ["mode `merge` with a `query` source needs `primary_key"]),
         ({"source": "a.b", "delete_missing": "yes please"}, ["`delete_missing` must be true or false"]),
@@ -135,3 +152,26 @@ def test_the_bundled_demo_config_is_valid():
 )
 def test_asset_names_derived_from_table_names(table, name):
     assert derive_asset_name(table) == name
+
+
+def test_an_incremental_entry_is_read_with_its_defaults():
+    spec = _one(source="shop.orders", mode="incremental", incremental_column="updated_at",
+                partition_start="2026-11-20-00:00")
+    assert (spec.mode, spec.incremental_column, spec.partition_start) == (
+        Mode.INCREMENTAL, "updated_at", "2026-11-20-00:00")
+    assert (spec.timezone, spec.lookback, spec.schedule) == ("UTC", 1, None)
+    other = _one(source="a.b", mode="incremental", incremental_column="u", partition_start="2026-01-01-05:00",
+                 timezone="Asia/Seoul", lookback=0)
+    assert (other.timezone, other.lookback) == ("Asia/Seoul", 0)
+
+
+def test_schedule_settings_and_their_errors():
+    assert parse_schedules(None) == ScheduleSettings(running=False, minute_of_hour=7, daily_cron="0 2 * * *")
+    assert parse_schedules({"running": True, "minute_of_hour": 15}).running
+    for raw, expected in [({"running": "yes"}, "`running` must be true or false"),
+                          ({"minute_of_hour": 60}, "`minute_of_hour` must be 0 to 59"),
+                          ({"daily_cron": "at two"}, "`daily_cron` must be a 5-field cron string"),
+                          ({"hourly": True}, "unknown key(s) ['hourly']")]:
+        with pytest.raises(ConfigError) as caught:
+            parse_schedules(raw, "t.yaml")
+        assert expected in str(caught.value)
