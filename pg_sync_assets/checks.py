@@ -12,43 +12,77 @@ from dagster import (
     AssetCheckExecutionContext,
     AssetCheckResult,
     AssetChecksDefinition,
+    AssetCheckSeverity,
     AssetCheckSpec,
     multi_asset_check,
 )
 
 from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
-from .engine import TableSpec
+from .engine import Mode, TableSpec
 from .engine.errors import ConfigError
 from .engine.localize import Difference, localize_table
-from .engine.verify import ScopeChecksum, TableComparison, compare_table
+from .engine.verify import ScopeChecksum, TableComparison, compare_table, null_cursor_count
 
 
 def _scope(spec: TableSpec) -> str:
     return f"WHERE {spec.where}" if spec.where else "whole table"
 
 
-def verified_in_this_run(context: AssetCheckExecutionContext, spec: TableSpec) -> TableComparison | None:
-    """The comparison the materialization of this run made before its commit, if any.
-
-    That comparison used the very snapshot the copy read, so on a busy source it is the
-    one that proves the copy; a fresh query now would compare against a source that has
-    moved on. Without a materialization in this run, the checks compare live.
-    """
+def this_runs_materialization(context: AssetCheckExecutionContext, spec: TableSpec) -> dict | None:
+    """Metadata of the asset's materialization in this very run, if there is one."""
     event = context.instance.get_latest_materialization_event(table_asset_key(spec))
     if event is None or event.run_id != context.run.run_id or event.asset_materialization is None:
         return None
-    md = {k: v.value for k, v in event.asset_materialization.metadata.items()}
-    if "verified_source_checksum" not in md:
+    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+
+
+def verified_in_this_run(md: dict | None) -> TableComparison | None:
+    """The comparison the materialization of this run made before its commit, if any.
+
+    That comparison used the very snapshot the copy read (and, for an incremental table,
+    the run's window), so on a busy source it is the one that proves the copy; a fresh
+    query now would compare against a source that has moved on. Without a
+    materialization in this run, the checks compare live, over the whole scope.
+    """
+    if md is None or "verified_source_checksum" not in md:
         return None
 
     def scope(rows: int, checksum_hex: str) -> ScopeChecksum:
         return ScopeChecksum(rows, Decimal(int(checksum_hex, 16)))
 
+    window = f", window {md['window']}" if "window" in md else ""
     return TableComparison(
         source=scope(md["verified_source_rows"], md["verified_source_checksum"]),
         target=scope(md["verified_target_rows"], md["verified_target_checksum"]),
         columns=tuple(c.name for c in md["dagster/column_schema"].columns),
-        basis="verified inside the materialization, against the source snapshot it copied",
+        basis=f"verified inside the materialization, against the source snapshot it copied{window}",
+    )
+
+
+def null_cursor_result(
+    context: AssetCheckExecutionContext, spec: TableSpec, md: dict | None
+) -> AssetCheckResult:
+    """Warn about rows whose incremental column is NULL: no hourly window reaches them."""
+    if md is not None and md.get("rows_with_null_cursor") is not None:
+        rows = md["rows_with_null_cursor"]
+    else:
+        with getattr(context.resources, SOURCE_RESOURCE).get_connection(
+            f"verify {spec.name}", readonly=True
+        ) as source_conn:
+            rows = null_cursor_count(source_conn, spec)
+    description = (
+        "every source row in scope has a value in the incremental column"
+        if rows == 0
+        else f"{rows} source rows have `{spec.incremental_column}` NULL: no hourly window loads them; "
+        f"include them with a reconcile (`reconcile: true`) or a `merge` table with a `where` on them"
+    )
+    return AssetCheckResult(
+        asset_key=table_asset_key(spec),
+        check_name="null_cursor",
+        passed=rows == 0,
+        severity=AssetCheckSeverity.WARN,
+        metadata={"rows_with_null_cursor": rows},
+        description=description,
     )
 
 
@@ -179,11 +213,23 @@ def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
                 blocking=True,
                 description="source and target rows in scope are identical, column by column",
             ),
+            *(
+                [
+                    AssetCheckSpec(
+                        "null_cursor",
+                        asset=key,
+                        description="no source row has a NULL incremental column (a warning)",
+                    )
+                ]
+                if spec.mode is Mode.INCREMENTAL
+                else []
+            ),
         ],
         required_resource_keys={SOURCE_RESOURCE, TARGET_RESOURCE},
     )
     def _checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
-        comparison = verified_in_this_run(context, spec)
+        materialization = this_runs_materialization(context, spec)
+        comparison = verified_in_this_run(materialization)
         if comparison is None:
             source = getattr(context.resources, SOURCE_RESOURCE)
             target = getattr(context.resources, TARGET_RESOURCE)
@@ -197,5 +243,7 @@ def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
             diff = _localize(context, spec, comparison)
         yield row_count_result(spec, comparison, diff)
         yield checksum_result(spec, comparison, diff)
+        if spec.mode is Mode.INCREMENTAL:
+            yield null_cursor_result(context, spec, materialization)
 
     return _checks

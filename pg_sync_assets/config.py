@@ -237,7 +237,7 @@ def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
         raise entry.error(
             f"`timezone` {zone!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Seoul')"
         ) from None
-    lookback = entry.raw.get("lookback", 1)
+    lookback = entry.raw.get("lookback", 0)
     if not isinstance(lookback, int) or isinstance(lookback, bool) or not 0 <= lookback <= 168:
         raise entry.error(f"`lookback` must be a whole number of hours from 0 to 168, got {lookback!r}")
     if schedule is not None:

@@ -14,21 +14,17 @@ import os
 from pathlib import Path
 
 from dagster import (
-    AssetSelection,
-    DefaultScheduleStatus,
     Definitions,
     EnvVar,
-    RunConfig,
-    ScheduleDefinition,
-    define_asset_job,
 )
 from psycopg2.extensions import make_dsn
 
-from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, SyncRunConfig, build_table_asset
+from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, build_table_asset
 from .checks import build_table_checks
-from .config import config_path, load_config
+from .config import config_path, load_project
 from .engine import ConfigError, ConnectionFailed, TableSpec, connect, plan_table
 from .resources import PostgresResource
+from .schedules import build_jobs_and_schedules
 
 SOURCE_URL_ENV = "PG_SYNC_SOURCE_URL"
 TARGET_URL_ENV = "PG_SYNC_TARGET_URL"
@@ -69,47 +65,16 @@ def _validate_on_load(specs: list[TableSpec], config_file: str) -> None:
         )
 
 
-def build_jobs(specs: list[TableSpec]) -> list:
-    return [
-        define_asset_job(
-            "sync_all",
-            selection=AssetSelection.all(),
-            description="Materialize every table asset and run its checks.",
-        ),
-        define_asset_job(
-            "reconcile_all",
-            selection=AssetSelection.all(),
-            config=RunConfig(ops={spec.name: SyncRunConfig(reconcile=True) for spec in specs}),
-            description="Repair only the rows that differ in every table, then run the checks.",
-        ),
-        define_asset_job(
-            "verify_all",
-            selection=AssetSelection.all_asset_checks(),
-            description="Run every row_count and checksum check; copies nothing.",
-        ),
-    ]
-
-
 def build_definitions(config_file: Path | str | None = None) -> Definitions:
     path = str(config_file or config_path())
-    specs = load_config(path)
+    specs, settings = load_project(path)
     _validate_on_load(specs, path)
-    jobs = build_jobs(specs)
-    reconcile_all = next(job for job in jobs if job.name == "reconcile_all")
+    jobs, schedules = build_jobs_and_schedules(specs, settings)
     return Definitions(
         assets=[build_table_asset(spec) for spec in specs],
         asset_checks=[build_table_checks(spec) for spec in specs],
         jobs=jobs,
-        schedules=[
-            # Brings deletes to merge tables without delete_missing, repairs drift.
-            ScheduleDefinition(
-                name="reconcile_daily",
-                job=reconcile_all,
-                cron_schedule="0 3 * * *",
-                execution_timezone="UTC",
-                default_status=DefaultScheduleStatus.STOPPED,
-            )
-        ],
+        schedules=schedules,
         resources={
             SOURCE_RESOURCE: PostgresResource(url=EnvVar(SOURCE_URL_ENV), readonly=True, role="source"),
             TARGET_RESOURCE: PostgresResource(url=EnvVar(TARGET_URL_ENV), role="target"),

@@ -56,7 +56,7 @@ class TableSpec:
     incremental_column: str | None = None
     partition_start: str | None = None
     timezone: str = "UTC"
-    lookback: int = 1
+    lookback: int = 0
     schedule: str | None = None
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)

@@ -102,3 +102,15 @@ def compare_table(spec: TableSpec, source_conn, target_conn) -> TableComparison:
     finally:
         source_conn.rollback()
         target_conn.rollback()
+
+
+def null_cursor_count(source_conn, spec: TableSpec) -> int:
+    """Source rows in scope whose `incremental_column` is NULL: no window reaches them."""
+    source_conn.rollback()
+    try:
+        with source_conn.cursor() as cur:
+            is_null = sql.SQL("{} IS NULL").format(sql.Identifier(spec.incremental_column))
+            cur.execute(source_scope(spec, sql.SQL("count(*)"), is_null))
+            return cur.fetchone()[0]
+    finally:
+        source_conn.rollback()

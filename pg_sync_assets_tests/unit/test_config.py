@@ -159,7 +159,7 @@ def test_an_incremental_entry_is_read_with_its_defaults():
                 partition_start="2026-11-20-00:00")
     assert (spec.mode, spec.incremental_column, spec.partition_start) == (
         Mode.INCREMENTAL, "updated_at", "2026-11-20-00:00")
-    assert (spec.timezone, spec.lookback, spec.schedule) == ("UTC", 1, None)
+    assert (spec.timezone, spec.lookback, spec.schedule) == ("UTC", 0, None)
     other = _one(source="a.b", mode="incremental", incremental_column="u", partition_start="2026-01-01-05:00",
                  timezone="Asia/Seoul", lookback=0)
     assert (other.timezone, other.lookback) == ("Asia/Seoul", 0)
