@@ -90,8 +90,12 @@ def _ensure_user_types(cur, table: TableRef, columns: list[Column]) -> None:
             )
 
 
-def create_target_table(cur, table: TableRef, columns: list[Column], key: tuple[str, ...]) -> None:
-    """CREATE SCHEMA/TYPE/TABLE for a missing target: same names, types, NOT NULLs, key."""
+def create_target_table(
+    cur, table: TableRef, columns: list[Column], key: tuple[str, ...], index_on: str | None = None
+) -> None:
+    """CREATE SCHEMA/TYPE/TABLE for a missing target: same names, types, NOT NULLs, key;
+    plus an index on `index_on` (an incremental table's cursor, which every window's
+    verification and count filters on)."""
     _ensure_user_types(cur, table, columns)
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
     parts: list[sql.Composable] = []
@@ -106,3 +110,5 @@ def create_target_table(cur, table: TableRef, columns: list[Column], key: tuple[
     if key:
         parts.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in key)))
     cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table.ident, sql.SQL(", ").join(parts)))
+    if index_on is not None:
+        cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(table.ident, sql.Identifier(index_on)))

@@ -99,7 +99,7 @@ def _apply(
     cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{options.lock_timeout_ms}ms",))
     created = not table_columns(cur, spec.target)
     if created:
-        create_target_table(cur, spec.target, list(plan.columns), plan.key)
+        create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
     if spec.mode is Mode.FULL_REFRESH:
         counts = replace_from_staging(cur, spec.target, staging, copied)
     else:

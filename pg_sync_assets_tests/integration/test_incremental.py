@@ -63,6 +63,8 @@ def test_window_boundaries_are_exact_and_null_cursors_are_counted(dbs):
     assert result.hour_counts == {"2026-11-20-05:00": result.rows_copied}
     assert result.null_cursor_rows == 1
     assert result.verification.final == result.verification.source
+    assert dbs.tgt("SELECT count(*) FROM pg_indexes WHERE tablename = 'events' "
+                   "AND indexdef LIKE '%%(updated_at)'") == [(1,)]
 
 
 @pytest.mark.parametrize("column_type", ["timestamp", "date"])
