@@ -24,8 +24,12 @@ from .engine.localize import Difference, localize_table
 from .engine.verify import ScopeChecksum, TableComparison, compare_table, null_cursor_count
 
 
-def _scope(spec: TableSpec) -> str:
-    return f"WHERE {spec.where}" if spec.where else "whole table"
+def _scope(spec: TableSpec, cmp: TableComparison) -> str:
+    """The rows compared: the `where` scope, narrowed to the run's window if it had one."""
+    parts = [f"WHERE {spec.where}"] if spec.where else []
+    if cmp.window:
+        parts.append(f"window {cmp.window}")
+    return ", ".join(parts) or "whole table"
 
 
 def this_runs_materialization(context: AssetCheckExecutionContext, spec: TableSpec) -> dict | None:
@@ -50,12 +54,13 @@ def verified_in_this_run(md: dict | None) -> TableComparison | None:
     def scope(rows: int, checksum_hex: str) -> ScopeChecksum:
         return ScopeChecksum(rows, Decimal(int(checksum_hex, 16)))
 
-    window = f", window {md['window']}" if "window" in md else ""
+    window = md.get("window")
     return TableComparison(
         source=scope(md["verified_source_rows"], md["verified_source_checksum"]),
         target=scope(md["verified_target_rows"], md["verified_target_checksum"]),
         columns=tuple(c.name for c in md["dagster/column_schema"].columns),
-        basis=f"verified inside the materialization, against the source snapshot it copied{window}",
+        basis="verified inside the materialization, against the source snapshot it copied",
+        window=window,
     )
 
 
@@ -157,15 +162,15 @@ def _what_differs(spec: TableSpec, diff: Difference | None, metadata: dict) -> s
 def row_count_result(
     spec: TableSpec, cmp: TableComparison, diff: Difference | None = None
 ) -> AssetCheckResult:
-    metadata = {"source_rows": cmp.source.rows, "scope": _scope(spec), "compared": cmp.basis}
+    metadata = {"source_rows": cmp.source.rows, "scope": _scope(spec, cmp), "compared": cmp.basis}
     if cmp.target is None:
         return _result(spec, "row_count", False, metadata, cmp.problem)
     metadata.update(target_rows=cmp.target.rows, difference=cmp.target.rows - cmp.source.rows)
     if cmp.rows_match:
-        description = f"{cmp.source.rows} rows in source and target ({_scope(spec)})"
+        description = f"{cmp.source.rows} rows in source and target ({_scope(spec, cmp)})"
     else:
         description = (
-            f"source has {cmp.source.rows} rows, target has {cmp.target.rows} ({_scope(spec)}); "
+            f"source has {cmp.source.rows} rows, target has {cmp.target.rows} ({_scope(spec, cmp)}); "
             + _what_differs(spec, diff, metadata)
         )
     return _result(spec, "row_count", cmp.rows_match, metadata, description)
@@ -178,18 +183,18 @@ def checksum_result(
         "source_checksum": cmp.source.checksum_hex,
         "source_rows": cmp.source.rows,
         "columns": len(cmp.columns),
-        "scope": _scope(spec),
+        "scope": _scope(spec, cmp),
         "compared": cmp.basis,
     }
     if cmp.target is None:
         return _result(spec, "checksum", False, metadata, cmp.problem)
     metadata.update(target_checksum=cmp.target.checksum_hex, target_rows=cmp.target.rows)
     if cmp.checksums_match:
-        description = f"checksums match over {len(cmp.columns)} columns ({_scope(spec)})"
+        description = f"checksums match over {len(cmp.columns)} columns ({_scope(spec, cmp)})"
     else:
         description = (
             f"checksums differ: source {cmp.source.checksum_hex} ({cmp.source.rows} rows), "
-            f"target {cmp.target.checksum_hex} ({cmp.target.rows} rows), {_scope(spec)}; "
+            f"target {cmp.target.checksum_hex} ({cmp.target.rows} rows), {_scope(spec, cmp)}; "
             + _what_differs(spec, diff, metadata)
         )
     return _result(spec, "checksum", cmp.checksums_match, metadata, description)

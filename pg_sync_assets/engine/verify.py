@@ -65,6 +65,7 @@ class TableComparison:
     columns: tuple[str, ...]
     problem: str | None = None
     basis: str = "compared live, source and target now"
+    window: str | None = None  # an incremental run's window, when the comparison covers one
 
     @property
     def rows_match(self) -> bool:

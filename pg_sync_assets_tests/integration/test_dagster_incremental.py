@@ -72,8 +72,9 @@ def test_one_partition_loads_exactly_its_hour_and_checks_it(project, dbs):
     assert md["dagster/partition_row_count"] == expected and md["rows_with_null_cursor"] == 1
     checks = _checks(result)
     assert checks[("events", "checksum")].passed and checks[("events", "row_count")].passed
-    assert "window [2026-11-20T05:00:00+00:00, 2026-11-20T06:00:00+00:00)" in \
-        {k: v.value for k, v in checks[("events", "checksum")].metadata.items()}["compared"]
+    window = "window [2026-11-20T05:00:00+00:00, 2026-11-20T06:00:00+00:00)"
+    assert {k: v.value for k, v in checks[("events", "checksum")].metadata.items()}["scope"] == window
+    assert f"rows in source and target ({window})" in checks[("events", "row_count")].description
     null_check = checks[("events", "null_cursor")]
     assert not null_check.passed and null_check.severity.value == "WARN"
     assert "1 source rows have `updated_at` NULL" in null_check.description
