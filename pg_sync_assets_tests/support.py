@@ -74,3 +74,14 @@ def staging_tables(url: str) -> list[str]:
     return [r[0] for r in execute(
         url, "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
              "WHERE n.nspname = 'sync_staging' AND c.relkind = 'r'")]
+
+
+def point_definitions_at(dbs, tmp_path, monkeypatch, seed: str, config: str):
+    """Seed the source, write a table list, and point PG_SYNC_* at them; the list's path."""
+    dbs.src(seed)
+    path = tmp_path / "tables.yaml"
+    path.write_text(config, encoding="utf-8")
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", dbs.source)
+    monkeypatch.setenv("PG_SYNC_TARGET_URL", dbs.target)
+    monkeypatch.setenv("PG_SYNC_CONFIG", str(path))
+    return path

@@ -17,6 +17,7 @@ from pg_sync_assets.config import load_config
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec, connect, plan_table
 from pg_sync_assets.engine.spec import Mode
+from pg_sync_assets_tests.support import point_definitions_at
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,13 +46,7 @@ tables:
 
 @pytest.fixture
 def project(dbs, tmp_path, monkeypatch):
-    dbs.src(SEED)
-    config = tmp_path / "tables.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
-    monkeypatch.setenv("PG_SYNC_SOURCE_URL", dbs.source)
-    monkeypatch.setenv("PG_SYNC_TARGET_URL", dbs.target)
-    monkeypatch.setenv("PG_SYNC_CONFIG", str(config))
-    return config
+    return point_definitions_at(dbs, tmp_path, monkeypatch, SEED, CONFIG)
 
 
 def _run(defs, job: str):

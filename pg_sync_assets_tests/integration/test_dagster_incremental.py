@@ -9,6 +9,7 @@ from dagster import DagsterInstance, DefaultScheduleStatus, build_schedule_conte
 
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets_tests.integration.test_dagster import _checks, _dagster_cli, _materialized
+from pg_sync_assets_tests.support import point_definitions_at
 
 SEED = """
 CREATE TABLE events (id bigint PRIMARY KEY, updated_at timestamptz, v text);
@@ -41,13 +42,7 @@ RANGE_TAGS = {"dagster/asset_partition_range_start": "2026-11-20-00:00",
 
 @pytest.fixture
 def project(dbs, tmp_path, monkeypatch):
-    dbs.src(SEED)
-    config = tmp_path / "tables.yaml"
-    config.write_text(CONFIG, encoding="utf-8")
-    monkeypatch.setenv("PG_SYNC_SOURCE_URL", dbs.source)
-    monkeypatch.setenv("PG_SYNC_TARGET_URL", dbs.target)
-    monkeypatch.setenv("PG_SYNC_CONFIG", str(config))
-    return config
+    return point_definitions_at(dbs, tmp_path, monkeypatch, SEED, CONFIG)
 
 
 def _run(job: str, **kw):
