@@ -7,7 +7,6 @@ trusted code by design, like a dbt model; it is wrapped, never spliced into quot
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from psycopg2 import sql
@@ -33,12 +32,6 @@ PINNED_TEXT_SETTINGS: dict[str, str] = {
 def pin_text_settings(cur) -> None:
     for name, value in PINNED_TEXT_SETTINGS.items():
         cur.execute("SELECT set_config(%s, %s, false)", (name, value))
-
-
-def column_list(names: Iterable[str], prefix: str | None = None) -> sql.Composed:
-    if prefix is None:
-        return sql.SQL(", ").join(sql.Identifier(n) for n in names)
-    return sql.SQL(", ").join(sql.Identifier(prefix, n) for n in names)
 
 
 def where_clause(spec: TableSpec, *extra: sql.Composable) -> sql.Composable:
