@@ -33,7 +33,7 @@ import psycopg2
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table  # noqa: E402
-from pg_sync_assets.local.servers import LocalServer, start_server  # noqa: E402
+from pg_sync_assets.local.servers import LocalServer, exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 TABLE_DDL = """
 CREATE TABLE {name} (
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
 
+    exit_cleanly_on_sigterm()
     source, target = start_server("source"), start_server("target")
     try:
         started = time.perf_counter()

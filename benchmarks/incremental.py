@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.full_refresh import build_source, sql  # noqa: E402
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table  # noqa: E402
 from pg_sync_assets.engine.window import Window  # noqa: E402
-from pg_sync_assets.local.servers import start_server  # noqa: E402
+from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 BENCH = TableRef("public", "bench")
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -102,6 +102,7 @@ def main() -> None:
     parser.add_argument("--hour-rows", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    exit_cleanly_on_sigterm()
     source, target = start_server("source"), start_server("target")
     spec = TableSpec(name="bench", target=BENCH, source=BENCH, mode=Mode.INCREMENTAL,
                      incremental_column="updated_at", partition_start="2026-01-01-00:00")

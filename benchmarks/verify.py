@@ -25,7 +25,7 @@ from benchmarks.full_refresh import build_source, sql  # noqa: E402
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, reconcile_table, sync_table  # noqa: E402
 from pg_sync_assets.engine.localize import localize_table  # noqa: E402
 from pg_sync_assets.engine.verify import source_checksum  # noqa: E402
-from pg_sync_assets.local.servers import start_server  # noqa: E402
+from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 BENCH = TableRef("public", "bench")
 COLUMNS = ["id", "updated_at", "title", "amount", "attrs", "active", "scores"]
@@ -51,6 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     spec = TableSpec(name="bench", target=BENCH, source=BENCH, mode=Mode.MERGE)
     full = TableSpec(name="bench", target=BENCH, source=BENCH, mode=Mode.FULL_REFRESH)
+    exit_cleanly_on_sigterm()
     source, target = start_server("source"), start_server("target")
     try:
         build_source(source, args.rows)

@@ -11,8 +11,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -163,3 +165,9 @@ def start_server(
     shutil.rmtree(root, ignore_errors=True)
     assert last_error is not None
     raise last_error
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM (`timeout`, `kill`) into SystemExit, so `finally: server.stop()` runs
+    and no throwaway server outlives the script that started it."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
