@@ -85,11 +85,22 @@ def require_staged_equal(table: str, expected: ScopeChecksum, staged: ScopeCheck
 
 
 def check_final(
-    cur, spec: TableSpec, columns: list[str], staging: str, key: list[Column], expected: ScopeChecksum
+    cur,
+    spec: TableSpec,
+    columns: list[str],
+    staging: str,
+    key: list[Column],
+    expected: ScopeChecksum,
+    whole_scope: bool = False,
 ) -> LoadVerification:
-    """Compare the final table with the snapshot inside the open final transaction."""
+    """Compare the final table with the snapshot inside the open final transaction.
+
+    `whole_scope` compares the whole target scope even for a merge without
+    `delete_missing` (a reconcile must leave the scopes equal, extra rows included).
+    """
     pin_text_settings(cur)
-    if spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not spec.delete_missing:
+    keeps_extra_rows = spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not spec.delete_missing
+    if keeps_extra_rows and not whole_scope:
         staged_key = sql.SQL("EXISTS (SELECT 1 FROM {} AS s WHERE {})").format(
             sql.Identifier(STAGING_SCHEMA, staging), key_match(key)
         )

@@ -18,7 +18,7 @@ from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .errors import ConfigError
-from .guard import LoadVerification, VerificationError
+from .guard import check_final
 from .introspect import table_exists
 from .localize import localize
 from .merge import MergeCounts, delete_keys, merge_from_staging
@@ -26,7 +26,7 @@ from .run import StageTimer, prepare, rollback_quietly, staged_run
 from .sql import estimate_rows, key_in, pin_text_settings
 from .staging import STAGING_SCHEMA
 from .sync import SyncOptions, SyncResult
-from .verify import ScopeChecksum, target_checksum
+from .verify import ScopeChecksum
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -94,18 +94,9 @@ def reconcile_table(
                     extra = diff.key_columns_text(diff.extra, len(key))
                     deleted = delete_keys(tcur, spec.target, plan.key_columns(), extra)
                 with timer.stage("verify_final"):
-                    final = target_checksum(tcur, spec, plan.column_names)
-                    if final != expected:
-                        raise VerificationError(
-                            label,
-                            "verify",
-                            (
-                                f"after reconcile the target scope still differs from the source snapshot: "
-                                f"source {expected.rows} rows, checksum {expected.checksum_hex}; target "
-                                f"{final.rows} rows, checksum {final.checksum_hex}; rolled back: the target "
-                                "table is unchanged"
-                            ),
-                        )
+                    verification = check_final(
+                        tcur, spec, plan.column_names, staging, plan.key_columns(), expected, whole_scope=True
+                    )
                 with timer.stage("commit"):
                     target_conn.commit()
             finally:
@@ -120,10 +111,10 @@ def reconcile_table(
         inserted=counts.inserted,
         updated=counts.updated,
         deleted=deleted,
-        target_rows=final.rows,
+        target_rows=verification.final.rows,
         created_target=False,
         plan=plan,
-        verification=LoadVerification(expected, final, "target scope"),
+        verification=verification,
         stage_seconds=dict(timer.seconds),
         removed_orphans=orphans,
         difference=diff,

@@ -102,14 +102,12 @@ def _apply(
         create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
     if spec.mode is Mode.FULL_REFRESH:
         counts = replace_from_staging(cur, spec.target, staging, copied)
-    else:
-        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-        counts = merge_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows)
-        if spec.delete_missing:
-            gone = delete_missing(cur, spec, staging, plan.key_columns())
-            counts = MergeCounts(counts.inserted, counts.updated, gone)
-    if spec.mode is Mode.FULL_REFRESH:
         return counts, created, counts.inserted
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
+    counts = merge_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows)
+    if spec.delete_missing:
+        gone = delete_missing(cur, spec, staging, plan.key_columns())
+        counts = MergeCounts(counts.inserted, counts.updated, gone)
     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
     return counts, created, cur.fetchone()[0]
 
