@@ -17,12 +17,12 @@ from dagster import (
     Definitions,
     EnvVar,
 )
-from psycopg2.extensions import make_dsn
 
 from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, build_table_asset
 from .checks import build_table_checks
 from .config import config_path, load_project
 from .engine import ConfigError, ConnectionFailed, TableSpec, connect, plan_table
+from .engine.connect import build_dsn
 from .resources import PostgresResource
 from .schedules import build_jobs_and_schedules
 
@@ -37,7 +37,7 @@ _log = logging.getLogger("pg_sync_assets")
 def validate_against_source(specs: list[TableSpec], source_dsn: str, config_file: str) -> None:
     """Raise ConfigError for the first entry the source catalog rejects."""
     # A short timeout: an unreachable source must not stall loading the code location.
-    dsn = make_dsn(source_dsn, connect_timeout=LOAD_CONNECT_TIMEOUT)
+    dsn = build_dsn(source_dsn, "source", connect_timeout=LOAD_CONNECT_TIMEOUT)
     conn = connect(dsn, readonly=True, application_name="pg_sync_assets validate", role="source")
     try:
         with conn.cursor() as cur:

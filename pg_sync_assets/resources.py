@@ -12,10 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from dagster import ConfigurableResource
-from psycopg2.extensions import make_dsn
 from pydantic import Field
 
-from .engine.connect import DEFAULT_APPLICATION_NAME, connect
+from .engine.connect import DEFAULT_APPLICATION_NAME, build_dsn, connect
 
 
 class PostgresResource(ConfigurableResource):
@@ -43,7 +42,7 @@ class PostgresResource(ConfigurableResource):
             "sslmode": self.sslmode,
             "connect_timeout": self.connect_timeout,
         }
-        return make_dsn(self.url or "", **{k: v for k, v in overrides.items() if v is not None})
+        return build_dsn(self.url or "", self.role, **overrides)
 
     @contextmanager
     def get_connection(self, purpose: str = "", readonly: bool = False) -> Iterator:

@@ -1,7 +1,11 @@
-"""Opening sessions: one place decides read-only mode and application_name.
+"""Opening sessions: one place parses connection strings, decides read-only mode and
+application_name, and words connection errors.
 
-Errors are re-raised without the DSN: libpq's own message names host and port but
-never the password, and that is all the caller gets to see.
+A connection string holds a password, so no text derived from it leaves this module
+unfiltered: libpq's parser quotes the offending token in its messages (for a bad
+percent escape or a space in an unquoted value, that token is the password), so a
+malformed string is reported by what is wrong, never by its content, and every other
+message has the password cut out before it is raised.
 """
 
 from __future__ import annotations
@@ -15,7 +19,48 @@ DEFAULT_APPLICATION_NAME = "pg_sync_assets"
 
 
 class ConnectionFailed(PgSyncError):
-    """The server could not be reached or refused the login."""
+    """The connection string is malformed, or the server could not be reached or refused the login."""
+
+
+def _without_quoted_tokens(message: str) -> str:
+    """libpq's parser message with everything from its first to its last `"` replaced."""
+    text = message.strip().removeprefix("invalid dsn:").strip()
+    first, last = text.find('"'), text.rfind('"')
+    if first == -1:
+        return text
+    return (text[:first] + "…" + (text[last + 1 :] if last > first else "")).strip()
+
+
+def _malformed(role: str, exc: psycopg2.Error) -> ConnectionFailed:
+    return ConnectionFailed(
+        f"the connection string for `{role}` is malformed ({_without_quoted_tokens(str(exc))}); "
+        "check its quoting and percent escapes (a URL needs `%25` for a literal `%`, a key=value "
+        "string needs 'single quotes' around a value with spaces)"
+    )
+
+
+# The errors below are raised after their `except` block ends, so that libpq's message
+# is not kept as the new exception's __context__ (which tracebacks and Dagster's error
+# records would print, password and all).
+
+
+def parse_connection_string(dsn: str, role: str) -> dict[str, str]:
+    """libpq's reading of `dsn`; ConnectionFailed, never echoing the string, if it is malformed."""
+    try:
+        return parse_dsn(dsn)
+    except psycopg2.ProgrammingError as exc:
+        error = _malformed(role, exc)
+    raise error
+
+
+def build_dsn(dsn: str, role: str, **overrides) -> str:
+    """`dsn` with `overrides` (None values ignored) set; checked as `parse_connection_string` does."""
+    parse_connection_string(dsn, role)
+    try:
+        return make_dsn(dsn, **{k: v for k, v in overrides.items() if v is not None})
+    except psycopg2.ProgrammingError as exc:
+        error = _malformed(role, exc)
+    raise error
 
 
 def describe_dsn(dsn: str) -> str:
@@ -27,24 +72,36 @@ def describe_dsn(dsn: str) -> str:
     return f"{p.get('user', '')}@{p.get('host', 'localhost')}:{p.get('port', '5432')}/{p.get('dbname', '')}"
 
 
+def redact(text: str, dsn: str) -> str:
+    """`text` with the password of `dsn` (if any) cut out."""
+    try:
+        password = parse_dsn(dsn).get("password")
+    except psycopg2.ProgrammingError:
+        return text
+    return text.replace(password, "***") if password else text
+
+
 def connect(
     dsn: str, *, readonly: bool, application_name: str = DEFAULT_APPLICATION_NAME, role: str = "database"
 ):
     """A new psycopg2 connection; `readonly` sessions cannot write anything."""
-    options = "-c default_transaction_read_only=on" if readonly else None
-    try:
-        full = make_dsn(dsn, application_name=application_name, options=options)
-        conn = psycopg2.connect(full)
-    except psycopg2.ProgrammingError as exc:
-        raise ConnectionFailed(
-            f"the {role} connection string is invalid ({type(exc).__name__}); check "
-            "PG_SYNC_SOURCE_URL / PG_SYNC_TARGET_URL or the resource fields"
-        ) from None
-    except psycopg2.OperationalError as exc:
-        raise ConnectionFailed(
-            f"cannot connect to the {role} database {describe_dsn(dsn)}: "
-            f"{str(exc).strip()}; check host, port, firewall and that the server runs"
-        ) from None
+    # The table list's SQL was checked by a parser that reads backslashes the standard way.
+    options = "-c standard_conforming_strings=on"
     if readonly:
-        conn.set_session(readonly=True)
-    return conn
+        options += " -c default_transaction_read_only=on"
+    full = build_dsn(dsn, role, application_name=application_name, options=options)
+    try:
+        conn = psycopg2.connect(full)
+    except psycopg2.Error as exc:
+        error = ConnectionFailed(
+            redact(
+                f"cannot connect to the {role} database {describe_dsn(dsn)}: "
+                f"{str(exc).strip()}; check host, port, firewall and that the server runs",
+                dsn,
+            )
+        )
+    else:
+        if readonly:
+            conn.set_session(readonly=True)
+        return conn
+    raise error

@@ -168,8 +168,9 @@ def test_loading_definitions_goes_on_when_the_source_is_down(project, monkeypatc
         (TableSpec(name="o", target=TableRef("a", "o"), query="SELECT status FROM shop.orders",
                    mode=Mode.MERGE, primary_key=("status",), where="nope > 1"),
          "`where` condition 'nope > 1' fails on the source: ERROR:  column \"nope\" does not exist"),
-        (TableSpec(name="o", target=TableRef("a", "o"), query="SELEC 1", primary_key=("x",)),
-         "`query` fails on the source: ERROR:  syntax error"),
+        (TableSpec(name="o", target=TableRef("a", "o"), query="SELECT nope FROM shop.orders",
+                   primary_key=("x",)),
+         "`query` fails on the source: ERROR:  column \"nope\" does not exist"),
     ],
 )
 def test_catalog_errors_name_the_entry_and_the_key(project, dbs, spec, expected):
@@ -283,3 +284,19 @@ def test_the_daily_reconcile_schedule_exists_and_starts_stopped(project):
     schedule = build_definitions().resolve_schedule_def("reconcile_daily")
     assert (schedule.job_name, schedule.cron_schedule) == ("reconcile_all", "0 3 * * *")
     assert schedule.default_status is DefaultScheduleStatus.STOPPED
+
+
+def test_a_malformed_url_never_reaches_the_event_log_or_the_cli(project, dbs, tmp_path, monkeypatch):
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", "postgresql://u:Pct%ZZs3cret-Pa55@127.0.0.1/db")
+    instance = DagsterInstance.ephemeral()
+    result = build_definitions().resolve_job_def("sync_all").execute_in_process(
+        instance=instance, raise_on_error=False)
+    assert not result.success
+    logs = [repr(entry) for entry in instance.all_logs(result.run_id)]
+    assert not any("s3cret" in entry for entry in logs)
+    assert any("the connection string for `source` is malformed" in entry for entry in logs)
+
+    done = _dagster_cli(tmp_path, "asset", "materialize", "--select", "orders")
+    assert done.returncode != 0
+    assert "s3cret" not in done.stdout + done.stderr
+    assert "the connection string for `source` is malformed (invalid percent-encoded token" in done.stderr
