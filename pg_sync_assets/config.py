@@ -20,6 +20,7 @@ import yaml
 
 from .engine.errors import ConfigError
 from .engine.spec import Mode, TableRef, TableSpec
+from .engine.user_sql import clean_query, clean_where
 from .naming import VALID_NAME, derive_asset_name
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "tables.yaml"
@@ -137,6 +138,16 @@ class _Entry:
             raise self.error(f"`{key}` must be a non-empty string, got {value!r}")
         return value
 
+    def sql(self, key: str, clean) -> str | None:
+        """Operator SQL, checked by PostgreSQL's parser before anything is sent (`user_sql`)."""
+        value = self.text(key)
+        if value is None:
+            return None
+        try:
+            return clean(value)
+        except ConfigError as exc:
+            raise self.error(f"{exc}; got {value!r}") from None
+
     def table(self, key: str) -> TableRef | None:
         value = self.text(key)
         if value is None:
@@ -166,7 +177,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
     unknown = sorted(set(raw) - set(TABLE_KEYS))
     if unknown:
         raise entry.error(f"unknown key(s) {unknown}; allowed keys: {list(TABLE_KEYS)}")
-    source, query = entry.table("source"), entry.text("query")
+    source, query = entry.table("source"), entry.sql("query", clean_query)
     if (source is None) == (query is None):
         raise entry.error("set exactly one of `source` (schema.table) or `query` (a SELECT)")
     target = entry.table("target") or source
@@ -202,7 +213,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
         query=query,
         primary_key=primary_key,
         mode=mode,
-        where=entry.text("where"),
+        where=entry.sql("where", clean_where),
         delete_missing=delete_missing,
         schedule=schedule,
     )

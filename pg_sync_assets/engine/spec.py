@@ -8,6 +8,9 @@ from enum import Enum
 
 from psycopg2 import sql
 
+from .errors import ConfigError
+from .user_sql import clean_query, clean_where
+
 
 class Mode(str, Enum):
     FULL_REFRESH = "full_refresh"
@@ -60,6 +63,16 @@ class TableSpec:
     schedule: str | None = None
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Every spec, however it was built, carries checked SQL: see `user_sql`.
+        try:
+            if self.where is not None:
+                object.__setattr__(self, "where", clean_where(self.where))
+            if self.query is not None:
+                object.__setattr__(self, "query", clean_query(self.query))
+        except ConfigError as exc:
+            raise ConfigError(f"table entry `{self.name}`: {exc}") from None
 
     @property
     def source_label(self) -> str:

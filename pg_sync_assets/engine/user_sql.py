@@ -1,0 +1,112 @@
+"""The SQL an operator writes in the table list, `where` and `query`, checked with
+PostgreSQL's own parser (pglast embeds it) before any of it is sent to a server.
+
+Both are spliced into statements that psycopg2 sends through the simple query
+protocol, which runs every statement of a string: a `where` such as
+`true); COMMIT; BEGIN READ WRITE; INSERT ...` would end the read-only transaction and
+write to the source. So a `where` must be exactly one expression and a `query` exactly
+one read-only SELECT; trailing `;` and comments are removed (they would otherwise cut
+the statement they are wrapped in). A hand-written check would have to know dollar
+quotes, E'' strings, nested comments and every keyword; the parser already does.
+Sessions pin `standard_conforming_strings = on` (see `connect.py`), the rule for
+backslashes this parser applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError, scan
+
+from .errors import ConfigError
+
+_COMMENTS = {"SQL_COMMENT", "C_COMMENT"}
+_SEMICOLON = "ASCII_59"
+_WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
+
+
+def _nodes(node: ast.Node) -> Iterator[ast.Node]:
+    yield node
+    for slot in node.__slots__:
+        value = getattr(node, slot, None)
+        children = value if isinstance(value, tuple) else (value,)
+        for child in children:
+            if isinstance(child, ast.Node):
+                yield from _nodes(child)
+
+
+def _significant(key: str, text: str) -> str:
+    """`text` without leading/trailing comments and trailing `;`; one `;` inside is an error."""
+    try:
+        tokens = [t for t in scan(text) if t.name not in _COMMENTS]
+    except ParseError as exc:
+        raise ConfigError(f"`{key}` is not valid SQL: {exc.args[0]}") from None
+    while tokens and tokens[-1].name == _SEMICOLON:
+        tokens.pop()
+    if not tokens:
+        raise ConfigError(f"`{key}` is empty once comments and `;` are removed")
+    inner = [t for t in tokens if t.name == _SEMICOLON]
+    if inner:
+        raise ConfigError(
+            f"`{key}` holds a `;` at character {inner[0].start + 1}: it must be "
+            + ("one SQL condition" if key == "where" else "one SELECT statement")
+            + ", not several statements; remove the `;` and what follows it"
+        )
+    return text[tokens[0].start : tokens[-1].end + 1]
+
+
+def _parse(key: str, statement: str, offset: int) -> ast.RawStmt:
+    try:
+        statements = parse_sql(statement)
+    except ParseError as exc:
+        message, position = exc.args[0], exc.args[1] - offset if len(exc.args) > 1 else None
+        where = f" (character {position + 1})" if position is not None and position >= 0 else ""
+        raise ConfigError(f"`{key}` is not valid SQL: {message}{where}") from None
+    if len(statements) != 1:
+        raise ConfigError(f"`{key}` must be a single statement, found {len(statements)}")
+    return statements[0]
+
+
+def _require_read_only(key: str, node: ast.Node) -> None:
+    for part in _nodes(node):
+        if isinstance(part, _WRITES):
+            kind = type(part).__name__.removesuffix("Stmt").upper()
+            raise ConfigError(f"`{key}` contains {kind}: the source is only ever read; use a plain SELECT")
+        if isinstance(part, ast.LockingClause):
+            raise ConfigError(f"`{key}` locks rows (FOR UPDATE/SHARE): the source is only read; remove it")
+        if isinstance(part, ast.IntoClause):
+            raise ConfigError(f"`{key}` uses SELECT ... INTO, which creates a table; remove INTO")
+
+
+# Only the parser sees these wrappers; what reaches a server is composed in `sql.py`.
+_WHERE_PREFIX = "SELECT 1 WHERE ("
+
+
+def clean_where(text: str) -> str:
+    """`text` as exactly one SQL condition, comments and trailing `;` removed."""
+    condition = _significant("where", text)
+    depth = 0
+    for token in scan(condition):
+        depth += {"ASCII_40": 1, "ASCII_41": -1}.get(token.name, 0)
+        if depth < 0:
+            raise ConfigError(
+                f"`where` closes a parenthesis it never opened (character {token.start + 1}); "
+                "it must be one SQL condition with balanced parentheses"
+            )
+    if depth:
+        raise ConfigError("`where` leaves a parenthesis open; it must be one SQL condition")
+    statement = _parse("where", _WHERE_PREFIX + condition + "\n)", len(_WHERE_PREFIX)).stmt
+    _require_read_only("where", statement)
+    return condition
+
+
+def clean_query(text: str) -> str:
+    """`text` as exactly one read-only SELECT, comments and trailing `;` removed."""
+    query = _significant("query", text)
+    statement = _parse("query", query, 0).stmt
+    if not isinstance(statement, ast.SelectStmt):
+        kind = type(statement).__name__.removesuffix("Stmt")
+        raise ConfigError(f"`query` must be a SELECT (or VALUES), got {kind}")
+    _require_read_only("query", statement)
+    return query
