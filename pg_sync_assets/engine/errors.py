@@ -21,13 +21,26 @@ class SchemaMismatchError(PgSyncError):
 
 
 class SyncError(PgSyncError):
-    """A stage of a sync failed; the target is exactly as it was before the run."""
+    """A stage of a sync failed; the target is exactly as it was before the run (the
+    message says so, or says when it cannot know: a connection lost during commit).
 
-    def __init__(self, table: str, stage: str, cause: str) -> None:
+    `side` is the server the failure came from (`source` or `target`), when known.
+    """
+
+    def __init__(self, table: str, stage: str, cause: str, side: str | None = None) -> None:
         self.table = table
         self.stage = stage
         self.cause = cause
-        super().__init__(f"{stage} failed for `{table}`: {cause}")
+        self.side = side
+        on = f" on the {side} server" if side else ""
+        super().__init__(f"{stage} failed for `{table}`{on}: {cause}")
+
+
+def in_stage(exc: PgSyncError, table: str, stage: str) -> PgSyncError:
+    """`exc` with the stage and table in front, the same class (a SyncError already has them)."""
+    if isinstance(exc, SyncError):
+        return exc
+    return type(exc)(f"{stage} failed for `{table}`: {exc}")
 
 
 class LockTimeoutError(SyncError):

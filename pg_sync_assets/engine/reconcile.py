@@ -22,7 +22,8 @@ from .guard import check_final
 from .introspect import table_exists
 from .localize import localize
 from .merge import MergeCounts, delete_keys, merge_from_staging
-from .run import StageTimer, prepare, rollback_quietly, staged_run
+from .run import end_run_transactions, prepare, require_read_only_source, staged_run
+from .stages import StageTimer
 from .sql import estimate_rows, key_in, pin_text_settings
 from .staging import STAGING_SCHEMA
 from .sync import SyncOptions, SyncResult
@@ -37,7 +38,7 @@ def reconcile_table(
     log = log or _log
     options = options or SyncOptions()
     label = str(spec.target)
-    timer = StageTimer(label)
+    timer = StageTimer(label, source_conn, target_conn)
     plan, copied = prepare(spec, source_conn, target_conn, timer)
     if not plan.key:
         raise ConfigError(f"cannot reconcile `{label}`: it has no key to tell rows apart; set `primary_key`")
@@ -98,11 +99,10 @@ def reconcile_table(
                         tcur, spec, plan.column_names, staging, plan.key_columns(), expected, whole_scope=True
                     )
                 with timer.stage("commit"):
+                    require_read_only_source(scur, label)
                     target_conn.commit()
             finally:
-                rollback_quietly(source_conn)
-                rollback_quietly(target_conn)
-                target_conn.autocommit = True
+                end_run_transactions(source_conn, target_conn)
     return SyncResult(
         table=label,
         mode=spec.mode,

@@ -8,17 +8,17 @@ and the server releases the session's lock.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg2
 
 from .ddl import require_matching_schema
-from .errors import PgSyncError, SyncError
+from .errors import SyncError
 from .introspect import Column, table_columns
 from .plan import TablePlan, plan_table
 from .spec import TableSpec
+from .stages import StageTimer
 from .staging import (
     STAGING_SCHEMA,
     acquire_table_lock,
@@ -29,36 +29,6 @@ from .staging import (
     new_staging_name,
     release_table_lock,
 )
-
-# What to do about the errors users meet most (SQLSTATE -> advice).
-_HINTS = {
-    "42501": "check grants: the source user needs SELECT on the source table; the target "
-    "user needs CREATE on the target database (for the sync_staging schema) and INSERT, "
-    "UPDATE, DELETE, TRUNCATE on the target table; ",
-    "53200": "the server ran out of memory; lower merge_work_mem or the server's work_mem; ",
-    "57014": "a statement was cancelled (statement_timeout or an operator); ",
-    "55P03": "another session holds a lock on the table for longer than lock_timeout_ms; ",
-}
-
-
-class StageTimer:
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        try:
-            yield
-        except PgSyncError:
-            raise
-        except psycopg2.Error as exc:
-            detail = (exc.pgerror or str(exc)).strip().replace("\n", " ")
-            hint = _HINTS.get(exc.pgcode or "", "")
-            raise SyncError(self.table, name, f"{detail}; {hint}the target table is unchanged") from exc
-        finally:
-            self.seconds[name] = round(time.monotonic() - started, 3)
 
 
 def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]:
@@ -121,6 +91,38 @@ def rollback_quietly(conn) -> None:
             conn.rollback()
     except psycopg2.Error:
         pass  # a dead connection has nothing left to roll back
+
+
+def end_run_transactions(source_conn, target_conn) -> None:
+    """Roll back whatever is open and give the target back its autocommit mode.
+
+    Runs in `finally` blocks, so it must not raise: an exception here would replace
+    the error that explains the failure (a lost connection is already closed).
+    """
+    rollback_quietly(source_conn)
+    rollback_quietly(target_conn)
+    try:
+        if not target_conn.closed:
+            target_conn.autocommit = True
+    except psycopg2.Error:
+        pass
+
+
+def require_read_only_source(scur, table: str) -> None:
+    """A tripwire before the target commits: the source transaction is still read-only
+    and has written nothing. The table list's SQL is parsed so that nothing can end that
+    transaction (`user_sql`); this proves it held for the whole run."""
+    scur.execute("SELECT current_setting('transaction_read_only'), pg_current_xact_id_if_assigned()")
+    read_only, xid = scur.fetchone()
+    if read_only != "on" or xid is not None:
+        raise SyncError(
+            table,
+            "verify",
+            "the source session left its read-only transaction during the run; nothing was "
+            "committed to the target; check the table's `where` and `query` and the source "
+            "database's triggers and rules",
+            side="source",
+        )
 
 
 def _drop_staging_quietly(conn, staging: str, label: str, log) -> None:

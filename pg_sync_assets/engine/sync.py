@@ -31,7 +31,8 @@ from .introspect import Column, table_columns
 from .localize import Difference
 from .merge import MergeCounts, delete_missing, merge_from_staging, replace_from_staging
 from .plan import TablePlan
-from .run import StageTimer, prepare, rollback_quietly, staged_run
+from .run import end_run_transactions, prepare, require_read_only_source, rollback_quietly, staged_run
+from .stages import StageTimer
 from .spec import Mode, TableSpec
 from .sql import source_scope
 from .staging import STAGING_SCHEMA
@@ -127,7 +128,7 @@ def sync_table(
     `lookback` hours) are copied and upserted, and everything is verified over that scope.
     """
     log = log or _log
-    timer = StageTimer(str(spec.target))
+    timer = StageTimer(str(spec.target), source_conn, target_conn)
     plan, copied = prepare(spec, source_conn, target_conn, timer)
     cursor_column = None
     if window is not None:
@@ -209,11 +210,10 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
                     tcur, spec, plan.column_names, staging, plan.key_columns(), expected
                 )
         with timer.stage("commit"):
+            require_read_only_source(scur, label)
             target_conn.commit()
     finally:
-        rollback_quietly(scur.connection)
-        rollback_quietly(target_conn)
-        target_conn.autocommit = True
+        end_run_transactions(scur.connection, target_conn)
     return dict(
         table=label,
         mode=spec.mode,
