@@ -61,6 +61,8 @@ class TableSpec:
     timezone: str = "UTC"
     lookback: int = 0
     schedule: str | None = None
+    lock_timeout: float = 600.0  # seconds a run waits, in all, for the locks it needs
+    lock_attempt_timeout: float = 2.0  # seconds one try at the final table's lock may queue readers
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)
 

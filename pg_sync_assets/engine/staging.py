@@ -1,12 +1,12 @@
-"""Staging tables and the per-table advisory lock, in the target database.
+"""Staging tables in the target database.
 
 A staging table is an UNLOGGED table in the `sync_staging` schema, committed so any
 session can see (and later, parallel loaders can fill) it. Its name carries a hash of
 the target table, so names stay within PostgreSQL's 63 bytes whatever the table name
 (Korean names take three bytes a character), and a run token. A run drops its own
 staging table on success and on failure; a process killed outright leaves one behind,
-which the next run of the same table drops: it holds the table's advisory lock, so no
-other live run can own a staging table of that target.
+which the next run of the same table drops: it holds the table's advisory lock
+(`locks.py`), so no other live run can own a staging table of that target.
 """
 
 from __future__ import annotations
@@ -15,15 +15,12 @@ import hashlib
 import secrets
 
 import psycopg2
-from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
-from .errors import LockTimeoutError
 from .introspect import Column
 from .spec import TableRef
 
 STAGING_SCHEMA = "sync_staging"
-LOCK_NAMESPACE = "pg_sync_assets:"
 
 
 def target_hash(table: TableRef) -> str:
@@ -36,27 +33,6 @@ def staging_prefix(table: TableRef) -> str:
 
 def new_staging_name(table: TableRef) -> str:
     return staging_prefix(table) + secrets.token_hex(4)
-
-
-def acquire_table_lock(cur, table: TableRef, lock_timeout_ms: int) -> None:
-    """Session-level advisory lock on the target table, waiting up to lock_timeout."""
-    cur.execute("SELECT set_config('lock_timeout', %s, false)", (f"{lock_timeout_ms}ms",))
-    try:
-        cur.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (LOCK_NAMESPACE + str(table),))
-    except pg_errors.LockNotAvailable:
-        cur.connection.rollback()
-        raise LockTimeoutError(
-            str(table),
-            "lock",
-            f"another run has been writing this table for more than {lock_timeout_ms} ms; "
-            "wait for it to finish or raise lock_timeout_ms",
-        ) from None
-    finally:
-        cur.execute("RESET lock_timeout")
-
-
-def release_table_lock(cur, table: TableRef) -> None:
-    cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (LOCK_NAMESPACE + str(table),))
 
 
 def ensure_staging_schema(cur) -> None:

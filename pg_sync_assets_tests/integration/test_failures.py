@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import psycopg2
 import pytest
@@ -139,9 +140,10 @@ def test_a_run_waits_for_the_table_lock_then_gives_up_with_a_clear_error(dbs):
             cur.execute("SELECT pg_advisory_lock(hashtextextended('pg_sync_assets:public.items', 0))")
         started = time.monotonic()
         with pytest.raises(LockTimeoutError) as caught:
-            run_sync(dbs, _spec(FIRST), SyncOptions(lock_timeout_ms=500))
+            run_sync(dbs, replace(_spec(FIRST), lock_timeout=0.5))
         assert time.monotonic() - started >= 0.5
-        assert "lock failed for `public.items`: another run has been writing" in str(caught.value)
+        assert ("lock failed for `public.items` on the target server: another run has been writing this "
+                "table for more than `lock_timeout` (0.5 s)") in str(caught.value)
     finally:
         holder.close()
     assert run_sync(dbs, _spec(FIRST)).rows_copied == 5000
@@ -214,13 +216,19 @@ def test_a_session_holding_the_final_table_makes_the_merge_time_out_cleanly(dbs)
         with reader.cursor() as cur:  # an open transaction that read the table holds ACCESS SHARE
             cur.execute("SELECT count(*) FROM items")
         spec = TableSpec(name="items", target=TARGET, query=FIRST.replace("'v1'", "'v2'"),
-                         primary_key=("id",), mode=Mode.FULL_REFRESH)
-        with pytest.raises(SyncError) as caught:
-            run_sync(dbs, spec, SyncOptions(lock_timeout_ms=300))
+                         primary_key=("id",), mode=Mode.FULL_REFRESH, lock_timeout=1.0,
+                         lock_attempt_timeout=0.2)
+        with pytest.raises(LockTimeoutError) as caught:
+            run_sync(dbs, spec)
+        reader_pid = reader.get_backend_pid()
     finally:
         reader.close()
     message = str(caught.value)
-    assert "merge failed for `public.items` on the target server: ERROR:  canceling statement due to lock timeout" in message
-    assert "held a lock the run needed for longer than `lock_timeout`" in message
+    assert message.startswith(
+        "merge failed for `public.items` on the target server: could not lock the table (ACCESS EXCLUSIVE) "
+        "within `lock_timeout` (1 s, ")
+    assert "tries of at most `lock_attempt_timeout` 0.2 s" in message
+    assert f"held by pid {reader_pid} (" in message and "idle in transaction" in message
+    assert "raise `lock_timeout` (seconds) for this table in the table list" in message
     assert table_text(dbs.target, TARGET, "id") == before
     assert staging_tables(dbs.target) == []
