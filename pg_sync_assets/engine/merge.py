@@ -7,7 +7,10 @@ where it does not (numeric 1.5 = 1.50, float 0 = -0, interval '1 day' = '24 hour
 json without `=`), so a change the checksum would see is never skipped.
 `full_refresh`: TRUNCATE + INSERT in the same transaction: readers see the old rows
 or the new ones, never a half; grants, views and the table's OID survive. A table
-that other tables reference by foreign key is emptied with DELETE instead.
+that other tables reference by foreign key is refreshed by key instead: MERGE, then
+delete the rows gone from the source, so a row still present is never deleted (a
+DELETE + INSERT would cascade into, or be blocked by, the referencing tables).
+Every deletion first checks that no referencing row points at a row it removes.
 """
 
 from __future__ import annotations
@@ -16,11 +19,16 @@ from dataclasses import dataclass
 
 from psycopg2 import sql
 
+from .errors import SyncError
 from .indexes import drop_indexes_for_reload, rebuild_indexes
 from .introspect import Column
 from .spec import TableRef, TableSpec
-from .sql import key_in, where_clause
+from .sql import key_in, scope_condition
 from .staging import STAGING_SCHEMA
+from .target import TargetShape
+
+# How a run changed the final table; a truncate_insert counts rows written, not changes.
+MERGED, KEYED_REFRESH, TRUNCATE_INSERT = "merge", "keyed_refresh", "truncate_insert"
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class MergeCounts:
     inserted: int
     updated: int
     deleted: int
+    method: str = MERGED
 
 
 def staged_value(col: Column, alias: str = "s") -> sql.Composable:
@@ -88,41 +97,117 @@ def count_matched(cur, target: TableRef, staging: str, key: list[Column]) -> int
     return cur.fetchone()[0]
 
 
+def require_unique_staged_keys(cur, target: TableRef, staging: str, key: list[Column]) -> None:
+    """Refuse a source scope with several rows for one key, whatever the target's indexes
+    (without a unique index there, MERGE would insert them all)."""
+    keys = sql.SQL(", ").join(sql.Identifier(c.name) for c in key)
+    cur.execute(
+        sql.SQL("SELECT ROW({})::text FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 3").format(
+            keys, sql.Identifier(STAGING_SCHEMA, staging), keys
+        )
+    )
+    examples = [r[0] for r in cur.fetchall()]
+    if examples:
+        raise SyncError(
+            str(target),
+            "merge",
+            f"the source scope has several rows for one key ({', '.join(c.name for c in key)}), "
+            f"e.g. {', '.join(examples)}; make the key unique in the source (or in `query`/`where`) "
+            "or set `primary_key` to columns that identify a row; the target table is unchanged",
+        )
+
+
 def merge_from_staging(
-    cur, target: TableRef, staging: str, columns: list[Column], key: list[Column], staged_rows: int
+    cur,
+    target: TableRef,
+    staging: str,
+    columns: list[Column],
+    key: list[Column],
+    staged_rows: int,
+    shape: TargetShape | None = None,
 ) -> MergeCounts:
+    if shape is None or not shape.enforces(tuple(c.name for c in key)):
+        require_unique_staged_keys(cur, target, staging, key)
     matched = count_matched(cur, target, staging, key)
     cur.execute(merge_statement(target, staging, columns, key))
     inserted = staged_rows - matched
     return MergeCounts(inserted=inserted, updated=cur.rowcount - inserted, deleted=0)
 
 
-def delete_missing(cur, spec: TableSpec, staging: str, key: list[Column]) -> int:
-    """Delete target rows in scope whose key is not among the staged rows."""
-    gone = sql.SQL("NOT EXISTS (SELECT 1 FROM {} WHERE {})").format(_staging(staging), key_match(key))
-    cur.execute(sql.SQL("DELETE FROM {} AS t{}").format(spec.target.ident, where_clause(spec, gone)))
+def delete_rows(cur, target: TableRef, condition: sql.Composable, shape: TargetShape | None) -> int:
+    """DELETE the target rows (alias `t`) matching `condition`, unless a row of another
+    table references one of them: then nothing is deleted and the error names that table.
+
+    The rows are locked first (FOR UPDATE conflicts with the FOR KEY SHARE lock that a new
+    referencing row takes), so no referencing row can appear between check and delete.
+    """
+    references = shape.referenced_by if shape is not None else ()
+    if references:
+        cur.execute(sql.SQL("SELECT 1 FROM {} AS t WHERE {} FOR UPDATE").format(target.ident, condition))
+    for ref in references:
+        pairs = sql.SQL(" AND ").join(
+            sql.SQL("{} = {}").format(sql.Identifier("t", t), sql.Identifier("c", c))
+            for t, c in zip(ref.referenced, ref.columns, strict=True)
+        )
+        cur.execute(
+            sql.SQL(
+                "SELECT count(*), (array_agg(ROW({})::text))[1:3] FROM {} AS c "
+                "WHERE EXISTS (SELECT 1 FROM {} AS t WHERE ({}) AND {})"
+            ).format(
+                sql.SQL(", ").join(sql.Identifier("c", c) for c in ref.columns),
+                ref.table.ident,
+                target.ident,
+                condition,
+                pairs,
+            )
+        )
+        count, examples = cur.fetchone()
+        if count:
+            effect = (
+                "delete or change them" if ref.on_delete in ("CASCADE", "SET NULL", "SET DEFAULT") else "fail"
+            )
+            raise SyncError(
+                str(target),
+                "merge",
+                f"{count} row(s) of `{ref.table}` (e.g. {', '.join(examples)}) reference rows that left "
+                f"the source, through foreign key `{ref.constraint}` (ON DELETE {ref.on_delete}); deleting "
+                f"those rows would {effect}, and `{ref.table}` is not part of this sync; sync `{ref.table}` "
+                "first (or remove those rows), then run again; the target table is unchanged",
+            )
+    cur.execute(sql.SQL("DELETE FROM {} AS t WHERE {}").format(target.ident, condition))
     return cur.rowcount
 
 
-def is_referenced_by_foreign_keys(cur, target: TableRef) -> bool:
-    cur.execute(
-        "SELECT 1 FROM pg_constraint k JOIN pg_class c ON c.oid = k.confrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE k.contype = 'f' AND n.nspname = %s AND c.relname = %s AND k.conrelid <> k.confrelid",
-        (target.schema, target.name),
-    )
-    return cur.fetchone() is not None
+def not_staged(staging: str, key: list[Column]) -> sql.Composable:
+    """Target rows (alias `t`) whose key is not among the staged rows."""
+    return sql.SQL("NOT EXISTS (SELECT 1 FROM {} WHERE {})").format(_staging(staging), key_match(key))
 
 
-def replace_from_staging(cur, target: TableRef, staging: str, columns: list[Column]) -> MergeCounts:
-    rebuild: list[sql.Composable] = []
-    if is_referenced_by_foreign_keys(cur, target):
-        cur.execute(sql.SQL("DELETE FROM {}").format(target.ident))
-        deleted = cur.rowcount
-    else:
-        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target.ident))
-        deleted = cur.fetchone()[0]
-        cur.execute(sql.SQL("TRUNCATE {}").format(target.ident))
+def delete_missing(cur, spec: TableSpec, staging: str, key: list[Column], shape: TargetShape | None) -> int:
+    """Delete target rows in scope whose key is not among the staged rows."""
+    return delete_rows(cur, spec.target, scope_condition(spec, not_staged(staging, key)), shape)
+
+
+def replace_from_staging(
+    cur,
+    target: TableRef,
+    staging: str,
+    columns: list[Column],
+    key: list[Column],
+    rows: int,
+    shape: TargetShape | None,
+) -> MergeCounts:
+    """The target ends equal to the staged rows: by key where other tables reference it,
+    else TRUNCATE + INSERT (indexes rebuilt once after the load where that is exact)."""
+    if shape is not None and shape.referenced_by:
+        counts = merge_from_staging(cur, target, staging, columns, key, rows, shape)
+        deleted = delete_rows(cur, target, not_staged(staging, key), shape)
+        return MergeCounts(counts.inserted, counts.updated, deleted, KEYED_REFRESH)
+    rebuild: list = []
+    cur.execute(sql.SQL("SELECT count(*) FROM {}").format(target.ident))
+    deleted = cur.fetchone()[0]
+    cur.execute(sql.SQL("TRUNCATE {}").format(target.ident))
+    if shape is not None and shape.rebuild_indexes_allowed:
         rebuild = drop_indexes_for_reload(cur, target)
     cur.execute(
         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
@@ -133,14 +218,16 @@ def replace_from_staging(cur, target: TableRef, staging: str, columns: list[Colu
         )
     )
     inserted = cur.rowcount
-    rebuild_indexes(cur, rebuild)
-    return MergeCounts(inserted=inserted, updated=0, deleted=deleted)
+    rebuild_indexes(cur, target, rebuild)
+    return MergeCounts(inserted=inserted, updated=0, deleted=deleted, method=TRUNCATE_INSERT)
 
 
-def delete_keys(cur, target: TableRef, key: list[Column], keys_by_column: list[list[str]]) -> int:
+def delete_keys(
+    cur, target: TableRef, key: list[Column], keys_by_column: list[list[str]], shape: TargetShape | None
+) -> int:
     """Delete the target rows whose key is in `keys_by_column` (one text list per key column)."""
     if not keys_by_column or not keys_by_column[0]:
         return 0
-    arrays = [sql.SQL("%s")] * len(key)
-    cur.execute(sql.SQL("DELETE FROM {} WHERE {}").format(target.ident, key_in(key, arrays)), keys_by_column)
-    return cur.rowcount
+    # COPY-free statement, but the keys still go in as one quoted literal per column.
+    arrays = [sql.Literal(values) for values in keys_by_column]
+    return delete_rows(cur, target, key_in(key, arrays), shape)

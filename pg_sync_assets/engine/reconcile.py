@@ -21,12 +21,14 @@ from .errors import ConfigError
 from .guard import check_final
 from .introspect import table_exists
 from .localize import localize
+from .locks import lock_final_table
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .run import end_run_transactions, prepare, require_read_only_source, staged_run
-from .stages import StageTimer
 from .sql import estimate_rows, key_in, pin_text_settings
+from .stages import StageTimer
 from .staging import STAGING_SCHEMA
 from .sync import SyncOptions, SyncResult
+from .target import read_target_shape
 from .verify import ScopeChecksum
 
 _log = logging.getLogger("pg_sync_assets")
@@ -48,7 +50,7 @@ def reconcile_table(
                 f"cannot reconcile `{label}`: the target table does not exist; materialize it first"
             )
     key = list(plan.key)
-    with staged_run(spec, target_conn, copied, timer, options.lock_timeout_ms, log) as (staging, orphans):
+    with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
             try:
                 with timer.stage("localize"):
@@ -87,13 +89,17 @@ def reconcile_table(
                 with timer.stage("merge"):
                     tcur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
                     pin_text_settings(tcur)  # key texts must render as localize saw them
+                    shape = read_target_shape(tcur, spec.target)
+                    lock_final_table(tcur, spec, "ROW EXCLUSIVE")
                     counts = (
-                        merge_from_staging(tcur, spec.target, staging, copied, plan.key_columns(), rows)
+                        merge_from_staging(
+                            tcur, spec.target, staging, copied, plan.key_columns(), rows, shape
+                        )
                         if rows
                         else MergeCounts(0, 0, 0)
                     )
                     extra = diff.key_columns_text(diff.extra, len(key))
-                    deleted = delete_keys(tcur, spec.target, plan.key_columns(), extra)
+                    deleted = delete_keys(tcur, spec.target, plan.key_columns(), extra, shape)
                 with timer.stage("verify_final"):
                     verification = check_final(
                         tcur, spec, plan.column_names, staging, plan.key_columns(), expected, whole_scope=True

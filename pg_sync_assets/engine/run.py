@@ -16,19 +16,19 @@ import psycopg2
 from .ddl import require_matching_schema
 from .errors import SyncError
 from .introspect import Column, table_columns
+from .locks import acquire_table_lock, release_table_lock
 from .plan import TablePlan, plan_table
 from .spec import TableSpec
 from .stages import StageTimer
 from .staging import (
     STAGING_SCHEMA,
-    acquire_table_lock,
     create_staging,
     drop_orphaned_staging,
     drop_staging,
     ensure_staging_schema,
     new_staging_name,
-    release_table_lock,
 )
+from .target import read_target_shape, require_writable_target
 
 
 def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]:
@@ -52,19 +52,22 @@ def prepare(spec: TableSpec, source_conn, target_conn, timer: StageTimer) -> tup
         target_cols = table_columns(tcur, spec.target)
         if target_cols:
             require_matching_schema(spec.target, list(plan.columns), target_cols)
+        shape = read_target_shape(tcur, spec.target)
+        if shape is not None:
+            require_writable_target(spec.target, shape, spec.mode, plan.key)
         skip = _generated_in_target(plan, target_cols)
     return plan, [c for c in plan.columns if c.name not in skip]
 
 
 @contextmanager
 def staged_run(
-    spec: TableSpec, target_conn, copied: list[Column], timer: StageTimer, lock_timeout_ms: int, log
+    spec: TableSpec, target_conn, copied: list[Column], timer: StageTimer, log
 ) -> Iterator[tuple[str, tuple[str, ...]]]:
     """Hold the table's lock and a fresh staging table; yield (staging name, orphans removed)."""
     label = str(spec.target)
     with target_conn.cursor() as tcur:
         with timer.stage("lock"):
-            acquire_table_lock(tcur, spec.target, lock_timeout_ms)
+            acquire_table_lock(tcur, spec.target, spec.lock_timeout)
         try:
             with timer.stage("staging"):
                 ensure_staging_schema(tcur)

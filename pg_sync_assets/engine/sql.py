@@ -1,8 +1,9 @@
 """Statement building blocks shared by the engine modules.
 
 Identifiers always go through `sql.Identifier`, values through parameters. The only
-SQL text taken as is comes from the operator's own config (`where`, `query`), which is
-trusted code by design, like a dbt model; it is wrapped, never spliced into quotes.
+SQL text taken as is comes from the operator's own config (`where`, `query`): trusted
+code, like a dbt model, but checked by PostgreSQL's parser to be exactly one condition or
+one read-only SELECT (`user_sql.py`) before it is wrapped here.
 """
 
 from __future__ import annotations
@@ -34,21 +35,31 @@ def pin_text_settings(cur) -> None:
         cur.execute("SELECT set_config(%s, %s, false)", (name, value))
 
 
-def where_clause(spec: TableSpec, *extra: sql.Composable) -> sql.Composable:
-    """` WHERE (where) AND (window) AND (extra...)`, or nothing when there is no condition.
-
-    `where` is the operator's own SQL; `window` is the run's time window (composed from
-    identifiers and literals by `window.py`); `extra` are the caller's conditions.
-    """
+def _conditions(spec: TableSpec, extra: tuple[sql.Composable, ...]) -> list[sql.Composable]:
     parts: list[sql.Composable] = []
     if spec.where:
         parts.append(sql.SQL("({})").format(sql.SQL(spec.where)))
     if spec.window is not None:
         parts.append(sql.SQL("({})").format(spec.window))
     parts.extend(sql.SQL("({})").format(e) for e in extra)
-    if not parts:
-        return sql.SQL("")
-    return sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(parts))
+    return parts
+
+
+def scope_condition(spec: TableSpec, *extra: sql.Composable) -> sql.Composable:
+    """`(where) AND (window) AND (extra...)`, or `true` when there is no condition."""
+    parts = _conditions(spec, extra)
+    return sql.SQL(" AND ").join(parts) if parts else sql.SQL("true")
+
+
+def where_clause(spec: TableSpec, *extra: sql.Composable) -> sql.Composable:
+    """` WHERE (where) AND (window) AND (extra...)`, or nothing when there is no condition.
+
+    `where` is the operator's own SQL, checked by `user_sql` to be one expression;
+    `window` is the run's time window (composed from identifiers and literals by
+    `window.py`); `extra` are the caller's conditions.
+    """
+    parts = _conditions(spec, extra)
+    return sql.SQL(" WHERE {}").format(sql.SQL(" AND ").join(parts)) if parts else sql.SQL("")
 
 
 def source_relation(spec: TableSpec) -> sql.Composable:

@@ -19,7 +19,6 @@ from psycopg2 import sql
 
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
 from .ddl import create_target_table
-from .errors import SyncError
 from .guard import (
     LoadVerification,
     check_final,
@@ -27,15 +26,23 @@ from .guard import (
     source_snapshot_checksums,
     staged_checksum,
 )
-from .introspect import Column, table_columns
+from .introspect import Column
 from .localize import Difference
-from .merge import MergeCounts, delete_missing, merge_from_staging, replace_from_staging
+from .locks import lock_final_table
+from .merge import (
+    MergeCounts,
+    delete_missing,
+    merge_from_staging,
+    replace_from_staging,
+    require_unique_staged_keys,
+)
 from .plan import TablePlan
 from .run import end_run_transactions, prepare, require_read_only_source, rollback_quietly, staged_run
-from .stages import StageTimer
 from .spec import Mode, TableSpec
 from .sql import source_scope
+from .stages import StageTimer
 from .staging import STAGING_SCHEMA
+from .target import read_target_shape, require_writable_target
 from .window import Window, hour_bucket, partition_key, window_condition
 
 _log = logging.getLogger("pg_sync_assets")
@@ -43,7 +50,6 @@ _log = logging.getLogger("pg_sync_assets")
 
 @dataclass(frozen=True)
 class SyncOptions:
-    lock_timeout_ms: int = 600_000
     merge_work_mem: str = "256MB"
     progress_interval: float = 5.0
 
@@ -74,40 +80,30 @@ class SyncResult:
         return self.rows_copied / seconds if seconds > 0 else 0.0
 
 
-def _duplicate_key_error(cur, table: str, staging: str, key: list[Column]) -> SyncError:
-    keys = sql.SQL(", ").join(sql.Identifier(c.name) for c in key)
-    cur.execute(
-        sql.SQL("SELECT ROW({})::text FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 3").format(
-            keys, sql.Identifier(STAGING_SCHEMA, staging), keys
-        )
-    )
-    examples = ", ".join(r[0] for r in cur.fetchall())
-    return SyncError(
-        table,
-        "merge",
-        f"the source scope has several rows for one key ({', '.join(c.name for c in key)}), "
-        f"e.g. {examples}; make the key unique in the source (or in `query`/`where`) "
-        "or set `primary_key` to columns that identify a row; the target table is unchanged",
-    )
-
-
 def _apply(
     cur, spec: TableSpec, plan: TablePlan, staging: str, copied: list[Column], rows: int, options: SyncOptions
 ) -> tuple[MergeCounts, bool, int]:
     """The final transaction's statements; the caller commits or rolls back."""
     cur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
-    # Readers or writers holding the final table: wait so long, then fail and roll back.
-    cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{options.lock_timeout_ms}ms",))
-    created = not table_columns(cur, spec.target)
+    shape = read_target_shape(cur, spec.target)
+    created = shape is None
     if created:
+        # Creating the table takes no lock anyone else waits for.
+        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(spec.lock_timeout * 1000)}ms",))
         create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
+        shape = read_target_shape(cur, spec.target)
+    else:
+        require_writable_target(spec.target, shape, spec.mode, plan.key)
+        truncates = spec.mode is Mode.FULL_REFRESH and not shape.referenced_by
+        lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates else "ROW EXCLUSIVE")
     if spec.mode is Mode.FULL_REFRESH:
-        counts = replace_from_staging(cur, spec.target, staging, copied)
-        return counts, created, counts.inserted
+        counts = replace_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows, shape)
+        cur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+        return counts, created, cur.fetchone()[0]
     cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-    counts = merge_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows)
+    counts = merge_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows, shape)
     if spec.delete_missing:
-        gone = delete_missing(cur, spec, staging, plan.key_columns())
+        gone = delete_missing(cur, spec, staging, plan.key_columns(), shape)
         counts = MergeCounts(counts.inserted, counts.updated, gone)
     cur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
     return counts, created, cur.fetchone()[0]
@@ -134,7 +130,7 @@ def sync_table(
     if window is not None:
         cursor_column = next(c for c in plan.columns if c.name == spec.incremental_column)
         spec = replace(spec, window=window_condition(cursor_column, window, spec.timezone, spec.lookback))
-    with staged_run(spec, target_conn, copied, timer, options.lock_timeout_ms, log) as (staging, orphans):
+    with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
             result = _copy_and_apply(
                 spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column
@@ -201,8 +197,10 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
                     tcur, spec, plan, staging, copied, copied_result.rows, options
                 )
             except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
+                # A unique index that is not the key, or a full refresh's rebuilt key index.
                 rollback_quietly(target_conn)
-                raise _duplicate_key_error(tcur, label, staging, plan.key_columns()) from None
+                require_unique_staged_keys(tcur, spec.target, staging, plan.key_columns())
+                raise
         verification = None
         if spec.verify:
             with timer.stage("verify_final"):

@@ -145,16 +145,6 @@ def test_full_refresh_keeps_grants_and_views_on_the_target(dbs):
         dbs.tgt("DROP VIEW paid; REVOKE ALL ON orders FROM reader_ro; DROP ROLE reader_ro")
 
 
-def test_full_refresh_of_a_table_referenced_by_foreign_keys(dbs):
-    _seed_orders(dbs, rows=10)
-    run_sync(dbs, _spec())
-    dbs.tgt("CREATE TABLE order_notes (order_id bigint REFERENCES orders (id) ON DELETE CASCADE)")
-
-    result = run_sync(dbs, _spec())
-
-    assert (result.inserted, result.deleted) == (10, 10)
-
-
 def test_duplicate_keys_in_a_query_source_fail_clearly_and_change_nothing(dbs):
     _seed_orders(dbs, rows=10)
     spec = TableSpec(name="by_status", target=TableRef("public", "by_status"), mode=Mode.MERGE,
