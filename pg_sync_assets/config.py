@@ -9,7 +9,6 @@ key) live in `engine.plan` and run when definitions load and again at each run.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +16,9 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
+from dagster._utils.schedules import is_valid_cron_string
 
+from .definition_names import reject_name_collisions
 from .engine.errors import ConfigError
 from .engine.spec import Mode, TableRef, TableSpec
 from .engine.user_sql import clean_query, clean_where
@@ -26,7 +27,7 @@ from .naming import VALID_NAME, derive_asset_name
 DEMO_CONFIG = Path(__file__).parent / "demo" / "tables.yaml"
 CONFIG_ENV = "PG_SYNC_CONFIG"
 
-TOP_LEVEL_KEYS = ("tables", "schedules")
+TOP_LEVEL_KEYS = ("tables", "schedules", "defaults")
 TABLE_KEYS = (
     "name",
     "source",
@@ -42,11 +43,36 @@ TABLE_KEYS = (
     "timezone",
     "lookback",
     "schedule",
+    "lock_timeout",
+    "lock_attempt_timeout",
 )
+# Keys that `defaults:` may set for every entry (an entry's own value wins).
+DEFAULT_KEYS = ("verify", "lock_timeout", "lock_attempt_timeout")
+INCREMENTAL_KEYS = ("incremental_column", "partition_start", "timezone", "lookback")
 SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
 SUPPORTED_MODES = tuple(m.value for m in Mode)
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
-CRON = re.compile(r"^\S+( \S+){4}$")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (plain YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"the key `{key}` is given twice in one mapping (lines {seen[key]} and "
+                    f"{key_node.start_mark.line + 1}); keep one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def valid_cron(text: str) -> bool:
+    """Exactly the check Dagster applies to a schedule's cron string, five fields."""
+    return len(text.split()) == 5 and is_valid_cron_string(text)
 
 
 @dataclass(frozen=True)
@@ -77,9 +103,11 @@ def load_project(path: Path | str) -> tuple[list[TableSpec], ScheduleSettings]:
             "the path of your tables YAML file"
         ) from None
     try:
-        document = yaml.safe_load(text)
+        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise ConfigError(f"`{path}` is not valid YAML: {exc}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"`{path}`: {exc}") from None
     specs = parse_config(document, source_name=str(path))
     return specs, parse_schedules(document.get("schedules"), source_name=str(path))
 
@@ -96,9 +124,10 @@ def parse_schedules(raw: Any, source_name: str = "<config>") -> ScheduleSettings
     settings = ScheduleSettings(**raw)
     if not isinstance(settings.running, bool):
         raise ConfigError(f"{where}: `running` must be true or false, got {settings.running!r}")
-    if not isinstance(settings.minute_of_hour, int) or not 0 <= settings.minute_of_hour <= 59:
-        raise ConfigError(f"{where}: `minute_of_hour` must be 0 to 59, got {settings.minute_of_hour!r}")
-    if not isinstance(settings.daily_cron, str) or not CRON.match(settings.daily_cron):
+    minute = settings.minute_of_hour
+    if not isinstance(minute, int) or isinstance(minute, bool) or not 0 <= minute <= 59:
+        raise ConfigError(f"{where}: `minute_of_hour` must be a whole number 0 to 59, got {minute!r}")
+    if not isinstance(settings.daily_cron, str) or not valid_cron(settings.daily_cron):
         raise ConfigError(f"{where}: `daily_cron` must be a 5-field cron string, got {settings.daily_cron!r}")
     return settings
 
@@ -112,9 +141,25 @@ def parse_config(document: Any, source_name: str = "<config>") -> list[TableSpec
         raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL_KEYS)}")
     if not document["tables"]:
         raise ConfigError(f"{where}: `tables` is empty; list at least one table")
-    specs = [_parse_entry(entry, i + 1, where) for i, entry in enumerate(document["tables"])]
+    defaults = _defaults(document.get("defaults"), where)
+    specs = [
+        _parse_entry({**defaults, **entry} if isinstance(entry, dict) else entry, i + 1, where)
+        for i, entry in enumerate(document["tables"])
+    ]
     _reject_duplicates(specs, where)
+    reject_name_collisions(specs, where)
     return specs
+
+
+def _defaults(raw: Any, where: str) -> dict:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}, `defaults`: expected a mapping with keys from {list(DEFAULT_KEYS)}")
+    unknown = sorted(set(raw) - set(DEFAULT_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}, `defaults`: unknown key(s) {unknown}; allowed: {list(DEFAULT_KEYS)}")
+    return raw
 
 
 class _Entry:
@@ -202,9 +247,13 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
     if not isinstance(verify, bool):
         raise entry.error(f"`verify` must be true or false, got {verify!r}")
     schedule = entry.text("schedule")
-    if schedule is not None and not CRON.match(schedule):
-        raise entry.error(f"`schedule` must be a 5-field cron string such as '0 2 * * *', got {schedule!r}")
+    if schedule is not None and not valid_cron(schedule):
+        raise entry.error(
+            f"`schedule` must be a valid 5-field cron string such as '0 2 * * *' (minute hour "
+            f"day-of-month month day-of-week), got {schedule!r}"
+        )
     return TableSpec(
+        **_lock_keys(entry),
         **_incremental_keys(entry, mode, schedule),
         name=_asset_name(entry, target),
         verify=verify,
@@ -221,26 +270,27 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
 
 def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
     """incremental_column, partition_start, timezone, lookback: checked for `incremental`."""
-    keys = {
-        k: entry.raw[k]
-        for k in ("incremental_column", "partition_start", "timezone", "lookback")
-        if k in entry.raw
-    }
+    keys = [k for k in INCREMENTAL_KEYS if k in entry.raw]
     if mode is not Mode.INCREMENTAL:
-        if keys.keys() - {"incremental_column", "partition_start"}:
-            raise entry.error(f"{sorted(keys)} apply to mode `incremental` only")
-        return {k: entry.text(k) for k in keys}
+        if keys:
+            raise entry.error(
+                f"{keys} apply to mode `incremental` only, and this entry's mode is `{mode.value}`; "
+                "remove them, or set `mode: incremental`"
+            )
+        return {}
     column, start = (
         entry.text("incremental_column", required=True),
         entry.text("partition_start", required=True),
     )
     try:
-        datetime.strptime(start, PARTITION_FORMAT)
+        on_the_hour = datetime.strptime(start, PARTITION_FORMAT).minute == 0
     except ValueError:
+        on_the_hour = False
+    if not on_the_hour:
         raise entry.error(
-            f"`partition_start` must be an hourly partition key like "
+            f"`partition_start` must be an hourly partition key, on the hour, like "
             f"'2026-11-20-00:00' ({PARTITION_FORMAT}), got {start!r}"
-        ) from None
+        )
     zone = entry.text("timezone") or "UTC"
     try:
         ZoneInfo(zone)
@@ -257,6 +307,25 @@ def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
             "hour every hour; set the minute with `schedules: {minute_of_hour: N}`"
         )
     return {"incremental_column": column, "partition_start": start, "timezone": zone, "lookback": lookback}
+
+
+def _lock_keys(entry: _Entry) -> dict:
+    """lock_timeout and lock_attempt_timeout: seconds, positive, the try within the whole."""
+    values = {}
+    for key in ("lock_timeout", "lock_attempt_timeout"):
+        if key not in entry.raw:
+            continue
+        value = entry.raw[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 86_400:
+            raise entry.error(f"`{key}` must be a number of seconds above 0 (at most 86400), got {value!r}")
+        values[key] = float(value)
+    total = values.get("lock_timeout", TableSpec.lock_timeout)
+    if values.get("lock_attempt_timeout", 0) > total:
+        raise entry.error(
+            f"`lock_attempt_timeout` ({values['lock_attempt_timeout']:g} s) is longer than `lock_timeout` "
+            f"({total:g} s): one try cannot outlast the whole wait; lower it or raise `lock_timeout`"
+        )
+    return values
 
 
 def _asset_name(entry: _Entry, target: TableRef) -> str:

@@ -4,6 +4,7 @@ early) and at the start of every run (the catalog may have changed since)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg2
@@ -13,6 +14,9 @@ from .errors import ConfigError
 from .introspect import Column, primary_key, query_columns, table_columns, table_exists
 from .spec import Mode, TableSpec
 from .sql import source_scope
+
+# The column types an hourly window can be expressed in exactly (`window.py`).
+CURSOR_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,13 @@ def plan_table(cur, spec: TableSpec) -> TablePlan:
             f"{_entry(spec)}: `incremental_column` {spec.incremental_column!r} does not exist "
             f"in the source; available columns: {names}"
         )
+    if spec.incremental_column:
+        cursor = columns[names.index(spec.incremental_column)]
+        if re.sub(r"\(\d+\)", "", cursor.type_key) not in CURSOR_TYPES:
+            raise ConfigError(
+                f"{_entry(spec)}: `incremental_column` {spec.incremental_column!r} is "
+                f"{cursor.type_key}; hourly partitions need one of {list(CURSOR_TYPES)}"
+            )
     if spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not key:
         raise ConfigError(
             f"{_entry(spec)}: mode `{spec.mode.value}` needs a key, and source "

@@ -37,11 +37,10 @@ def test_korean_target_names_get_a_romanized_asset_name():
 
 def test_full_entry_is_read():
     spec = _one(name="o", source="a.b", target="c.d", primary_key=["x", "y"], mode="merge",
-                where="x > 1", delete_missing=True, incremental_column="u",
-                partition_start="2026-11-20-00:00")
+                where="x > 1", delete_missing=True, lock_timeout=30, lock_attempt_timeout=0.5)
     assert (spec.primary_key, spec.mode, spec.where, spec.delete_missing) == (
         ("x", "y"), Mode.MERGE, "x > 1", True)
-    assert (spec.incremental_column, spec.partition_start) == ("u", "2026-11-20-00:00")
+    assert (spec.lock_timeout, spec.lock_attempt_timeout) == (30.0, 0.5)
 
 
 def test_a_single_primary_key_column_may_be_a_string():
@@ -62,7 +61,7 @@ def test_a_single_primary_key_column_may_be_a_string():
         ({"source": "a.b", "mode": "incremental", "incremental_column": "u"},
          ["`partition_start` is required"]),
         ({"source": "a.b", "mode": "incremental", "incremental_column": "u", "partition_start": "2026-11-20"},
-         ["`partition_start` must be an hourly partition key like '2026-11-20-00:00'"]),
+         ["`partition_start` must be an hourly partition key, on the hour, like '2026-11-20-00:00'"]),
         ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
           "partition_start": "2026-11-20-00:00", "timezone": "Mars/Base"},
          ["`timezone` 'Mars/Base' is not a known IANA time zone"]),
@@ -73,7 +72,23 @@ def test_a_single_primary_key_column_may_be_a_string():
           "partition_start": "2026-11-20-00:00", "schedule": "0 * * * *"},
          ["`schedule` does not apply to mode `incremental`"]),
         ({"source": "a.b", "lookback": 2}, ["['lookback'] apply to mode `incremental` only"]),
-        ({"source": "a.b", "schedule": "daily"}, ["`schedule` must be a 5-field cron string"]),
+        ({"source": "a.b", "schedule": "daily"}, ["`schedule` must be a valid 5-field cron string"]),
+        # the holes: each was silently accepted or reported without file and entry
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
+          "partition_start": "2026-11-20-00:30"},
+         ["table entry 1 (`a.b`)", "on the hour", "got '2026-11-20-00:30'"]),
+        ({"source": "a.b", "mode": "merge", "incremental_column": "updated_at"},
+         ["['incremental_column'] apply to mode `incremental` only, and this entry's mode is `merge`"]),
+        ({"source": "a.b", "partition_start": "2026-11-20-00:00"},
+         ["['partition_start'] apply to mode `incremental` only"]),
+        ({"source": "a.b", "schedule": "61 * * * *"},
+         ["table entry 1 (`a.b`)", "`schedule` must be a valid 5-field cron string", "got '61 * * * *'"]),
+        ({"source": "a.b", "schedule": "0 2 * * * *"}, ["`schedule` must be a valid 5-field cron string"]),
+        ({"source": "a.b", "lock_timeout": 0}, ["`lock_timeout` must be a number of seconds above 0"]),
+        ({"source": "a.b", "lock_timeout": "10s"}, ["`lock_timeout` must be a number of seconds", "'10s'"]),
+        ({"source": "a.b", "lock_timeout": 1, "lock_attempt_timeout": 5},
+         ["`lock_attempt_timeout` (5 s) is longer than `lock_timeout` (1 s)"]),
+        ({"source": "a.b", "where": "a = 1; DROP TABLE x"}, ["`where` holds a `;`", "got 'a = 1; DROP TABLE x'"]),
         ({"query": "SELECT 1 AS id", "target": "a.b", "mode": "incremental", "incremental_column": "u",
           "partition_start": "2026-11-20-00:00"}, ["mode `incremental` with a `query` source needs"]),
         ({"query": "SELECT 1 AS id", "target": "a.b", "mode": "merge"},
@@ -105,7 +120,9 @@ def test_each_bad_entry_is_rejected_with_a_message_that_says_what_to_do(entry, e
         (None, "expected a top-level `tables:` list"),
         ({"tables": {"a": 1}}, "expected a top-level `tables:` list"),
         ({"tables": []}, "`tables` is empty"),
-        ({"tables": [{"source": "a.b"}], "defaults": {}}, "unknown top-level key(s) ['defaults']"),
+        ({"tables": [{"source": "a.b"}], "default": {}}, "unknown top-level key(s) ['default']"),
+        ({"tables": [{"source": "a.b"}], "defaults": {"mode": "merge"}},
+         "`defaults`: unknown key(s) ['mode']; allowed: ['verify', 'lock_timeout', 'lock_attempt_timeout']"),
         ({"tables": ["a.b"]}, "table entry 1: expected a mapping of keys, got 'a.b'"),
     ],
 )
@@ -169,9 +186,54 @@ def test_schedule_settings_and_their_errors():
     assert parse_schedules(None) == ScheduleSettings(running=False, minute_of_hour=7, daily_cron="0 2 * * *")
     assert parse_schedules({"running": True, "minute_of_hour": 15}).running
     for raw, expected in [({"running": "yes"}, "`running` must be true or false"),
-                          ({"minute_of_hour": 60}, "`minute_of_hour` must be 0 to 59"),
+                          ({"minute_of_hour": 60}, "`minute_of_hour` must be a whole number 0 to 59"),
+                          ({"minute_of_hour": True}, "`minute_of_hour` must be a whole number 0 to 59, got True"),
+                          ({"daily_cron": "0 25 * * *"}, "`daily_cron` must be a 5-field cron string"),
                           ({"daily_cron": "at two"}, "`daily_cron` must be a 5-field cron string"),
                           ({"hourly": True}, "unknown key(s) ['hourly']")]:
         with pytest.raises(ConfigError) as caught:
             parse_schedules(raw, "t.yaml")
         assert expected in str(caught.value)
+
+
+def test_defaults_apply_to_every_entry_and_an_entry_overrides_them():
+    first, second = parse_config({
+        "defaults": {"lock_timeout": 30, "verify": False},
+        "tables": [{"source": "a.b"}, {"source": "a.c", "lock_timeout": 5}],
+    }, "t.yaml")
+    assert (first.lock_timeout, first.verify) == (30.0, False)
+    assert (second.lock_timeout, second.verify) == (5.0, False)
+
+
+def test_a_key_given_twice_in_one_entry_is_refused_with_its_lines(tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("tables:\n  - source: a.b\n    mode: merge\n    mode: full_refresh\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (f"`{path}`: the key `mode` is given twice in one mapping (lines 3 and 4); "
+                                 "keep one")
+
+
+@pytest.mark.parametrize(
+    ("entries", "expected"),
+    [
+        ([{"source": "a.b"}, {"name": "all", "source": "a.c", "schedule": "0 5 * * *"}],
+         "table entry `all` (target `a.c`) would define the job/schedule `sync_all`, which pg_sync_assets "
+         "itself already defines; set a different `name:` on this entry"),
+        ([{"name": "daily", "source": "a.c", "mode": "incremental", "incremental_column": "u",
+           "partition_start": "2026-11-20-00:00"}],
+         "would define the job/schedule `sync_daily`, which pg_sync_assets itself already defines"),
+        ([{"source": "a.orders"}, {"source": "a.orders_checks"}],
+         "table entry `orders` (target `a.orders`) would define the op `orders_checks`, which the asset of "
+         "`orders_checks` already defines"),
+        ([{"name": "x", "source": "a.x", "schedule": "0 5 * * *"},
+          {"name": "x_schedule", "source": "a.y", "mode": "incremental", "incremental_column": "u",
+           "partition_start": "2026-11-20-00:00"}],
+         "would define the job/schedule `sync_x_schedule`, which table `x` already defines"),
+    ],
+)
+def test_names_that_would_collide_in_dagster_are_refused_naming_the_entry(entries, expected):
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tables": entries}, "t.yaml")
+    assert str(caught.value).startswith("`t.yaml`: table entry")
+    assert expected in str(caught.value)
