@@ -4,6 +4,7 @@ The asset body only opens the two sessions, calls `engine.sync_table` and turns 
 result into metadata; everything PostgreSQL lives in the engine.
 """
 
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from dagster import (
@@ -22,6 +23,7 @@ from dagster import (
 from pydantic import Field
 
 from .engine import Mode, SyncResult, TableSpec, reconcile_table, sync_table
+from .engine.merge import KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.window import Window, partition_key
 
 SOURCE_RESOURCE = "source"
@@ -63,20 +65,62 @@ def definition_metadata(spec: TableSpec) -> dict:
     return metadata
 
 
+def _change_counts(result: SyncResult) -> dict:
+    """What the run did to the final table, labelled so nobody reads a rewrite as churn."""
+    if result.method == TRUNCATE_INSERT:
+        # TRUNCATE + INSERT rewrites every row whether it changed or not.
+        return {
+            "refresh_method": "truncate + insert (every row rewritten)",
+            "rows_written": result.inserted,
+            "rows_replaced": result.deleted,
+        }
+    counts = {
+        "rows_inserted": result.inserted,
+        "rows_updated": result.updated,
+        "rows_deleted": result.deleted,
+    }
+    if result.method == KEYED_REFRESH:
+        counts["refresh_method"] = "by key (other tables reference this one): only changed rows written"
+    return counts
+
+
+def _fmt(moment) -> str:
+    return moment.isoformat()
+
+
+def compared_window(result: SyncResult) -> str:
+    """The rows a windowed run copied and compared: its partitions plus the lookback."""
+    assert result.window is not None
+    start = result.window.start - timedelta(hours=result.lookback)
+    text = f"[{_fmt(start)}, {_fmt(result.window.end)})"
+    if result.lookback:
+        text += f", the partitions' window plus {result.lookback} h lookback"
+    return text
+
+
 def result_metadata(result: SyncResult) -> dict:
+    """Materialization metadata. A partitioned run's figures cover every partition of the
+    run (and the lookback), so they carry a `run_` prefix; each partition's own count is
+    `dagster/partition_row_count`, recorded per partition."""
     seconds = result.stage_seconds
+    figures = {
+        "rows_copied": result.rows_copied,
+        **_change_counts(result),
+        "bytes_streamed": result.bytes_copied,
+        "copy_rows_per_second": round(result.copy_rows_per_second),
+    }
+    if result.window is not None:
+        figures = {f"run_{k}": v for k, v in figures.items()}
+        figures["run_partitions"] = len(result.window.hours())
+        figures["target_table_rows"] = result.target_rows
+    else:
+        figures["dagster/row_count"] = result.target_rows
     metadata = {
-        "dagster/row_count": result.target_rows,
+        **figures,
         "dagster/table_name": result.table,
         "dagster/column_schema": TableSchema(
             columns=[TableColumn(c.name, c.type_key, constraints=None) for c in result.plan.columns]
         ),
-        "rows_copied": result.rows_copied,
-        "rows_inserted": result.inserted,
-        "rows_updated": result.updated,
-        "rows_deleted": result.deleted,
-        "bytes_streamed": result.bytes_copied,
-        "copy_rows_per_second": round(result.copy_rows_per_second),
         "seconds_total": round(sum(seconds.values()), 3),
         "primary_key": ", ".join(result.plan.key) or "(none)",
         "created_target_table": result.created_target,
@@ -105,7 +149,8 @@ def result_metadata(result: SyncResult) -> dict:
             }
         )
     if result.window is not None:
-        metadata["window"] = f"[{result.window.start.isoformat()}, {result.window.end.isoformat()})"
+        metadata["partition_window"] = f"[{_fmt(result.window.start)}, {_fmt(result.window.end)})"
+        metadata["window"] = compared_window(result)
         metadata["rows_with_null_cursor"] = result.null_cursor_rows
     if result.removed_orphans:
         metadata["removed_orphaned_staging"] = ", ".join(result.removed_orphans)
@@ -175,14 +220,13 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
                     window = Window(time_window.start, time_window.end)
                 result = sync_table(spec, source_conn, target_conn, log=context.log, window=window)
         record_partition_counts(context, spec, result)
+        changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in _change_counts(result).items())
         context.log.info(
-            "`%s`: %d rows copied (%.0f rows/s), %d inserted, %d updated, %d deleted",
+            "`%s`: %d rows copied (%.0f rows/s); %s",
             result.table,
             result.rows_copied,
             result.copy_rows_per_second,
-            result.inserted,
-            result.updated,
-            result.deleted,
+            changes,
         )
         return MaterializeResult(metadata=result_metadata(result))
 

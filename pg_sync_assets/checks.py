@@ -18,6 +18,7 @@ from dagster import (
 )
 
 from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
+from .definition_names import checks_op, reconcile_job
 from .engine import Mode, TableSpec
 from .engine.errors import ConfigError
 from .engine.localize import Difference, localize_table
@@ -28,7 +29,7 @@ def _scope(spec: TableSpec, cmp: TableComparison) -> str:
     """The rows compared: the `where` scope, narrowed to the run's window if it had one."""
     parts = [f"WHERE {spec.where}"] if spec.where else []
     if cmp.window:
-        parts.append(f"window {cmp.window}")
+        parts.append(f"`{spec.incremental_column}` in {cmp.window}")
     return ", ".join(parts) or "whole table"
 
 
@@ -122,10 +123,25 @@ def _result(
 SHOWN_KEYS = 20
 
 
-def repair_hint(spec: TableSpec) -> str:
+CLI = "dagster {verb} -m pg_sync_assets.definitions"
+
+
+def repair_hint(spec: TableSpec, keyed: bool = True) -> str:
+    """The command that repairs this table, for its kind (and `reconcile_all`, which fits all)."""
+    if not keyed:
+        return (
+            f"`{spec.target}` has no key, so the differing rows cannot be named; copy the whole scope "
+            f"again: `{CLI.format(verb='asset materialize')} --select {spec.name}`"
+        )
+    if spec.mode is Mode.INCREMENTAL:
+        return (
+            "to repair only the differing rows of the whole table run "
+            f"`{CLI.format(verb='job execute')} -j {reconcile_job(spec)}`"
+        )
     return (
-        "to repair only the differing rows run `dagster job execute -m pg_sync_assets.definitions "
-        f"-j reconcile_all`; to copy the whole scope again, materialize `{spec.name}`"
+        f"to repair only the differing rows run `{CLI.format(verb='job execute')} -j reconcile_all` "
+        f"(every table) or `{CLI.format(verb='asset materialize')} --select {spec.name} --config-json "
+        f'\'{{"ops": {{"{spec.name}": {{"config": {{"reconcile": true}}}}}}}}\'` (this table)'
     )
 
 
@@ -152,15 +168,15 @@ def describe_difference(diff: Difference | None) -> tuple[dict, str]:
     return metadata, "; ".join(parts) + "; " if parts else ""
 
 
-def _what_differs(spec: TableSpec, diff: Difference | None, metadata: dict) -> str:
+def _what_differs(spec: TableSpec, diff: Difference | None, metadata: dict, keyed: bool) -> str:
     """Add the differing keys to `metadata`; the sentence naming them and the repair."""
     diff_metadata, keys = describe_difference(diff)
     metadata.update(diff_metadata)
-    return keys + repair_hint(spec)
+    return keys + repair_hint(spec, keyed)
 
 
 def row_count_result(
-    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None
+    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None, keyed: bool = True
 ) -> AssetCheckResult:
     metadata = {"source_rows": cmp.source.rows, "scope": _scope(spec, cmp), "compared": cmp.basis}
     if cmp.target is None:
@@ -171,13 +187,13 @@ def row_count_result(
     else:
         description = (
             f"source has {cmp.source.rows} rows, target has {cmp.target.rows} ({_scope(spec, cmp)}); "
-            + _what_differs(spec, diff, metadata)
+            + _what_differs(spec, diff, metadata, keyed)
         )
     return _result(spec, "row_count", cmp.rows_match, metadata, description)
 
 
 def checksum_result(
-    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None
+    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None, keyed: bool = True
 ) -> AssetCheckResult:
     metadata = {
         "source_checksum": cmp.source.checksum_hex,
@@ -195,7 +211,7 @@ def checksum_result(
         description = (
             f"checksums differ: source {cmp.source.checksum_hex} ({cmp.source.rows} rows), "
             f"target {cmp.target.checksum_hex} ({cmp.target.rows} rows), {_scope(spec, cmp)}; "
-            + _what_differs(spec, diff, metadata)
+            + _what_differs(spec, diff, metadata, keyed)
         )
     return _result(spec, "checksum", cmp.checksums_match, metadata, description)
 
@@ -204,7 +220,7 @@ def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
     key = table_asset_key(spec)
 
     @multi_asset_check(
-        name=f"{spec.name}_checks",
+        name=checks_op(spec),
         specs=[
             AssetCheckSpec(
                 "row_count",
@@ -243,11 +259,12 @@ def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
                 target.get_connection(f"verify {spec.name}", readonly=True) as target_conn,
             ):
                 comparison = compare_table(spec, source_conn, target_conn)
-        diff = None
+        diff, keyed = None, True
         if comparison.target is not None and not comparison.checksums_match:
             diff = _localize(context, spec, comparison)
-        yield row_count_result(spec, comparison, diff)
-        yield checksum_result(spec, comparison, diff)
+            keyed = diff is not None
+        yield row_count_result(spec, comparison, diff, keyed)
+        yield checksum_result(spec, comparison, diff, keyed)
         if spec.mode is Mode.INCREMENTAL:
             yield null_cursor_result(context, spec, materialization)
 

@@ -11,27 +11,32 @@ Dagster jobs cannot mix assets with different partitions, so the batch tables
 - per incremental table: `sync_<name>` (partitioned) with `sync_<name>_hourly`, whose
   tick at HH:`minute_of_hour` loads the last complete hour, and `reconcile_<name>` with
   `reconcile_<name>_daily` (03:00 UTC), which repairs the whole table (deletes included).
+  `reconcile_<name>` is a job of one op, not an asset job: an asset job of a partitioned
+  asset needs a partition, and a reconcile covers every partition at once. It records an
+  observation of the asset with what it repaired.
+
+Names come from `definition_names`, which the table list is checked against on load.
 
 Every schedule starts STOPPED unless `schedules: {running: true}`.
 """
 
-from collections import defaultdict
-
 from dagster import (
+    AssetObservation,
     AssetSelection,
     DefaultScheduleStatus,
+    OpExecutionContext,
     RunConfig,
-    RunRequest,
     ScheduleDefinition,
-    ScheduleEvaluationContext,
     build_schedule_from_partitioned_job,
     define_asset_job,
-    schedule,
+    job,
+    op,
 )
 
-from .assets import SyncRunConfig, table_asset_key, table_partitions
+from . import definition_names as names
+from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, SyncRunConfig, result_metadata, table_asset_key
 from .config import ScheduleSettings
-from .engine import Mode, TableSpec
+from .engine import Mode, TableSpec, reconcile_table
 
 RECONCILE_CRON = "0 3 * * *"
 
@@ -46,12 +51,12 @@ def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: Defau
         return [], []
     keys = [table_asset_key(spec) for spec in batch]
     sync_all = define_asset_job(
-        "sync_all",
+        names.SYNC_ALL,
         selection=AssetSelection.assets(*keys),
         description="Materialize every full_refresh and merge table, with checks.",
     )
     reconcile_all = define_asset_job(
-        "reconcile_all",
+        names.RECONCILE_ALL,
         selection=AssetSelection.assets(*keys),
         config=_reconcile_config(batch),
         description="Repair only the rows that differ in every full_refresh and merge table.",
@@ -60,7 +65,7 @@ def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: Defau
         [sync_all, reconcile_all],
         [
             ScheduleDefinition(
-                name="reconcile_daily",
+                name=names.RECONCILE_DAILY,
                 job=reconcile_all,
                 cron_schedule=RECONCILE_CRON,
                 execution_timezone="UTC",
@@ -68,19 +73,22 @@ def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: Defau
             )
         ],
     )
-    by_cron: dict[str, list[TableSpec]] = defaultdict(list)
-    for spec in batch:
-        by_cron[spec.schedule or settings.daily_cron].append(spec)
-    for cron, group in by_cron.items():
-        name = "sync_daily" if cron == settings.daily_cron else f"sync_{group[0].name}"
-        if cron != settings.daily_cron and len(group) > 1:
-            name = f"sync_{'_'.join(s.name for s in group)}"
-        job = define_asset_job(name, selection=AssetSelection.assets(*(table_asset_key(s) for s in group)))
-        jobs.append(job)
+    daily = [spec for spec in batch if spec.schedule is None]
+    groups = [(names.SYNC_DAILY, names.SYNC_DAILY_SCHEDULE, settings.daily_cron, daily)] if daily else []
+    groups += [
+        (names.sync_job(spec), names.cron_schedule(spec), spec.schedule, [spec])
+        for spec in batch
+        if spec.schedule is not None
+    ]
+    for job_name, schedule_name, cron, group in groups:
+        sync = define_asset_job(
+            job_name, selection=AssetSelection.assets(*(table_asset_key(s) for s in group))
+        )
+        jobs.append(sync)
         schedules.append(
             ScheduleDefinition(
-                name=f"{name}_schedule",
-                job=job,
+                name=schedule_name,
+                job=sync,
                 cron_schedule=cron,
                 execution_timezone="UTC",
                 default_status=status,
@@ -89,32 +97,47 @@ def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: Defau
     return jobs, schedules
 
 
+def whole_table_reconcile_job(spec: TableSpec):
+    """reconcile_<name>: repair the whole table, every partition at once, in one op."""
+
+    @op(
+        name=names.reconcile_op(spec),
+        required_resource_keys={SOURCE_RESOURCE, TARGET_RESOURCE},
+        description=f"Repair exactly the rows of `{spec.target}` that differ from the source, "
+        "whole table (deletes and late rows included).",
+    )
+    def _reconcile(context: OpExecutionContext) -> None:
+        source = getattr(context.resources, SOURCE_RESOURCE)
+        target = getattr(context.resources, TARGET_RESOURCE)
+        with (
+            source.get_connection(f"reconcile {spec.name}", readonly=True) as source_conn,
+            target.get_connection(f"reconcile {spec.name}") as target_conn,
+        ):
+            result = reconcile_table(spec, source_conn, target_conn, log=context.log)
+        context.log_event(AssetObservation(asset_key=table_asset_key(spec), metadata=result_metadata(result)))
+
+    @job(name=names.reconcile_job(spec), description=f"Repair the whole incremental table `{spec.target}`.")
+    def _job() -> None:
+        _reconcile()
+
+    return _job
+
+
 def incremental_jobs(spec: TableSpec, settings: ScheduleSettings, status: DefaultScheduleStatus):
     """sync_<name> with its hourly schedule, reconcile_<name> with its daily schedule."""
-    key, partitions = table_asset_key(spec), table_partitions(spec)
-    sync = define_asset_job(f"sync_{spec.name}", selection=AssetSelection.assets(key))
+    sync = define_asset_job(names.sync_job(spec), selection=AssetSelection.assets(table_asset_key(spec)))
     hourly = build_schedule_from_partitioned_job(
-        sync, name=f"sync_{spec.name}_hourly", minute_of_hour=settings.minute_of_hour, default_status=status
+        sync, name=names.hourly_schedule(spec), minute_of_hour=settings.minute_of_hour, default_status=status
     )
-    reconcile = define_asset_job(
-        f"reconcile_{spec.name}",
-        selection=AssetSelection.assets(key),
-        config=_reconcile_config([spec]),
-    )
-
-    @schedule(
-        name=f"reconcile_{spec.name}_daily",
+    reconcile = whole_table_reconcile_job(spec)
+    daily = ScheduleDefinition(
+        name=names.reconcile_schedule(spec),
         job=reconcile,
         cron_schedule=RECONCILE_CRON,
         execution_timezone="UTC",
         default_status=status,
     )
-    def _reconcile_daily(context: ScheduleEvaluationContext) -> RunRequest:
-        # The run names the last partition; reconcile compares the whole table anyway.
-        last = partitions.get_last_partition_key(current_time=context.scheduled_execution_time)
-        return RunRequest(partition_key=last)
-
-    return [sync, reconcile], [hourly, _reconcile_daily]
+    return [sync, reconcile], [hourly, daily]
 
 
 def build_jobs_and_schedules(specs: list[TableSpec], settings: ScheduleSettings):
@@ -127,7 +150,7 @@ def build_jobs_and_schedules(specs: list[TableSpec], settings: ScheduleSettings)
             schedules += more_schedules
     jobs.append(
         define_asset_job(
-            "verify_all",
+            names.VERIFY_ALL,
             selection=AssetSelection.all_asset_checks(),
             description="Run every check over whole tables; copies nothing.",
         )

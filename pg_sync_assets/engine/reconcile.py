@@ -27,7 +27,7 @@ from .run import end_run_transactions, prepare, require_read_only_source, staged
 from .sql import estimate_rows, key_in, pin_text_settings
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
-from .sync import SyncOptions, SyncResult
+from .sync import SyncOptions, SyncResult, sync_table
 from .target import read_target_shape
 from .verify import ScopeChecksum
 
@@ -43,7 +43,9 @@ def reconcile_table(
     timer = StageTimer(label, source_conn, target_conn)
     plan, copied = prepare(spec, source_conn, target_conn, timer)
     if not plan.key:
-        raise ConfigError(f"cannot reconcile `{label}`: it has no key to tell rows apart; set `primary_key`")
+        # Without a key no row can be named: the repair is a verified copy of the whole scope.
+        log.info("reconcile `%s`: no key to tell rows apart; copying the whole scope again", label)
+        return sync_table(spec, source_conn, target_conn, options=options, log=log)
     with target_conn.cursor() as tcur:
         if not table_exists(tcur, spec.target):
             raise ConfigError(

@@ -30,6 +30,7 @@ from .introspect import Column
 from .localize import Difference
 from .locks import lock_final_table
 from .merge import (
+    MERGED,
     MergeCounts,
     delete_missing,
     merge_from_staging,
@@ -71,6 +72,8 @@ class SyncResult:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     removed_orphans: tuple[str, ...] = ()
     window: Window | None = None
+    lookback: int = 0  # hours the compared window starts before `window`
+    method: str = MERGED  # how the final table changed: merge, keyed_refresh, truncate_insert
     hour_counts: dict[str, int] = field(default_factory=dict)  # partition key -> rows copied
     null_cursor_rows: int | None = None  # rows no window can reach (incremental column NULL)
 
@@ -136,7 +139,12 @@ def sync_table(
                 spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column
             )
     return SyncResult(
-        **result, plan=plan, stage_seconds=dict(timer.seconds), removed_orphans=orphans, window=window
+        **result,
+        plan=plan,
+        stage_seconds=dict(timer.seconds),
+        removed_orphans=orphans,
+        window=window,
+        lookback=spec.lookback if window is not None else 0,
     )
 
 
@@ -220,6 +228,7 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
         inserted=counts.inserted,
         updated=counts.updated,
         deleted=counts.deleted,
+        method=counts.method,
         target_rows=target_rows,
         created_target=created,
         verification=verification,

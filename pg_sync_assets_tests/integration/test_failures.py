@@ -20,7 +20,6 @@ from pg_sync_assets.engine import (
     Mode,
     SchemaMismatchError,
     SyncError,
-    SyncOptions,
     TableRef,
     TableSpec,
     connect,

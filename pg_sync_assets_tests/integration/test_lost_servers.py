@@ -9,7 +9,7 @@ import time
 import psycopg2
 import pytest
 
-from pg_sync_assets.engine import Mode, SchemaMismatchError, SyncError, TableRef, TableSpec
+from pg_sync_assets.engine import Mode, SchemaMismatchError, SyncError, TableSpec
 from pg_sync_assets_tests.integration.test_failures import FIRST, SLOW, TARGET, _spec, _wait_for_sleeping_copy
 from pg_sync_assets_tests.support import run_sync, staging_tables, table_text
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 from psycopg2 import sql
 
-from pg_sync_assets.engine import ConfigError, Mode, TableRef, TableSpec
+from pg_sync_assets.engine import Mode, TableRef, TableSpec
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
 from pg_sync_assets_tests.support import compare, run_reconcile, run_sync, staging_tables, table_text
 
@@ -71,10 +70,13 @@ def test_reconcile_of_equal_tables_changes_nothing(dbs):
     assert dbs.tgt("SELECT max(xmin::text::bigint) FROM items") == before
 
 
-def test_reconcile_needs_a_key(dbs):
-    dbs.src("CREATE TABLE log (line text); INSERT INTO log VALUES ('a')")
+def test_reconcile_of_a_keyless_table_copies_its_scope_again(dbs):
+    dbs.src("CREATE TABLE log (line text); INSERT INTO log VALUES ('a'), ('b')")
     spec = TableSpec(name="log", target=TableRef("public", "log"), source=TableRef("public", "log"))
     run_sync(dbs, spec)
-    with pytest.raises(ConfigError) as caught:
-        run_reconcile(dbs, spec)
-    assert "cannot reconcile `public.log`: it has no key" in str(caught.value)
+    dbs.tgt("UPDATE log SET line = 'tampered' WHERE line = 'a'")
+
+    result = run_reconcile(dbs, spec)
+
+    assert result.difference is None and result.rows_copied == 2 and result.verification is not None
+    assert dbs.tgt("SELECT line FROM log ORDER BY 1") == [("a",), ("b",)]
