@@ -14,6 +14,7 @@ from dagster import (
     AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    Failure,
     multi_asset_check,
 )
 
@@ -263,9 +264,24 @@ def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
         if comparison.target is not None and not comparison.checksums_match:
             diff = _localize(context, spec, comparison)
             keyed = diff is not None
-        yield row_count_result(spec, comparison, diff, keyed)
-        yield checksum_result(spec, comparison, diff, keyed)
+        results = [
+            row_count_result(spec, comparison, diff, keyed),
+            checksum_result(spec, comparison, diff, keyed),
+        ]
+        yield from results
         if spec.mode is Mode.INCREMENTAL:
             yield null_cursor_result(context, spec, materialization)
+        failed = [r for r in results if not r.passed]
+        if failed:
+            # Failing the step ourselves puts this summary in the run's last lines (the
+            # CLI's and the UI's), instead of Dagster's generic "blocking checks failed".
+            raise Failure(description=failure_summary(spec, failed))
 
     return _checks
+
+
+def failure_summary(spec: TableSpec, failed: list[AssetCheckResult]) -> str:
+    """Which table, which checks, which keys, and the repair: the failure's last words."""
+    lines = [f"`{spec.target}` (asset `{spec.name}`) differs from the source:"]
+    lines += [f"- {r.check_name}: {r.description}" for r in failed]
+    return "\n".join(lines)

@@ -236,6 +236,11 @@ def test_verify_all_from_the_cli_exits_non_zero_when_a_check_fails(project, dbs,
     assert done.returncode != 0
     assert "Asset check 'row_count' on 'orders' did not pass" in done.stderr
     assert "Asset check 'checksum' on 'paid_orders' passed" in done.stderr
+    # the run's failure, at the end of the output, names the table, the key and the repair
+    ending = done.stderr[done.stderr.index("RUN_FAILURE"):]
+    assert "`analytics.orders` (asset `orders`) differs from the source:" in ending
+    assert "- row_count: source has 400 rows, target has 399 (whole table); missing in target: 1 [(1)]" in ending
+    assert "`dagster job execute -m pg_sync_assets.definitions -j reconcile_all`" in ending
 
 
 def test_checks_report_the_pre_commit_verification_in_a_materializing_run(project, dbs):
