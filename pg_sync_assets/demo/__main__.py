@@ -1,15 +1,18 @@
-"""`python -m pg_sync_assets.demo [start|stop]`: the whole thing on throwaway servers.
+"""`python -m pg_sync_assets.demo [start|env|stop]`: the whole thing on throwaway servers.
 
 `start` (the default) starts a source and a target PostgreSQL server, seeds the source
-with the demo tables, runs the `sync_all` job (every asset and its checks) against a
-Dagster instance in `.demo/dagster_home`, prints a summary, and leaves the servers up so
-`dagster dev` can show the same setup. `stop` stops them.
+with the demo tables, runs the `sync_all` job (every asset and its checks) and a 73-hour
+range of the hourly table against a Dagster instance in `.demo/dagster_home`, prints a
+summary, and leaves the servers up so `dagster dev` and the CLI can use the same setup.
+`env` prints the `export` lines that point a shell at it; `stop` stops the servers.
+`PG_SYNC_DEMO_DIR` moves `.demo` elsewhere (the tests use it to leave yours alone).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -18,7 +21,7 @@ from psycopg2 import sql
 
 from pg_sync_assets.local.servers import LocalServer, find_bindir, start_server
 
-STATE_DIR = Path(".demo")
+STATE_DIR = Path(os.environ.get("PG_SYNC_DEMO_DIR") or ".demo")
 DEMO_RANGE = {
     "dagster/asset_partition_range_start": "2026-11-01-00:00",
     "dagster/asset_partition_range_end": "2026-11-04-00:00",
@@ -32,7 +35,7 @@ def stop() -> None:
     if not STATE_FILE.exists():
         print("no demo servers are running")
         return
-    for entry in json.loads(STATE_FILE.read_text()):
+    for entry in json.loads(STATE_FILE.read_text())["servers"]:
         LocalServer(entry["name"], entry["port"], Path(entry["root"]), find_bindir()).stop()
     STATE_FILE.unlink()
     print("demo servers stopped")
@@ -51,9 +54,8 @@ def start() -> int:
     stop() if STATE_FILE.exists() else None
     STATE_DIR.mkdir(exist_ok=True)
     source, target = start_server("source"), start_server("target")
-    STATE_FILE.write_text(
-        json.dumps([{"name": s.name, "port": s.port, "root": str(s.root)} for s in (source, target)])
-    )
+    servers = [{"name": s.name, "port": s.port, "root": str(s.root)} for s in (source, target)]
+    STATE_FILE.write_text(json.dumps({"servers": servers}))
     source_url, target_url = _create_db(source, "shop"), _create_db(target, "warehouse")
     conn = psycopg2.connect(source_url)
     with conn, conn.cursor() as cur:
@@ -63,7 +65,13 @@ def start() -> int:
     home = (STATE_DIR / "dagster_home").resolve()
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    os.environ.update(PG_SYNC_SOURCE_URL=source_url, PG_SYNC_TARGET_URL=target_url, DAGSTER_HOME=str(home))
+    environment = {
+        "PG_SYNC_SOURCE_URL": source_url,
+        "PG_SYNC_TARGET_URL": target_url,
+        "DAGSTER_HOME": str(home),
+    }
+    STATE_FILE.write_text(json.dumps({"servers": servers, "environment": environment}))
+    os.environ.update(environment)
     from dagster import DagsterInstance
 
     from pg_sync_assets.definitions import build_definitions
@@ -78,21 +86,38 @@ def start() -> int:
         )
     )
     failed = _print_summary(results)
-    print(f"""
-The demo servers keep running. To browse the same setup in the Dagster UI:
+    print("""
+The demo servers keep running. To use them from a shell (the README's commands):
 
-  export PG_SYNC_SOURCE_URL={source_url}
-  export PG_SYNC_TARGET_URL={target_url}
-  export DAGSTER_HOME={home}
-  cd {Path.cwd()} && {Path(sys.executable).parent / "dagster"} dev    # then open http://127.0.0.1:3000
+  source .venv/bin/activate           # puts `dagster` on PATH
+  eval "$(bash scripts/demo env)"     # PG_SYNC_SOURCE_URL, PG_SYNC_TARGET_URL, DAGSTER_HOME
+  dagster dev                         # then open http://127.0.0.1:3000
 
 Stop the servers with: bash scripts/demo stop""")
     return 1 if failed or not all(r.success for r in results) else 0
 
 
+def env() -> int:
+    """`export` lines for the running demo, for `eval "$(bash scripts/demo env)"`."""
+    if not STATE_FILE.exists():
+        print("no demo is running; start it with: bash scripts/demo", file=sys.stderr)
+        return 1
+    for name, value in json.loads(STATE_FILE.read_text()).get("environment", {}).items():
+        print(f"export {name}={shlex.quote(value)}")
+    return 0
+
+
 def _print_summary(results) -> int:
-    print(f"\n{'asset':<40} {'rows':>8} {'copied':>8} {'ins':>7} {'upd':>7} {'del':>6}  checks")
+    print(f"\n{'asset':<40} {'rows':>8} {'copied':>8}  {'changes':<32} checks")
     return sum(_print_run(result) for result in results)
+
+
+def _changes(md: dict) -> str:
+    """The run's effect on the final table, as the materialization labels it."""
+    md = {k.removeprefix("run_"): v for k, v in md.items()}
+    if "rows_written" in md:
+        return f"rewritten {md['rows_written']} (replaced {md['rows_replaced']})"
+    return f"+{md['rows_inserted']} ~{md['rows_updated']} -{md['rows_deleted']}"
 
 
 def _print_run(result) -> int:
@@ -110,11 +135,9 @@ def _print_run(result) -> int:
             continue
         printed.add(name)
         label = f"{name} ({DEMO_RANGE_TEXT})" if mat.partition else name
-        print(
-            f"{label:<40} {md['dagster/row_count']:>8} {md['rows_copied']:>8} "
-            f"{md['rows_inserted']:>7} {md['rows_updated']:>7} {md['rows_deleted']:>6}  "
-            f"{', '.join(checks.get(name, []))}"
-        )
+        rows = md.get("dagster/row_count", md.get("target_table_rows"))
+        copied = md.get("rows_copied", md.get("run_rows_copied"))
+        print(f"{label:<40} {rows:>8} {copied:>8}  {_changes(md):<32} {', '.join(checks.get(name, []))}")
     for event in result.all_events:
         if event.is_step_failure:
             print(f"FAILED step {event.step_key}: {event.step_failure_data.error.message.strip()}")
@@ -129,7 +152,9 @@ def main(argv: list[str]) -> int:
         return 0
     if command == "start":
         return start()
-    print("usage: python -m pg_sync_assets.demo [start|stop]", file=sys.stderr)
+    if command == "env":
+        return env()
+    print("usage: python -m pg_sync_assets.demo [start|env|stop]", file=sys.stderr)
     return 2
 
 

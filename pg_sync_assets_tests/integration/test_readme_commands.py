@@ -1,0 +1,92 @@
+"""Every command in the README's `bash` blocks, run exactly as written.
+
+`bash scripts/demo` starts a demo of its own (PG_SYNC_DEMO_DIR keeps it apart from a
+developer's), then each command of "Run it from the command line" runs in a fresh bash
+after the block's `source` and `eval` lines, in README order, and must exit 0.
+`dagster dev` must answer on its port. `bash scripts/test` is what CI runs (`.ci/run`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+SETUP = ("source ", "eval ")
+
+
+def readme_commands() -> list[str]:
+    """The command lines of every ```bash block, trailing comments removed."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+    lines = [re.sub(r"\s{2,}#.*$", "", line).strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def _bash(script: str, env: dict, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _serves(url: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            time.sleep(1)
+    return False
+
+
+def _dagster_dev(prelude: str, command: str, env: dict) -> None:
+    assert _port_free(3000), "port 3000 is taken: stop whatever serves it to run this test"
+    server = subprocess.Popen(["bash", "-c", f"{prelude}\n{command}"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _serves("http://127.0.0.1:3000/server_info", 120), "dagster dev never answered on port 3000"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+
+
+def test_the_readme_documents_the_commands_this_test_runs():
+    commands = readme_commands()
+    assert commands[:2] == ["bash scripts/demo", "bash scripts/test"]
+    assert "bash scripts/test" in (REPO / ".ci" / "run").read_text()
+    assert any(c.startswith("dagster job execute") for c in commands)
+
+
+def test_every_readme_command_runs_as_written(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PG_SYNC_", "DAGSTER_"))}
+    env.update(PG_SYNC_DEMO_DIR=str(tmp_path / "demo"), CI="true")
+    commands = readme_commands()
+    try:
+        started = _bash("bash scripts/demo", env, timeout=600)
+        assert started.returncode == 0, started.stdout[-3000:] + started.stderr[-3000:]
+        prelude = "\n".join(c for c in commands if c.startswith(SETUP))
+        for command in commands:
+            if command in ("bash scripts/demo", "bash scripts/test") or command.startswith(SETUP):
+                continue
+            if command == "dagster dev":
+                _dagster_dev(prelude, command, env)
+                continue
+            done = _bash(f"set -e\n{prelude}\n{command}", env)
+            assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
+    finally:
+        stopped = _bash("bash scripts/demo stop", env)
+    assert stopped.returncode == 0 and "demo servers stopped" in stopped.stdout
