@@ -85,3 +85,12 @@ def point_definitions_at(dbs, tmp_path, monkeypatch, seed: str, config: str):
     monkeypatch.setenv("PG_SYNC_TARGET_URL", dbs.target)
     monkeypatch.setenv("PG_SYNC_CONFIG", str(path))
     return path
+
+
+def exception_chain_text(exc: BaseException | None) -> str:
+    """repr and str of an exception and everything chained to it (cause and context)."""
+    texts = []
+    while exc is not None:
+        texts.append(f"{exc!r} {exc}")
+        exc = exc.__cause__ or exc.__context__
+    return " ".join(texts)

@@ -31,6 +31,11 @@ def _ms(seconds: float) -> str:
     return f"{max(int(seconds * 1000), 1)}ms"
 
 
+def limit_lock_wait(cur, seconds: float) -> None:
+    """lock_timeout for the rest of the caller's transaction."""
+    cur.execute("SELECT set_config('lock_timeout', %s, true)", (_ms(seconds),))
+
+
 def acquire_table_lock(cur, table: TableRef, lock_timeout: float) -> None:
     """Session-level advisory lock on the target table, waiting up to `lock_timeout` seconds."""
     cur.execute("SELECT set_config('lock_timeout', %s, false)", (_ms(lock_timeout),))
@@ -85,7 +90,7 @@ def lock_final_table(cur, spec: TableSpec, mode: str, sleep: Callable[[float], N
         tries += 1
         wait = min(spec.lock_attempt_timeout, max(deadline - time.monotonic(), 0.001))
         cur.execute("SAVEPOINT pg_sync_lock")
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (_ms(wait),))
+        limit_lock_wait(cur, wait)
         try:
             cur.execute(statement)
         except pg_errors.LockNotAvailable:
@@ -104,6 +109,5 @@ def lock_final_table(cur, spec: TableSpec, mode: str, sleep: Callable[[float], N
             sleep(pause)
             continue
         cur.execute("RELEASE SAVEPOINT pg_sync_lock")
-        remaining = max(deadline - time.monotonic(), spec.lock_attempt_timeout)
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (_ms(remaining),))
+        limit_lock_wait(cur, max(deadline - time.monotonic(), spec.lock_attempt_timeout))
         return tries

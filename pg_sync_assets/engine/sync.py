@@ -28,9 +28,10 @@ from .guard import (
 )
 from .introspect import Column
 from .localize import Difference
-from .locks import lock_final_table
+from .locks import limit_lock_wait, lock_final_table
 from .merge import (
     MERGED,
+    TRUNCATE_INSERT,
     MergeCounts,
     delete_missing,
     merge_from_staging,
@@ -92,7 +93,7 @@ def _apply(
     created = shape is None
     if created:
         # Creating the table takes no lock anyone else waits for.
-        cur.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(spec.lock_timeout * 1000)}ms",))
+        limit_lock_wait(cur, spec.lock_timeout)
         create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
         shape = read_target_shape(cur, spec.target)
     else:
@@ -101,6 +102,8 @@ def _apply(
         lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates else "ROW EXCLUSIVE")
     if spec.mode is Mode.FULL_REFRESH:
         counts = replace_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows, shape)
+        if counts.method == TRUNCATE_INSERT:  # the table holds exactly what was inserted
+            return counts, created, counts.inserted
         cur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
         return counts, created, cur.fetchone()[0]
     cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))

@@ -11,6 +11,7 @@ from dagster import DagsterInstance, build_schedule_context
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError
 from pg_sync_assets_tests.integration.test_dagster import _checks, _materialized
+from pg_sync_assets_tests.integration.test_dagster_incremental import _run
 from pg_sync_assets_tests.support import point_definitions_at
 
 SEED = """
@@ -46,11 +47,6 @@ tables:
 @pytest.fixture
 def project(dbs, tmp_path, monkeypatch):
     return point_definitions_at(dbs, tmp_path, monkeypatch, SEED, CONFIG)
-
-
-def _run(job: str, **kw):
-    return build_definitions().resolve_job_def(job).execute_in_process(
-        instance=DagsterInstance.ephemeral(), raise_on_error=False, **kw)
 
 
 def test_every_schedule_ticks_and_the_run_it_requests_succeeds(project, dbs):

@@ -26,7 +26,7 @@ from pg_sync_assets.engine import (
     sync_table,
 )
 from pg_sync_assets.resources import PostgresResource
-from pg_sync_assets_tests.support import run_sync, staging_tables, table_text
+from pg_sync_assets_tests.support import exception_chain_text, run_sync, staging_tables, table_text
 
 TARGET = TableRef("public", "items")
 FIRST = "SELECT i AS id, 'v1' AS v FROM generate_series(1, 5000) AS i"
@@ -39,16 +39,21 @@ def _spec(query: str) -> TableSpec:
     return TableSpec(name="items", target=TARGET, query=query, primary_key=("id",), mode=Mode.MERGE)
 
 
-def _wait_for_sleeping_copy(dbs, timeout: float = 20.0) -> int:
-    """pid of the source backend once the slow COPY sleeps midway."""
+def wait_for_first(query, timeout: float = 20.0):
+    """The first column of `query()`'s first row, once it returns one (polled)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        rows = dbs.src("SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
-                       "AND query LIKE 'COPY%%'")
+        rows = query()
         if rows:
             return rows[0][0]
         time.sleep(0.05)
-    raise AssertionError("the slow COPY never started")
+    raise AssertionError("the awaited state was never reached")
+
+
+def _wait_for_sleeping_copy(dbs, timeout: float = 20.0) -> int:
+    """pid of the source backend once the slow COPY sleeps midway."""
+    return wait_for_first(lambda: dbs.src(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' AND query LIKE 'COPY%%'"), timeout)
 
 
 def test_source_killed_midway_leaves_target_unchanged_and_no_staging(dbs):
@@ -152,23 +157,15 @@ def test_connection_errors_never_show_the_password():
     url = "postgresql://loader:s3cret-Pa55@127.0.0.1:1/warehouse"
     with pytest.raises(ConnectionFailed) as caught:
         connect(url, readonly=True, role="source")
-    assert "s3cret-Pa55" not in _whole_chain(caught.value)
+    assert "s3cret-Pa55" not in exception_chain_text(caught.value)
     assert "loader@127.0.0.1:1/warehouse" in str(caught.value)
 
     resource = PostgresResource(host="127.0.0.1", port=1, user="loader", password="s3cret-Pa55",
                                 dbname="warehouse", role="target")
     with pytest.raises(ConnectionFailed) as caught, resource.get_connection("test"):
         pass
-    assert "s3cret-Pa55" not in _whole_chain(caught.value)
+    assert "s3cret-Pa55" not in exception_chain_text(caught.value)
     assert caught.value.__cause__ is None and caught.value.__context__ is None
-
-
-def _whole_chain(exc: BaseException | None) -> str:
-    texts = []
-    while exc is not None:
-        texts.append(f"{exc!r} {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return " ".join(texts)
 
 
 def test_source_sessions_are_read_only(dbs):

@@ -4,13 +4,19 @@ server, the target is unchanged, and cleanup never hides the cause."""
 from __future__ import annotations
 
 import threading
-import time
 
 import psycopg2
 import pytest
 
 from pg_sync_assets.engine import Mode, SchemaMismatchError, SyncError, TableSpec
-from pg_sync_assets_tests.integration.test_failures import FIRST, SLOW, TARGET, _spec, _wait_for_sleeping_copy
+from pg_sync_assets_tests.integration.test_failures import (
+    FIRST,
+    SLOW,
+    TARGET,
+    _spec,
+    _wait_for_sleeping_copy,
+    wait_for_first,
+)
 from pg_sync_assets_tests.support import run_sync, staging_tables, table_text
 
 
@@ -28,16 +34,6 @@ def _in_background(dbs, spec: TableSpec) -> tuple[threading.Thread, list[BaseExc
     return worker, outcome
 
 
-def _wait_for(dbs_query, timeout: float = 20.0) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = dbs_query()
-        if rows:
-            return rows[0][0]
-        time.sleep(0.05)
-    raise AssertionError("the run never reached the awaited state")
-
-
 def test_target_lost_during_merge_names_the_target_and_the_stage(dbs):
     run_sync(dbs, _spec(FIRST))
     before = table_text(dbs.target, TARGET, "id")
@@ -48,7 +44,7 @@ def test_target_lost_during_merge_names_the_target_and_the_stage(dbs):
         spec = TableSpec(name="items", target=TARGET, query=FIRST.replace("'v1'", "'v2'"),
                          primary_key=("id",), mode=Mode.FULL_REFRESH)
         worker, outcome = _in_background(dbs, spec)
-        pid = _wait_for(lambda: dbs.tgt(
+        pid = wait_for_first(lambda: dbs.tgt(
             "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sync_assets' "
             "AND wait_event_type = 'Lock'"))
         dbs.tgt("SELECT pg_terminate_backend(%s)", (pid,))
@@ -68,7 +64,7 @@ def test_target_lost_during_copy_names_the_target_and_the_copy(dbs):
     # The target only notices its loss when the source sends more rows: sleep briefly.
     worker, outcome = _in_background(dbs, _spec(SLOW.replace("pg_sleep(30)", "pg_sleep(2)")))
     _wait_for_sleeping_copy(dbs)
-    pid = _wait_for(lambda: dbs.tgt(
+    pid = wait_for_first(lambda: dbs.tgt(
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sync_assets' "
         "AND query LIKE 'COPY%%'"))
     dbs.tgt("SELECT pg_terminate_backend(%s)", (pid,))

@@ -196,3 +196,15 @@ def test_a_long_copy_logs_progress_with_rows_and_rate(dbs, caplog):
     assert "copy `public.wide`:" in progress[-1] and "rows/s" in progress[-1]
     counts = [int(m.split(": ")[1].split(" rows so far")[0]) for m in progress]
     assert counts == sorted(counts) and 0 < counts[-1] <= 50000
+
+
+def test_where_and_query_with_trailing_semicolon_and_comment_sync_as_written(dbs):
+    _seed_orders(dbs, rows=30)
+    scoped = _spec(name="paid", target=TableRef("public", "paid"),
+                   where="status = 'paid'; -- only the paid ones")
+    query = TableSpec(name="totals", target=TableRef("public", "totals"), primary_key=("status",),
+                      mode=Mode.MERGE, query="SELECT status, sum(total) AS total FROM orders\n"
+                                             "GROUP BY status; -- one row per status\n")
+    assert run_sync(dbs, scoped).rows_copied == 10
+    assert run_sync(dbs, query).rows_copied == 2
+    assert compare(dbs, scoped).checksums_match and compare(dbs, query).checksums_match

@@ -7,6 +7,7 @@ import pytest
 from pg_sync_assets.engine import ConnectionFailed, connect
 from pg_sync_assets.engine.connect import build_dsn, redact
 from pg_sync_assets.resources import PostgresResource
+from pg_sync_assets_tests.support import exception_chain_text
 
 SECRET = "Zq9secret"
 MALFORMED = [
@@ -17,14 +18,6 @@ MALFORMED = [
 ]
 
 
-def _chain(exc: BaseException | None) -> str:
-    texts = []
-    while exc is not None:
-        texts.append(f"{exc!r} {exc}")
-        exc = exc.__cause__ or exc.__context__
-    return " ".join(texts)
-
-
 @pytest.mark.parametrize(("dsn", "reason"), MALFORMED)
 def test_a_malformed_string_is_named_by_its_fault_not_its_content(dsn, reason):
     with pytest.raises(ConnectionFailed) as caught:
@@ -32,7 +25,7 @@ def test_a_malformed_string_is_named_by_its_fault_not_its_content(dsn, reason):
     message = str(caught.value)
     assert message.startswith("the connection string for `source` is malformed (")
     assert reason in message
-    assert SECRET not in _chain(caught.value)
+    assert SECRET not in exception_chain_text(caught.value)
 
 
 @pytest.mark.parametrize(("dsn", "reason"), MALFORMED)
@@ -40,7 +33,7 @@ def test_the_resource_never_echoes_a_malformed_url(dsn, reason):
     resource = PostgresResource(url=dsn, role="target", connect_timeout=1)
     with pytest.raises(ConnectionFailed) as caught, resource.get_connection("test"):
         pass
-    assert SECRET not in _chain(caught.value)
+    assert SECRET not in exception_chain_text(caught.value)
     assert "`target` is malformed" in str(caught.value)
 
 
