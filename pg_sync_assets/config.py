@@ -85,7 +85,16 @@ class ScheduleSettings:
 
 
 def config_path() -> Path:
-    return Path(os.environ.get(CONFIG_ENV) or DEMO_CONFIG)
+    """PG_SYNC_CONFIG; the bundled demo list only where no source is configured, so that a
+    deployment that forgot PG_SYNC_CONFIG fails instead of syncing the demo's tables."""
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    if os.environ.get("PG_SYNC_SOURCE_URL"):
+        raise ConfigError(
+            f"PG_SYNC_SOURCE_URL is set but {CONFIG_ENV} is not: set {CONFIG_ENV} to the path of your "
+            "table list (the bundled demo list is used only when no source is configured)"
+        )
+    return DEMO_CONFIG
 
 
 def load_config(path: Path | str) -> list[TableSpec]:

@@ -24,7 +24,7 @@ FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes"
 
 # Importing pg_sync_assets.definitions builds `defs` from these: a developer's own
 # settings must not leak into the tests (each test that needs them sets its own).
-for _var in ("PG_SYNC_SOURCE_URL", "PG_SYNC_TARGET_URL", "PG_SYNC_CONFIG", "PG_SYNC_VALIDATE_ON_LOAD"):
+for _var in ("PG_SYNC_SOURCE_URL", "PG_SYNC_TARGET_URL", "PG_SYNC_CONFIG", "PG_SYNC_DEMO_DIR"):
     os.environ.pop(_var, None)
 
 

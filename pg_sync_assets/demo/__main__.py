@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
+from pg_sync_assets.config import DEMO_CONFIG
 from pg_sync_assets.local.servers import LocalServer, find_bindir, start_server
 
 STATE_DIR = Path(os.environ.get("PG_SYNC_DEMO_DIR") or ".demo")
@@ -66,6 +67,7 @@ def start() -> int:
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     environment = {
+        "PG_SYNC_CONFIG": str(DEMO_CONFIG),
         "PG_SYNC_SOURCE_URL": source_url,
         "PG_SYNC_TARGET_URL": target_url,
         "DAGSTER_HOME": str(home),
@@ -90,7 +92,7 @@ def start() -> int:
 The demo servers keep running. To use them from a shell (the README's commands):
 
   source .venv/bin/activate           # puts `dagster` on PATH
-  eval "$(bash scripts/demo env)"     # PG_SYNC_SOURCE_URL, PG_SYNC_TARGET_URL, DAGSTER_HOME
+  eval "$(bash scripts/demo env)"     # PG_SYNC_CONFIG, PG_SYNC_SOURCE_URL, PG_SYNC_TARGET_URL, DAGSTER_HOME
   dagster dev                         # then open http://127.0.0.1:3000
 
 Stop the servers with: bash scripts/demo stop""")

@@ -48,15 +48,23 @@ def prepare(spec: TableSpec, source_conn, target_conn, timer: StageTimer) -> tup
     source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
     target_conn.autocommit = True
     with timer.stage("plan"), source_conn.cursor() as scur, target_conn.cursor() as tcur:
-        plan = plan_table(scur, spec)
-        target_cols = table_columns(tcur, spec.target)
-        if target_cols:
-            require_matching_schema(spec.target, list(plan.columns), target_cols)
-        shape = read_target_shape(tcur, spec.target)
-        if shape is not None:
-            require_writable_target(spec.target, shape, spec.mode, plan.key)
+        plan, target_cols = preflight(scur, tcur, spec)
         skip = _generated_in_target(plan, target_cols)
     return plan, [c for c in plan.columns if c.name not in skip]
+
+
+def preflight(scur, tcur, spec: TableSpec) -> tuple[TablePlan, list[Column]]:
+    """Everything both catalogs can tell before a copy: the source side (`plan_table`),
+    and an existing target's columns and shape. Raises ConfigError or
+    SchemaMismatchError; the start of every run and `python -m pg_sync_assets check`."""
+    plan = plan_table(scur, spec)
+    target_cols = table_columns(tcur, spec.target)
+    if target_cols:
+        require_matching_schema(spec.target, list(plan.columns), target_cols)
+    shape = read_target_shape(tcur, spec.target)
+    if shape is not None:
+        require_writable_target(spec.target, shape, spec.mode, plan.key)
+    return plan, target_cols
 
 
 @contextmanager

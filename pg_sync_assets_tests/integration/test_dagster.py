@@ -144,20 +144,72 @@ def test_passwords_never_reach_the_event_log(project, dbs, monkeypatch):
     assert logs and not any("s3cret-Pa55" in repr(entry) for entry in logs)
 
 
-def test_loading_definitions_rejects_what_the_source_catalog_does_not_have(project, dbs, tmp_path):
+def _check(config: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m pg_sync_assets check --config FILE`, as a deploy pipeline runs it."""
+    return subprocess.run([sys.executable, "-m", "pg_sync_assets", "check", "--config", str(config)],
+                          cwd=REPO, env={**os.environ, **(env or {})}, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_the_check_command_passes_a_good_list_with_one_line_per_table(project, dbs):
+    done = _check(project)
+    assert done.returncode == 0, done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0] == ("ok      orders: `shop.orders` -> `analytics.orders` (3 columns, key: id; target will "
+                        "be created)")
+    assert len(lines) == 4 and lines[-1] == "3 of 3 tables ok"
+
+
+def test_the_check_command_fails_a_broken_list_naming_each_problem(project, dbs, tmp_path):
+    dbs.tgt("CREATE SCHEMA analytics; CREATE TABLE analytics.orders (id bigint PRIMARY KEY, status int)")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("tables:\n  - source: shop.missing_table\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as caught:
-        build_definitions(bad)
-    assert str(caught.value).startswith(f"`{bad}`, table entry `missing_table`")
-    assert "source table `shop.missing_table` does not exist" in str(caught.value)
+    bad.write_text(CONFIG + "  - source: shop.missing_table\n"
+                   "  - source: shop.orders\n    target: analytics.by_time\n    mode: incremental\n"
+                   "    incremental_column: id\n    partition_start: 2026-11-20-00:00\n", encoding="utf-8")
+    done = _check(bad)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("FAILED  orders: target table `analytics.orders` does not match the source: "
+                               "column `status` is text in the source but integer in the target")
+    assert lines[1].startswith("ok      paid_orders: ")
+    assert lines[3] == ("FAILED  missing_table: table entry `missing_table`: source table `shop.missing_table` "
+                        "does not exist in the source database; check `source` (schema.table, names as "
+                        "written, case-sensitive)")
+    assert lines[4] == ("FAILED  by_time: table entry `by_time`: `incremental_column` 'id' is bigint; hourly "
+                        "partitions need one of ['timestamp with time zone', 'timestamp without time zone', "
+                        "'date']")
+    assert lines[-1] == "2 of 5 tables ok, 3 failed"
 
 
-def test_loading_definitions_goes_on_when_the_source_is_down(project, monkeypatch, caplog):
+def test_the_check_command_reports_an_unreachable_source_without_its_password(project, tmp_path):
+    done = _check(project, {"PG_SYNC_SOURCE_URL": "postgresql://u:s3cret-Pa55@127.0.0.1:1/db"})
+    assert done.returncode == 2
+    assert "cannot connect to the source database u@127.0.0.1:1/db" in done.stdout
+    assert "s3cret" not in done.stdout + done.stderr
+
+
+def test_loading_definitions_opens_no_connection_and_warns_of_nothing(project, monkeypatch, tmp_path):
     monkeypatch.setenv("PG_SYNC_SOURCE_URL", "postgresql://u:pw@127.0.0.1:1/db")
-    defs = build_definitions()
-    assert defs.resolve_assets_def(AssetKey("orders")) is not None
-    assert "not checked against the source catalog" in caplog.text
+    done = subprocess.run(
+        [sys.executable, "-W", "error::UserWarning", "-c",
+         "import logging, psycopg2\n"
+         "logging.basicConfig(level=logging.WARNING)\n"
+         "def refuse(*a, **k): raise SystemExit('a connection was attempted')\n"
+         "psycopg2.connect = refuse\n"
+         "from pg_sync_assets.definitions import defs\n"
+         "print(len(list(defs.resolve_asset_graph().get_all_asset_keys())))"],
+        cwd=REPO, env={**os.environ}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3"
+    assert "pg_sync_assets" not in done.stderr  # no warning of ours
+
+
+def test_a_source_url_without_a_table_list_refuses_to_load_the_demo(monkeypatch):
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", "postgresql://u@127.0.0.1:1/db")
+    monkeypatch.delenv("PG_SYNC_CONFIG", raising=False)
+    with pytest.raises(ConfigError) as caught:
+        build_definitions()
+    assert "PG_SYNC_SOURCE_URL is set but PG_SYNC_CONFIG is not" in str(caught.value)
 
 
 @pytest.mark.parametrize(

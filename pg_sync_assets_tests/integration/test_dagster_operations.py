@@ -9,7 +9,6 @@ import pytest
 from dagster import DagsterInstance, build_schedule_context
 
 from pg_sync_assets.definitions import build_definitions
-from pg_sync_assets.engine import ConfigError
 from pg_sync_assets_tests.integration.test_dagster import _checks, _materialized
 from pg_sync_assets_tests.integration.test_dagster_incremental import _run
 from pg_sync_assets_tests.support import point_definitions_at
@@ -133,14 +132,3 @@ def test_a_range_run_gives_each_partition_only_its_own_figures(project, dbs):
             "SELECT count(*) FROM events WHERE updated_at >= %(s)s AND updated_at < %(s)s + interval '1 hour'",
             {"s": start})[0][0], partition
         assert md["run_partitions"] == 3
-
-
-def test_an_integer_incremental_column_fails_at_load_naming_file_entry_and_type(project, dbs, tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("tables:\n  - source: public.events\n    mode: incremental\n    incremental_column: id\n"
-                   "    partition_start: 2026-11-20-00:00\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as caught:
-        build_definitions(bad)
-    assert str(caught.value) == (
-        f"`{bad}`, table entry `events`: `incremental_column` 'id' is bigint; hourly partitions need one of "
-        "['timestamp with time zone', 'timestamp without time zone', 'date']")
