@@ -17,6 +17,7 @@ from .introspect import Column
 from .spec import TableRef
 
 _TYPMOD = re.compile(r"\(\d+(,\d+)?\)")
+CREATE_LOCK = "pg_sync_assets:create target"
 
 
 def _unmodified(type_key: str) -> str:
@@ -96,6 +97,11 @@ def create_target_table(
     """CREATE SCHEMA/TYPE/TABLE for a missing target: same names, types, NOT NULLs, key;
     plus an index on `index_on` (an incremental table's cursor, which every window's
     verification and count filters on)."""
+    # Runs of different tables in parallel (one process per step) may create the same
+    # schema or enum at once: the second CREATE would fail on the catalog's unique index
+    # when the first commits. Creating targets is serialized per target database; the
+    # lock ends with the final transaction, and only first runs take it.
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (CREATE_LOCK,))
     _ensure_user_types(cur, table, columns)
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
     parts: list[sql.Composable] = []

@@ -228,3 +228,26 @@ def test_a_session_holding_the_final_table_makes_the_merge_time_out_cleanly(dbs)
     assert "raise `lock_timeout` (seconds) for this table in the table list" in message
     assert table_text(dbs.target, TARGET, "id") == before
     assert staging_tables(dbs.target) == []
+
+
+def test_first_runs_of_several_tables_in_parallel_create_one_schema_and_enum(dbs):
+    """Steps run in parallel processes; their first runs all create `analytics` and the enum."""
+    dbs.src("CREATE TYPE mood AS ENUM ('ok', 'sad'); " + "; ".join(
+        f"CREATE TABLE t{i} (id int PRIMARY KEY, m mood); INSERT INTO t{i} VALUES (1, 'ok')" for i in range(6)))
+    specs = [TableSpec(name=f"t{i}", target=TableRef("analytics", f"t{i}"), source=TableRef("public", f"t{i}"))
+             for i in range(6)]
+    errors: list[BaseException] = []
+
+    def sync(spec: TableSpec) -> None:
+        try:
+            run_sync(dbs, spec)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    workers = [threading.Thread(target=sync, args=(spec,)) for spec in specs]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert errors == []
+    assert dbs.tgt("SELECT count(*) FROM pg_tables WHERE schemaname = 'analytics'") == [(6,)]
