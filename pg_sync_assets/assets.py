@@ -1,16 +1,19 @@
 """Asset factory: one table spec -> one Dagster asset whose materialization syncs it.
 
-The asset body only opens the two sessions, calls `engine.sync_table` and turns the
-result into metadata; everything PostgreSQL lives in the engine.
+The asset declares its checks and evaluates them in the same step (`checks.py`), so a
+sync of N tables runs N steps, each in one process: the checks report the comparison
+the sync made before its commit. The asset can be subset to its checks alone, which is
+how `verify_all` (and a check run from the UI) compares live without copying. The body
+only opens the two sessions, calls the engine and turns its result into metadata;
+everything PostgreSQL lives in the engine.
 """
 
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from dagster import (
     AssetExecutionContext,
-    AssetKey,
     AssetsDefinition,
+    AssetSpec,
     BackfillPolicy,
     Config,
     HourlyPartitionsDefinition,
@@ -18,23 +21,17 @@ from dagster import (
     MetadataValue,
     TableColumn,
     TableSchema,
-    asset,
+    multi_asset,
 )
 from pydantic import Field
 
+from .checks import compared_window, evaluate_checks, table_check_specs
 from .engine import Mode, SyncResult, TableSpec, reconcile_table, sync_table
 from .engine.merge import KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.window import Window, partition_key
+from .keys import SOURCE_POOL, SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
 
-SOURCE_RESOURCE = "source"
-# Steps that read the source database: limit them with
-# `dagster instance concurrency set pg_sync_source N`.
-SOURCE_POOL = "pg_sync_source"
-TARGET_RESOURCE = "target"
-
-
-def table_asset_key(spec: TableSpec) -> AssetKey:
-    return AssetKey([spec.name])
+__all__ = ["SOURCE_POOL", "SOURCE_RESOURCE", "TARGET_RESOURCE", "build_table_asset", "table_asset_key"]
 
 
 def describe_spec(spec: TableSpec) -> str:
@@ -86,16 +83,6 @@ def _change_counts(result: SyncResult) -> dict:
 
 def _fmt(moment) -> str:
     return moment.isoformat()
-
-
-def compared_window(result: SyncResult) -> str:
-    """The rows a windowed run copied and compared: its partitions plus the lookback."""
-    assert result.window is not None
-    start = result.window.start - timedelta(hours=result.lookback)
-    text = f"[{_fmt(start)}, {_fmt(result.window.end)})"
-    if result.lookback:
-        text += f", the partitions' window plus {result.lookback} h lookback"
-    return text
 
 
 def result_metadata(result: SyncResult) -> dict:
@@ -182,52 +169,65 @@ def record_partition_counts(context: AssetExecutionContext, spec: TableSpec, res
     for hour in result.window.hours():
         key = partition_key(hour.astimezone(zone).replace(tzinfo=None))
         context.add_asset_metadata(
-            {"dagster/partition_row_count": result.hour_counts.get(key, 0)}, partition_key=key
+            {"dagster/partition_row_count": result.hour_counts.get(key, 0)},
+            asset_key=table_asset_key(spec),
+            partition_key=key,
         )
 
 
+def _sync(context: AssetExecutionContext, spec: TableSpec, config: SyncRunConfig) -> SyncResult:
+    source = getattr(context.resources, SOURCE_RESOURCE)
+    target = getattr(context.resources, TARGET_RESOURCE)
+    with (
+        source.get_connection(f"copy {spec.name}", readonly=True) as source_conn,
+        target.get_connection(f"load {spec.name}") as target_conn,
+    ):
+        if config.reconcile:  # the whole table, whatever partition the run names
+            return reconcile_table(spec, source_conn, target_conn, log=context.log)
+        window = None
+        if spec.mode is Mode.INCREMENTAL:
+            time_window = context.partition_time_window
+            window = Window(time_window.start, time_window.end)
+        return sync_table(spec, source_conn, target_conn, log=context.log, window=window)
+
+
 def build_table_asset(spec: TableSpec) -> AssetsDefinition:
-    """The asset that syncs `spec`; its checks come from `checks.build_table_checks`.
+    """The asset that syncs `spec` and checks it, in one step.
 
     Incremental tables are partitioned by hour; a range of partitions runs as one pass
     (one COPY, one merge) over the whole range.
     """
     partitions = table_partitions(spec)
+    key = table_asset_key(spec)
 
-    @asset(
-        key=table_asset_key(spec),
-        description=describe_spec(spec),
-        metadata=definition_metadata(spec),
-        kinds={"postgres"},
+    @multi_asset(
+        name=spec.name,
+        specs=[
+            AssetSpec(
+                key, description=describe_spec(spec), metadata=definition_metadata(spec), kinds={"postgres"}
+            )
+        ],
+        check_specs=table_check_specs(spec),
+        can_subset=True,
         required_resource_keys={SOURCE_RESOURCE, TARGET_RESOURCE},
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run() if partitions else None,
         pool=SOURCE_POOL,
     )
-    def _sync(context: AssetExecutionContext, config: SyncRunConfig) -> MaterializeResult:
-        source = getattr(context.resources, SOURCE_RESOURCE)
-        target = getattr(context.resources, TARGET_RESOURCE)
-        with (
-            source.get_connection(f"copy {spec.name}", readonly=True) as source_conn,
-            target.get_connection(f"load {spec.name}") as target_conn,
-        ):
-            if config.reconcile:  # the whole table, whatever partition the run names
-                result = reconcile_table(spec, source_conn, target_conn, log=context.log)
-            else:
-                window = None
-                if partitions is not None:
-                    time_window = context.partition_time_window
-                    window = Window(time_window.start, time_window.end)
-                result = sync_table(spec, source_conn, target_conn, log=context.log, window=window)
-        record_partition_counts(context, spec, result)
-        changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in _change_counts(result).items())
-        context.log.info(
-            "`%s`: %d rows copied (%.0f rows/s); %s",
-            result.table,
-            result.rows_copied,
-            result.copy_rows_per_second,
-            changes,
-        )
-        return MaterializeResult(metadata=result_metadata(result))
+    def _table(context: AssetExecutionContext, config: SyncRunConfig):
+        result = None
+        if key in context.selected_asset_keys:
+            result = _sync(context, spec, config)
+            record_partition_counts(context, spec, result)
+            changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in _change_counts(result).items())
+            context.log.info(
+                "`%s`: %d rows copied (%.0f rows/s); %s",
+                result.table,
+                result.rows_copied,
+                result.copy_rows_per_second,
+                changes,
+            )
+            yield MaterializeResult(asset_key=key, metadata=result_metadata(result))
+        yield from evaluate_checks(context, spec, result)
 
-    return _sync
+    return _table

@@ -1,29 +1,30 @@
-"""Asset checks `row_count` and `checksum` for each table asset.
+"""Asset checks `row_count` and `checksum` (and `null_cursor` for incremental tables).
 
-One check op per table computes both (one count-and-checksum query on each side) and
-reports the two results. Both sides use the same scope (`where`); a failed check shows
-both sides' figures. Checks run after each materialization and alone in `verify_all`.
+The table's asset declares them and evaluates them in its own step (`assets.py`): one
+step per table, not two. In a step that syncs the table, they report the comparison
+the sync made before its commit, against the source snapshot it copied; in a step that
+runs the checks alone (`verify_all`, or a check run from the UI), they compare live,
+one count-and-checksum query on each side. Both sides use the same scope (`where`, and
+an incremental run's window); a failed check shows both sides' figures and the keys.
 """
 
 from collections.abc import Iterator
-from decimal import Decimal
+from datetime import timedelta
 
 from dagster import (
-    AssetCheckExecutionContext,
     AssetCheckResult,
-    AssetChecksDefinition,
     AssetCheckSeverity,
     AssetCheckSpec,
+    AssetExecutionContext,
     Failure,
-    multi_asset_check,
 )
 
-from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
-from .definition_names import checks_op, reconcile_job
-from .engine import Mode, TableSpec
+from .definition_names import reconcile_job
+from .engine import Mode, SyncResult, TableSpec
 from .engine.errors import ConfigError
 from .engine.localize import Difference, localize_table
 from .engine.verify import ScopeChecksum, TableComparison, compare_table, null_cursor_count
+from .keys import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
 
 
 def _scope(spec: TableSpec, cmp: TableComparison) -> str:
@@ -34,44 +35,42 @@ def _scope(spec: TableSpec, cmp: TableComparison) -> str:
     return ", ".join(parts) or "whole table"
 
 
-def this_runs_materialization(context: AssetCheckExecutionContext, spec: TableSpec) -> dict | None:
-    """Metadata of the asset's materialization in this very run, if there is one."""
-    event = context.instance.get_latest_materialization_event(table_asset_key(spec))
-    if event is None or event.run_id != context.run.run_id or event.asset_materialization is None:
-        return None
-    return {k: v.value for k, v in event.asset_materialization.metadata.items()}
+def compared_window(result: SyncResult) -> str:
+    """The rows a windowed run copied and compared: its partitions plus the lookback."""
+    assert result.window is not None
+    start = result.window.start - timedelta(hours=result.lookback)
+    text = f"[{start.isoformat()}, {result.window.end.isoformat()})"
+    if result.lookback:
+        text += f", the partitions' window plus {result.lookback} h lookback"
+    return text
 
 
-def verified_in_this_run(md: dict | None) -> TableComparison | None:
-    """The comparison the materialization of this run made before its commit, if any.
+def verified_by_sync(result: SyncResult | None) -> TableComparison | None:
+    """The comparison a sync in this step made before its commit, if it made one.
 
     That comparison used the very snapshot the copy read (and, for an incremental table,
     the run's window), so on a busy source it is the one that proves the copy; a fresh
-    query now would compare against a source that has moved on. Without a
-    materialization in this run, the checks compare live, over the whole scope.
+    query now would compare against a source that has moved on. Without it, the checks
+    compare live, over the whole scope.
     """
-    if md is None or "verified_source_checksum" not in md:
+    if result is None or result.verification is None:
         return None
-
-    def scope(rows: int, checksum_hex: str) -> ScopeChecksum:
-        return ScopeChecksum(rows, Decimal(int(checksum_hex, 16)))
-
-    window = md.get("window")
+    v = result.verification
     return TableComparison(
-        source=scope(md["verified_source_rows"], md["verified_source_checksum"]),
-        target=scope(md["verified_target_rows"], md["verified_target_checksum"]),
-        columns=tuple(c.name for c in md["dagster/column_schema"].columns),
+        source=v.source,
+        target=ScopeChecksum(v.final.rows + v.rows_only_in_target, v.final.checksum),
+        columns=tuple(result.plan.column_names),
         basis="verified inside the materialization, against the source snapshot it copied",
-        window=window,
+        window=compared_window(result) if result.window is not None else None,
     )
 
 
 def null_cursor_result(
-    context: AssetCheckExecutionContext, spec: TableSpec, md: dict | None
+    context: AssetExecutionContext, spec: TableSpec, result: SyncResult | None
 ) -> AssetCheckResult:
     """Warn about rows whose incremental column is NULL: no hourly window reaches them."""
-    if md is not None and md.get("rows_with_null_cursor") is not None:
-        rows = md["rows_with_null_cursor"]
+    if result is not None and result.null_cursor_rows is not None:
+        rows = result.null_cursor_rows
     else:
         with getattr(context.resources, SOURCE_RESOURCE).get_connection(
             f"verify {spec.name}", readonly=True
@@ -93,9 +92,7 @@ def null_cursor_result(
     )
 
 
-def _localize(
-    context: AssetCheckExecutionContext, spec: TableSpec, cmp: TableComparison
-) -> Difference | None:
+def _localize(context: AssetExecutionContext, spec: TableSpec, cmp: TableComparison) -> Difference | None:
     source = getattr(context.resources, SOURCE_RESOURCE)
     target = getattr(context.resources, TARGET_RESOURCE)
     try:
@@ -217,41 +214,43 @@ def checksum_result(
     return _result(spec, "checksum", cmp.checksums_match, metadata, description)
 
 
-def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
+def table_check_specs(spec: TableSpec) -> list[AssetCheckSpec]:
+    """The checks a table's asset declares (and evaluates in its own step)."""
     key = table_asset_key(spec)
+    specs = [
+        AssetCheckSpec(
+            "row_count",
+            asset=key,
+            blocking=True,
+            description="source and target have the same number of rows in scope",
+        ),
+        AssetCheckSpec(
+            "checksum",
+            asset=key,
+            blocking=True,
+            description="source and target rows in scope are identical, column by column",
+        ),
+    ]
+    if spec.mode is Mode.INCREMENTAL:
+        specs.append(
+            AssetCheckSpec(
+                "null_cursor",
+                asset=key,
+                description="no source row has a NULL incremental column (a warning)",
+            )
+        )
+    return specs
 
-    @multi_asset_check(
-        name=checks_op(spec),
-        specs=[
-            AssetCheckSpec(
-                "row_count",
-                asset=key,
-                blocking=True,
-                description="source and target have the same number of rows in scope",
-            ),
-            AssetCheckSpec(
-                "checksum",
-                asset=key,
-                blocking=True,
-                description="source and target rows in scope are identical, column by column",
-            ),
-            *(
-                [
-                    AssetCheckSpec(
-                        "null_cursor",
-                        asset=key,
-                        description="no source row has a NULL incremental column (a warning)",
-                    )
-                ]
-                if spec.mode is Mode.INCREMENTAL
-                else []
-            ),
-        ],
-        required_resource_keys={SOURCE_RESOURCE, TARGET_RESOURCE},
-    )
-    def _checks(context: AssetCheckExecutionContext) -> Iterator[AssetCheckResult]:
-        materialization = this_runs_materialization(context, spec)
-        comparison = verified_in_this_run(materialization)
+
+def evaluate_checks(
+    context: AssetExecutionContext, spec: TableSpec, result: SyncResult | None
+) -> Iterator[AssetCheckResult]:
+    """The selected checks of `spec`: from `result`'s pre-commit comparison when this step
+    synced the table with verification, else compared live."""
+    selected = {k.name for k in context.selected_asset_check_keys}
+    results = []
+    if selected & {"row_count", "checksum"}:
+        comparison = verified_by_sync(result)
         if comparison is None:
             source = getattr(context.resources, SOURCE_RESOURCE)
             target = getattr(context.resources, TARGET_RESOURCE)
@@ -265,19 +264,21 @@ def build_table_checks(spec: TableSpec) -> AssetChecksDefinition:
             diff = _localize(context, spec, comparison)
             keyed = diff is not None
         results = [
-            row_count_result(spec, comparison, diff, keyed),
-            checksum_result(spec, comparison, diff, keyed),
+            r
+            for r in (
+                row_count_result(spec, comparison, diff, keyed),
+                checksum_result(spec, comparison, diff, keyed),
+            )
+            if r.check_name in selected
         ]
         yield from results
-        if spec.mode is Mode.INCREMENTAL:
-            yield null_cursor_result(context, spec, materialization)
-        failed = [r for r in results if not r.passed]
-        if failed:
-            # Failing the step ourselves puts this summary in the run's last lines (the
-            # CLI's and the UI's), instead of Dagster's generic "blocking checks failed".
-            raise Failure(description=failure_summary(spec, failed))
-
-    return _checks
+    if "null_cursor" in selected:
+        yield null_cursor_result(context, spec, result)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        # Failing the step ourselves puts this summary in the run's last lines (the
+        # CLI's and the UI's), instead of Dagster's generic "blocking checks failed".
+        raise Failure(description=failure_summary(spec, failed))
 
 
 def failure_summary(spec: TableSpec, failed: list[AssetCheckResult]) -> str:

@@ -1,7 +1,7 @@
 """The names of the Dagster definitions the table list produces, in one place.
 
 Jobs, schedules and ops are named after each table's asset name (`sync_<name>`,
-`<name>_checks`, ...), next to fixed names (`sync_all`, `verify_all`, ...). Two
+`reconcile_<name>_table`, ...), next to fixed names (`sync_all`, `verify_all`, ...). Two
 definitions with one name make Dagster refuse the whole code location with a message
 that names neither the file nor the entry ("Duplicate definition found for unresolved
 job"), so the table list is checked here, when it loads, and the error says which
@@ -38,17 +38,13 @@ def reconcile_schedule(spec: TableSpec) -> str:
     return f"reconcile_{spec.name}_daily"
 
 
-def checks_op(spec: TableSpec) -> str:
-    return f"{spec.name}_checks"
-
-
 def reconcile_op(spec: TableSpec) -> str:
     return f"reconcile_{spec.name}_table"
 
 
 def op_names(spec: TableSpec) -> list[str]:
     """The ops named after this table, besides its asset's own."""
-    return [checks_op(spec)] + ([reconcile_op(spec)] if spec.mode is Mode.INCREMENTAL else [])
+    return [reconcile_op(spec)] if spec.mode is Mode.INCREMENTAL else []
 
 
 def runnable_names(spec: TableSpec) -> list[str]:

@@ -16,9 +16,9 @@ from dagster import (
     EnvVar,
 )
 
-from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, build_table_asset
-from .checks import build_table_checks
+from .assets import build_table_asset
 from .config import config_path, load_project
+from .keys import SOURCE_RESOURCE, TARGET_RESOURCE
 from .resources import PostgresResource
 from .schedules import build_jobs_and_schedules
 
@@ -32,7 +32,6 @@ def build_definitions(config_file: Path | str | None = None) -> Definitions:
     jobs, schedules = build_jobs_and_schedules(specs, settings)
     return Definitions(
         assets=[build_table_asset(spec) for spec in specs],
-        asset_checks=[build_table_checks(spec) for spec in specs],
         jobs=jobs,
         schedules=schedules,
         resources={

@@ -34,9 +34,10 @@ from dagster import (
 )
 
 from . import definition_names as names
-from .assets import SOURCE_RESOURCE, TARGET_RESOURCE, SyncRunConfig, result_metadata, table_asset_key
+from .assets import SyncRunConfig, result_metadata
 from .config import ScheduleSettings
 from .engine import Mode, TableSpec, reconcile_table
+from .keys import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
 
 RECONCILE_CRON = "0 3 * * *"
 

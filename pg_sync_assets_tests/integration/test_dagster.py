@@ -12,7 +12,6 @@ from dagster import AssetKey, DagsterInstance
 from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.assets import build_table_asset
-from pg_sync_assets.checks import build_table_checks
 from pg_sync_assets.config import load_config
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec, connect, plan_table
@@ -81,6 +80,8 @@ def test_sync_all_materializes_every_table_with_metadata_and_passing_checks(proj
     result = _run(defs, "sync_all")
 
     assert result.success
+    steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert sorted(steps) == ["orders", "paid_orders", "sangpum"]  # one step per table, checks included
     materialized = _materialized(result)
     assert set(materialized) == {"orders", "paid_orders", "sangpum"}
     md = materialized["paid_orders"]
@@ -274,7 +275,7 @@ def test_resources_configured_field_by_field(project, dbs):
                                sslmode="disable", connect_timeout=5, readonly=role == "source", role=role)
         for role, p in parts.items()
     }
-    result = materialize([build_table_asset(spec), build_table_checks(spec)], resources=resources,
+    result = materialize([build_table_asset(spec)], resources=resources,
                          instance=DagsterInstance.ephemeral())
     assert result.success
     assert [e.passed for e in result.get_asset_check_evaluations()] == [True, True]

@@ -223,9 +223,11 @@ def test_a_key_given_twice_in_one_entry_is_refused_with_its_lines(tmp_path):
         ([{"name": "daily", "source": "a.c", "mode": "incremental", "incremental_column": "u",
            "partition_start": "2026-11-20-00:00"}],
          "would define the job/schedule `sync_daily`, which pg_sync_assets itself already defines"),
-        ([{"source": "a.orders"}, {"source": "a.orders_checks"}],
-         "table entry `orders` (target `a.orders`) would define the op `orders_checks`, which the asset of "
-         "`orders_checks` already defines"),
+        ([{"source": "a.reconcile_events_table"},
+          {"source": "a.events", "mode": "incremental", "incremental_column": "u",
+           "partition_start": "2026-11-20-00:00"}],
+         "table entry `events` (target `a.events`) would define the op `reconcile_events_table`, which the "
+         "asset of `reconcile_events_table` already defines"),
         ([{"name": "x", "source": "a.x", "schedule": "0 5 * * *"},
           {"name": "x_schedule", "source": "a.y", "mode": "incremental", "incremental_column": "u",
            "partition_start": "2026-11-20-00:00"}],
