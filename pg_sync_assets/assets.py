@@ -20,6 +20,8 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     TableColumn,
+    TableColumnDep,
+    TableColumnLineage,
     TableSchema,
     multi_asset,
 )
@@ -29,9 +31,47 @@ from .checks import compared_window, evaluate_checks, table_check_specs
 from .engine import Mode, SyncResult, TableSpec, reconcile_table, sync_table
 from .engine.merge import KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.window import Window, partition_key
-from .keys import SOURCE_POOL, SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
+from .keys import (
+    SOURCE_POOL,
+    SOURCE_RESOURCE,
+    TARGET_RESOURCE,
+    source_asset_key,
+    source_tables,
+    table_asset_key,
+)
 
 __all__ = ["SOURCE_POOL", "SOURCE_RESOURCE", "TARGET_RESOURCE", "build_table_asset", "table_asset_key"]
+
+# Groups in the UI: the tables read, and the tables written (named after their connection).
+SOURCE_GROUP, TARGET_GROUP = SOURCE_RESOURCE, TARGET_RESOURCE
+
+
+def build_source_assets(specs: list[TableSpec]) -> list[AssetSpec]:
+    """One external asset per source table the list reads: the upstream end of lineage."""
+    tables = list(dict.fromkeys(t for spec in specs for t in source_tables(spec)))
+    return [
+        AssetSpec(
+            source_asset_key(table),
+            description=f"`{table}` in the source database (read by pg_sync_assets, never written)",
+            metadata={"dagster/table_name": str(table)},
+            kinds={"postgres"},
+            group_name=SOURCE_GROUP,
+        )
+        for table in tables
+    ]
+
+
+def column_lineage(spec: TableSpec, result: SyncResult) -> TableColumnLineage | None:
+    """Each target column from the source column of the same name (table sources only:
+    a query's columns may be computed from several)."""
+    if spec.source is None:
+        return None
+    upstream = source_asset_key(spec.source)
+    return TableColumnLineage(
+        deps_by_column={
+            c.name: [TableColumnDep(asset_key=upstream, column_name=c.name)] for c in result.plan.columns
+        }
+    )
 
 
 def describe_spec(spec: TableSpec) -> str:
@@ -204,7 +244,12 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
         name=spec.name,
         specs=[
             AssetSpec(
-                key, description=describe_spec(spec), metadata=definition_metadata(spec), kinds={"postgres"}
+                key,
+                description=describe_spec(spec),
+                metadata=definition_metadata(spec),
+                kinds={"postgres"},
+                deps=[source_asset_key(t) for t in source_tables(spec)],
+                group_name=TARGET_GROUP,
             )
         ],
         check_specs=table_check_specs(spec),
@@ -227,7 +272,11 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
                 result.copy_rows_per_second,
                 changes,
             )
-            yield MaterializeResult(asset_key=key, metadata=result_metadata(result))
+            metadata = result_metadata(result)
+            lineage = column_lineage(spec, result)
+            if lineage is not None:
+                metadata["dagster/column_lineage"] = lineage
+            yield MaterializeResult(asset_key=key, metadata=metadata)
         yield from evaluate_checks(context, spec, result)
 
     return _table

@@ -16,7 +16,7 @@ from dagster import (
     EnvVar,
 )
 
-from .assets import build_table_asset
+from .assets import build_source_assets, build_table_asset
 from .config import config_path, load_project
 from .keys import SOURCE_RESOURCE, TARGET_RESOURCE
 from .resources import PostgresResource
@@ -31,7 +31,7 @@ def build_definitions(config_file: Path | str | None = None) -> Definitions:
     specs, settings = load_project(path)
     jobs, schedules = build_jobs_and_schedules(specs, settings)
     return Definitions(
-        assets=[build_table_asset(spec) for spec in specs],
+        assets=[*build_source_assets(specs), *(build_table_asset(spec) for spec in specs)],
         jobs=jobs,
         schedules=schedules,
         resources={

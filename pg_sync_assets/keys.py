@@ -1,8 +1,12 @@
 """Names the Dagster layer's modules share: resource keys, the source pool, asset keys."""
 
+import hashlib
+
 from dagster import AssetKey
 
-from .engine import TableSpec
+from .engine import TableRef, TableSpec
+from .engine.user_sql import tables_read
+from .naming import derive_asset_name
 
 SOURCE_RESOURCE = "source"
 TARGET_RESOURCE = "target"
@@ -13,3 +17,21 @@ SOURCE_POOL = "pg_sync_source"
 
 def table_asset_key(spec: TableSpec) -> AssetKey:
     return AssetKey([spec.name])
+
+
+def _key_part(name: str) -> str:
+    """A name as an asset key part (`^[A-Za-z0-9_]+$`): romanized, or a stable hash."""
+    return derive_asset_name(name) or "t_" + hashlib.sha256(name.encode()).hexdigest()[:10]
+
+
+def source_asset_key(table: TableRef) -> AssetKey:
+    """The external asset of a source table: `source/<schema>/<table>` (key-safe names;
+    the real name is in its `dagster/table_name`)."""
+    return AssetKey([SOURCE_RESOURCE, _key_part(table.schema), _key_part(table.name)])
+
+
+def source_tables(spec: TableSpec) -> list[TableRef]:
+    """What a table's copy reads in the source: its `source`, or the tables its `query` reads."""
+    if spec.source is not None:
+        return [spec.source]
+    return [TableRef(schema, name) for schema, name in tables_read(spec.query or "")]

@@ -110,3 +110,17 @@ def clean_query(text: str) -> str:
         raise ConfigError(f"`query` must be a SELECT (or VALUES), got {kind}")
     _require_read_only("query", statement)
     return query
+
+
+def tables_read(query: str) -> list[tuple[str, str]]:
+    """(schema, table) of each table or view a checked `query` reads, in order of
+    appearance, once each; CTE names are not tables. An unqualified name is `public`."""
+    statement = parse_sql(query)[0].stmt
+    ctes = {n.ctename for n in _nodes(statement) if isinstance(n, ast.CommonTableExpr)}
+    found: list[tuple[str, str]] = []
+    for node in _nodes(statement):
+        if isinstance(node, ast.RangeVar) and not (node.schemaname is None and node.relname in ctes):
+            ref = (node.schemaname or "public", node.relname)
+            if ref not in found:
+                found.append(ref)
+    return found

@@ -201,7 +201,7 @@ def test_loading_definitions_opens_no_connection_and_warns_of_nothing(project, m
          "print(len(list(defs.resolve_asset_graph().get_all_asset_keys())))"],
         cwd=REPO, env={**os.environ}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "3"
+    assert done.stdout.strip() == "5"  # 3 tables, 2 source tables
     assert "pg_sync_assets" not in done.stderr  # no warning of ours
 
 
@@ -360,3 +360,27 @@ def test_a_malformed_url_never_reaches_the_event_log_or_the_cli(project, dbs, tm
     assert done.returncode != 0
     assert "s3cret" not in done.stdout + done.stderr
     assert "the connection string for `source` is malformed (invalid percent-encoded token" in done.stderr
+
+
+def test_lineage_from_each_source_table_with_columns(project, dbs, tmp_path):
+    query = tmp_path / "query.yaml"
+    query.write_text(CONFIG + "  - name: revenue\n    query: >-\n      WITH o AS (SELECT * FROM shop.orders)\n"
+                     "      SELECT p.\"코드\", count(*) AS n FROM o, shop.\"상품\" p GROUP BY 1\n"
+                     "    target: analytics.revenue\n    primary_key: [코드]\n    mode: merge\n",
+                     encoding="utf-8")
+    defs = build_definitions(query)
+    graph = defs.resolve_asset_graph()
+    parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
+               for k in graph.get_all_asset_keys()}
+    assert parents["orders"] == parents["paid_orders"] == ["source/shop/orders"]
+    assert parents["sangpum"] == ["source/shop/sangpum"]
+    assert parents["revenue"] == ["source/shop/orders", "source/shop/sangpum"]  # the CTE `o` is no table
+    external = graph.get(AssetKey(["source", "shop", "sangpum"]))
+    assert external.metadata["dagster/table_name"] == "shop.상품" and not external.is_materializable
+    assert (external.group_name, graph.get(AssetKey("orders")).group_name) == ("source", "target")
+
+    md = _materialized(_run(defs, "sync_all"))["orders"]
+    lineage = md["dagster/column_lineage"]
+    assert {c: [(d.asset_key.to_user_string(), d.column_name) for d in deps]
+            for c, deps in lineage.deps_by_column.items()} == {
+        c: [("source/shop/orders", c)] for c in ("id", "status", "total")}
