@@ -1,0 +1,203 @@
+"""What a Dagster run costs besides the rows: definition loads and steps.
+
+    python benchmarks/dagster_run.py [--before-commit REV] [--tables 200] [--repeat 3]
+
+On two throwaway servers seeded with the demo shop:
+1. loading the definitions (`build_definitions`, in a fresh process, dagster already
+   imported) for a list of 1 table and of `--tables` tables, with the source reachable
+   and unreachable;
+2. the demo's `sync_all`: `dagster job execute` (the multiprocess executor, a process per
+   step) against the same job run in process; wall time and steps.
+With `--before-commit REV` the same runs are made with the code of REV (a git worktree),
+in the same script, so the two are compared on one machine at one time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg2
+from psycopg2 import sql
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
+
+UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nowhere?connect_timeout=3"
+LOAD = """
+import sys, time
+import dagster  # imported before the clock starts: the cost measured is our own
+from pg_sync_assets.definitions import build_definitions
+started = time.perf_counter()
+build_definitions(sys.argv[1])
+print(time.perf_counter() - started)
+"""
+# What a step process pays: start Python, import everything, build the definitions.
+WHOLE_LOAD = "import pg_sync_assets.definitions"
+IN_PROCESS = """
+import time
+from dagster import DagsterInstance
+from pg_sync_assets.definitions import defs
+job = defs.resolve_job_def("sync_all")
+started = time.perf_counter()
+result = job.execute_in_process(instance=DagsterInstance.ephemeral())
+steps = sum(1 for e in result.all_events if e.event_type_value == "STEP_START")
+print(time.perf_counter() - started, steps, result.success)
+"""
+
+
+def _reset_target(url: str) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SELECT nspname FROM pg_namespace WHERE nspname IN ('analytics', 'sync_staging')")
+        for (schema,) in cur.fetchall():
+            cur.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    conn.close()
+
+
+def _python(tree: Path, code: str, env: dict, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=tree,
+        env={**env, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr[-2000:])
+    return done.stdout.strip().splitlines()[-1]
+
+
+def _table_list(path: Path, tables: int) -> Path:
+    entries = "".join(
+        f"  - name: t{i}\n    source: shop.orders\n    target: copies.orders_{i}\n" for i in range(tables)
+    )
+    path.write_text(f"tables:\n{entries}", encoding="utf-8")
+    return path
+
+
+def measure(tree: Path, env: dict, tables: int, repeat: int, tmp: Path) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for count in (1, tables):
+        config = _table_list(tmp / f"list_{count}.yaml", count)
+        for label, url in (("reachable", env["PG_SYNC_SOURCE_URL"]), ("unreachable", UNREACHABLE)):
+            load_env = {**env, "PG_SYNC_SOURCE_URL": url, "PG_SYNC_CONFIG": str(config)}
+            runs = [float(_python(tree, LOAD, load_env, str(config))) for _ in range(repeat)]
+            figures[f"build definitions, {count} tables, source {label}"] = statistics.median(runs)
+            whole = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                _python(tree, WHOLE_LOAD + "; print('loaded')", load_env)
+                whole.append(time.perf_counter() - started)
+            figures[f"process load, {count} tables, source {label}"] = statistics.median(whole)
+    # One untimed run creates the target tables (the code before the hardening could not
+    # create them from parallel steps); the timed runs sync existing tables, the steady state.
+    _reset_target(env["PG_SYNC_TARGET_URL"])
+    _python(tree, IN_PROCESS, env)
+    cli, inproc, steps = [], [], 0
+    for _ in range(repeat):
+        home = Path(tempfile.mkdtemp(dir=tmp))
+        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        started = time.perf_counter()
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "job",
+                "execute",
+                "-m",
+                "pg_sync_assets.definitions",
+                "-j",
+                "sync_all",
+            ],
+            cwd=tree,
+            env={**env, "DAGSTER_HOME": str(home), "PYTHONPATH": str(tree)},
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        cli.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr[-3000:])
+        steps = done.stderr.count(" - STEP_START - ")
+        seconds, _, ok = _python(tree, IN_PROCESS, env).split()
+        assert ok == "True"
+        inproc.append(float(seconds))
+    figures["sync_all, dagster job execute (multiprocess)"] = statistics.median(cli)
+    figures["sync_all, in process"] = statistics.median(inproc)
+    figures["steps of sync_all"] = steps
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--before-commit", help="also measure this git revision, for a before/after")
+    parser.add_argument("--tables", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    exit_cleanly_on_sigterm()
+    source, target = start_server("source"), start_server("target")
+    tmp = Path(tempfile.mkdtemp(prefix="pg_sync_bench_run_"))
+    worktree = tmp / "before"
+    try:
+        for server, name in ((source, "shop"), (target, "warehouse")):
+            conn = psycopg2.connect(server.url())
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.close()
+        conn = psycopg2.connect(source.url("shop"))
+        with conn, conn.cursor() as cur:
+            cur.execute((REPO / "pg_sync_assets" / "demo" / "seed.sql").read_text(encoding="utf-8"))
+        conn.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PG_SYNC_", "DAGSTER_"))}
+        env.update(
+            PG_SYNC_SOURCE_URL=source.url("shop"),
+            PG_SYNC_TARGET_URL=target.url("warehouse"),
+            PG_SYNC_CONFIG=str(REPO / "pg_sync_assets" / "demo" / "tables.yaml"),
+        )
+        trees = [("now", REPO)]
+        if args.before_commit:
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", str(worktree), args.before_commit],
+                cwd=REPO,
+                check=True,
+                capture_output=True,
+            )
+            trees.insert(0, (f"before ({args.before_commit})", worktree))
+        results = {label: measure(tree, env, args.tables, args.repeat, tmp) for label, tree in trees}
+        print(f"\nmedians of {args.repeat} runs")
+        for what in results["now"]:
+            row = "  ".join(f"{label}: {figures[what]:8.2f}" for label, figures in results.items())
+            print(f"  {what:<50} {row}")
+        now = results["now"]
+        for kind in ("build definitions", "process load"):
+            ratio = (
+                now[f"{kind}, {args.tables} tables, source reachable"]
+                / now[f"{kind}, 1 tables, source reachable"]
+            )
+            print(f"  {kind}: {args.tables} tables / 1 table (now): {ratio:.2f}x")
+        run_ratio = now["sync_all, dagster job execute (multiprocess)"] / now["sync_all, in process"]
+        print(f"  sync_all multiprocess / in process (now): {run_ratio:.2f}x")
+    finally:
+        if worktree.exists():
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True
+            )
+        target.stop()
+        source.stop()
+
+
+if __name__ == "__main__":
+    main()
