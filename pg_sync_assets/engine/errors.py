@@ -36,12 +36,5 @@ class SyncError(PgSyncError):
         super().__init__(f"{stage} failed for `{table}`{on}: {cause}")
 
 
-def in_stage(exc: PgSyncError, table: str, stage: str) -> PgSyncError:
-    """`exc` with the stage and table in front, the same class (a SyncError already has them)."""
-    if isinstance(exc, SyncError):
-        return exc
-    return type(exc)(f"{stage} failed for `{table}`: {exc}")
-
-
 class LockTimeoutError(SyncError):
     """Another run holds the table's advisory lock for longer than lock_timeout."""

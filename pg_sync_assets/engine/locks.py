@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
@@ -79,7 +78,7 @@ def _holders(cur, table: TableRef) -> str:
     )
 
 
-def lock_final_table(cur, spec: TableSpec, mode: str, sleep: Callable[[float], None] = time.sleep) -> int:
+def lock_final_table(cur, spec: TableSpec, mode: str) -> int:
     """LOCK the target in `mode` inside the caller's transaction, in short tries; the
     number of tries. Afterwards the transaction's lock_timeout is what remains of
     `lock_timeout`, for the other locks the final transaction takes."""
@@ -106,7 +105,7 @@ def lock_final_table(cur, spec: TableSpec, mode: str, sleep: Callable[[float], N
                     "the target table is unchanged",
                     side="target",
                 ) from None
-            sleep(pause)
+            time.sleep(pause)
             continue
         cur.execute("RELEASE SAVEPOINT pg_sync_lock")
         limit_lock_wait(cur, max(deadline - time.monotonic(), spec.lock_attempt_timeout))

@@ -228,6 +228,6 @@ def delete_keys(
     """Delete the target rows whose key is in `keys_by_column` (one text list per key column)."""
     if not keys_by_column or not keys_by_column[0]:
         return 0
-    # COPY-free statement, but the keys still go in as one quoted literal per column.
+    # delete_rows runs the condition in several statements: the keys go in as literals.
     arrays = [sql.Literal(values) for values in keys_by_column]
     return delete_rows(cur, target, key_in(key, arrays), shape)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import psycopg2
 
-from .errors import PgSyncError, SyncError, in_stage
+from .errors import PgSyncError, SyncError
 
 # What to do about the errors users meet most (SQLSTATE -> advice).
 _HINTS = {
@@ -72,11 +72,10 @@ class StageTimer:
         started = time.monotonic()
         try:
             yield
-        except PgSyncError as exc:
-            restaged = in_stage(exc, self.table, name)
-            if restaged is exc:
-                raise
-            raise restaged from None
+        except SyncError:
+            raise
+        except PgSyncError as exc:  # ConfigError, SchemaMismatchError: same class, stage in front
+            raise type(exc)(f"{name} failed for `{self.table}`: {exc}") from None
         except psycopg2.Error as exc:
             raise self.error(name, exc) from exc
         finally:

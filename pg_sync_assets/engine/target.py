@@ -37,8 +37,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class TargetShape:
-    kind: str  # pg_class.relkind
-    partitioned: bool
+    kind: str  # pg_class.relkind ('p': partitioned)
     partition: bool
     inheritance_children: tuple[TableRef, ...]
     referenced_by: tuple[Reference, ...]
@@ -98,9 +97,7 @@ def read_target_shape(cur, table: TableRef) -> TargetShape | None:
     )
     cur.execute(_UNIQUE_QUERY, (oid,))
     unique = tuple(tuple(r[0]) for r in cur.fetchall())
-    return TargetShape(
-        kind, kind == "p", partition, tuple(TableRef(*c) for c in children), references, unique
-    )
+    return TargetShape(kind, partition, tuple(TableRef(*c) for c in children), references, unique)
 
 
 def require_writable_target(table: TableRef, shape: TargetShape, mode: Mode, key: tuple[str, ...]) -> None:
