@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .config import config_path, load_config
+from .config import config_path, load_project
 from .engine import ConfigError
 from .preflight import run_check
 
@@ -17,11 +17,11 @@ def main(argv: list[str]) -> int:
     check.add_argument("--config", help="the table list (default: PG_SYNC_CONFIG)")
     args = parser.parse_args(argv)
     try:
-        specs = load_config(args.config or config_path())
+        project = load_project(args.config or config_path())
     except ConfigError as exc:
         print(exc)
         return 2
-    return run_check(specs, print)
+    return run_check(project, print)
 
 
 if __name__ == "__main__":

@@ -15,10 +15,14 @@ from dagster import (
     AssetsDefinition,
     AssetSpec,
     BackfillPolicy,
+    Backoff,
     Config,
+    Failure,
     HourlyPartitionsDefinition,
+    Jitter,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     TableColumn,
     TableColumnDep,
     TableColumnLineage,
@@ -28,45 +32,51 @@ from dagster import (
 from pydantic import Field
 
 from .checks import compared_window, evaluate_checks, table_check_specs
-from .engine import Mode, SyncResult, TableSpec, reconcile_table, sync_table
+from .engine import (
+    ConfigError,
+    Mode,
+    SchemaMismatchError,
+    SyncResult,
+    TableSpec,
+    VerificationError,
+    reconcile_table,
+    sync_table,
+)
 from .engine.merge import KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.window import Window, partition_key
-from .keys import (
-    SOURCE_POOL,
-    SOURCE_RESOURCE,
-    TARGET_RESOURCE,
-    source_asset_key,
-    source_tables,
-    table_asset_key,
-)
+from .keys import SOURCE_POOL, resources_of, source_asset_key, source_tables, table_asset_key
+from .project import Retries, TableEntry
 
-__all__ = ["SOURCE_POOL", "SOURCE_RESOURCE", "TARGET_RESOURCE", "build_table_asset", "table_asset_key"]
+__all__ = ["SOURCE_POOL", "build_source_assets", "build_table_asset", "table_asset_key"]
 
-# Groups in the UI: the tables read, and the tables written (named after their connection).
-SOURCE_GROUP, TARGET_GROUP = SOURCE_RESOURCE, TARGET_RESOURCE
+# Errors that the same run would meet again: a retry policy does not apply to them.
+NOT_TRANSIENT = (ConfigError, SchemaMismatchError, VerificationError)
 
 
-def build_source_assets(specs: list[TableSpec]) -> list[AssetSpec]:
-    """One external asset per source table the list reads: the upstream end of lineage."""
-    tables = list(dict.fromkeys(t for spec in specs for t in source_tables(spec)))
+def build_source_assets(entries: list[TableEntry]) -> list[AssetSpec]:
+    """One external asset per source table the list reads, in the group of its connection:
+    the upstream end of lineage. Identical specs from several lists merge in Dagster."""
+    tables = dict.fromkeys((e.source_connection, t) for e in entries for t in source_tables(e.spec))
     return [
         AssetSpec(
-            source_asset_key(table),
-            description=f"`{table}` in the source database (read by pg_sync_assets, never written)",
-            metadata={"dagster/table_name": str(table)},
+            source_asset_key(connection, table),
+            description=f"`{table}` in the database of connection `{connection}` "
+            "(read by pg_sync_assets, never written)",
+            metadata={"dagster/table_name": str(table), "connection": connection},
             kinds={"postgres"},
-            group_name=SOURCE_GROUP,
+            group_name=connection,
         )
-        for table in tables
+        for connection, table in tables
     ]
 
 
-def column_lineage(spec: TableSpec, result: SyncResult) -> TableColumnLineage | None:
+def column_lineage(entry: TableEntry, result: SyncResult) -> TableColumnLineage | None:
     """Each target column from the source column of the same name (table sources only:
     a query's columns may be computed from several)."""
+    spec = entry.spec
     if spec.source is None:
         return None
-    upstream = source_asset_key(spec.source)
+    upstream = source_asset_key(entry.source_connection, spec.source)
     return TableColumnLineage(
         deps_by_column={
             c.name: [TableColumnDep(asset_key=upstream, column_name=c.name)] for c in result.plan.columns
@@ -89,11 +99,14 @@ def describe_spec(spec: TableSpec) -> str:
     return "\n\n".join(lines)
 
 
-def definition_metadata(spec: TableSpec) -> dict:
+def definition_metadata(entry: TableEntry) -> dict:
+    spec = entry.spec
     metadata = {
         "dagster/table_name": str(spec.target),
         "source": spec.source_label if spec.source else MetadataValue.md(f"```sql\n{spec.query}\n```"),
         "mode": spec.mode.value,
+        "source_connection": entry.source_connection,
+        "target_connection": entry.target_connection,
     }
     if spec.where:
         metadata["where"] = spec.where
@@ -201,23 +214,42 @@ def table_partitions(spec: TableSpec) -> HourlyPartitionsDefinition | None:
     return HourlyPartitionsDefinition(start_date=spec.partition_start, timezone=spec.timezone)
 
 
-def record_partition_counts(context: AssetExecutionContext, spec: TableSpec, result: SyncResult) -> None:
+def record_partition_counts(context: AssetExecutionContext, entry: TableEntry, result: SyncResult) -> None:
     """`dagster/partition_row_count` for every hour of the run's window (ranges included)."""
     if result.window is None:
         return
-    zone = ZoneInfo(spec.timezone)
+    zone = ZoneInfo(entry.spec.timezone)
     for hour in result.window.hours():
         key = partition_key(hour.astimezone(zone).replace(tzinfo=None))
         context.add_asset_metadata(
             {"dagster/partition_row_count": result.hour_counts.get(key, 0)},
-            asset_key=table_asset_key(spec),
+            asset_key=table_asset_key(entry),
             partition_key=key,
         )
 
 
-def _sync(context: AssetExecutionContext, spec: TableSpec, config: SyncRunConfig) -> SyncResult:
-    source = getattr(context.resources, SOURCE_RESOURCE)
-    target = getattr(context.resources, TARGET_RESOURCE)
+def retry_policy(retries: Retries | None) -> RetryPolicy | None:
+    if retries is None:
+        return None
+    backoff = Backoff.EXPONENTIAL if retries.backoff == "exponential" else Backoff.LINEAR
+    return RetryPolicy(
+        max_retries=retries.max_retries, delay=retries.delay, backoff=backoff, jitter=Jitter.PLUS_MINUS
+    )
+
+
+def sync_or_fail(context: AssetExecutionContext, entry: TableEntry, config: SyncRunConfig) -> SyncResult:
+    """The sync; an error that a retry would meet again fails the step without retries (a
+    failed run leaves the target as it was, so the others are safe to retry)."""
+    try:
+        return _sync(context, entry.spec, *resources_of(context, entry), config)
+    except NOT_TRANSIENT as exc:
+        error = Failure(description=str(exc), allow_retries=False)
+    raise error
+
+
+def _sync(
+    context: AssetExecutionContext, spec: TableSpec, source, target, config: SyncRunConfig
+) -> SyncResult:
     with (
         source.get_connection(f"copy {spec.name}", readonly=True) as source_conn,
         target.get_connection(f"load {spec.name}") as target_conn,
@@ -231,39 +263,44 @@ def _sync(context: AssetExecutionContext, spec: TableSpec, config: SyncRunConfig
         return sync_table(spec, source_conn, target_conn, log=context.log, window=window)
 
 
-def build_table_asset(spec: TableSpec) -> AssetsDefinition:
-    """The asset that syncs `spec` and checks it, in one step.
+def build_table_asset(entry: TableEntry) -> AssetsDefinition:
+    """The asset that syncs `entry` and checks it, in one step.
 
     Incremental tables are partitioned by hour; a range of partitions runs as one pass
     (one COPY, one merge) over the whole range.
     """
+    spec = entry.spec
     partitions = table_partitions(spec)
-    key = table_asset_key(spec)
+    key = table_asset_key(entry)
 
     @multi_asset(
-        name=spec.name,
+        name=entry.ident,
         specs=[
             AssetSpec(
                 key,
-                description=describe_spec(spec),
-                metadata=definition_metadata(spec),
+                description=entry.description or describe_spec(spec),
+                metadata=definition_metadata(entry),
                 kinds={"postgres"},
-                deps=[source_asset_key(t) for t in source_tables(spec)],
-                group_name=TARGET_GROUP,
+                deps=[source_asset_key(entry.source_connection, t) for t in source_tables(spec)],
+                group_name=entry.group_name,
+                owners=list(entry.owners),
+                tags=dict(entry.tags),
+                code_version=entry.code_version,
             )
         ],
-        check_specs=table_check_specs(spec),
+        check_specs=table_check_specs(entry),
         can_subset=True,
-        required_resource_keys={SOURCE_RESOURCE, TARGET_RESOURCE},
+        required_resource_keys={entry.source_connection, entry.target_connection},
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run() if partitions else None,
+        retry_policy=retry_policy(entry.retries),
         pool=SOURCE_POOL,
     )
     def _table(context: AssetExecutionContext, config: SyncRunConfig):
         result = None
         if key in context.selected_asset_keys:
-            result = _sync(context, spec, config)
-            record_partition_counts(context, spec, result)
+            result = sync_or_fail(context, entry, config)
+            record_partition_counts(context, entry, result)
             changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in _change_counts(result).items())
             context.log.info(
                 "`%s`: %d rows copied (%.0f rows/s); %s",
@@ -273,10 +310,10 @@ def build_table_asset(spec: TableSpec) -> AssetsDefinition:
                 changes,
             )
             metadata = result_metadata(result)
-            lineage = column_lineage(spec, result)
+            lineage = column_lineage(entry, result)
             if lineage is not None:
                 metadata["dagster/column_lineage"] = lineage
             yield MaterializeResult(asset_key=key, metadata=metadata)
-        yield from evaluate_checks(context, spec, result)
+        yield from evaluate_checks(context, entry, result)
 
     return _table

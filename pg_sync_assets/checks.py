@@ -19,12 +19,13 @@ from dagster import (
     Failure,
 )
 
-from .definition_names import reconcile_job
+from .definition_names import Names
 from .engine import Mode, SyncResult, TableSpec
 from .engine.errors import ConfigError
 from .engine.localize import Difference, localize_table
 from .engine.verify import ScopeChecksum, TableComparison, compare_table, null_cursor_count
-from .keys import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
+from .keys import resources_of, table_asset_key
+from .project import TableEntry
 
 
 def _scope(spec: TableSpec, cmp: TableComparison) -> str:
@@ -66,15 +67,15 @@ def verified_by_sync(result: SyncResult | None) -> TableComparison | None:
 
 
 def null_cursor_result(
-    context: AssetExecutionContext, spec: TableSpec, result: SyncResult | None
+    context: AssetExecutionContext, entry: TableEntry, result: SyncResult | None
 ) -> AssetCheckResult:
     """Warn about rows whose incremental column is NULL: no hourly window reaches them."""
+    spec = entry.spec
     if result is not None and result.null_cursor_rows is not None:
         rows = result.null_cursor_rows
     else:
-        with getattr(context.resources, SOURCE_RESOURCE).get_connection(
-            f"verify {spec.name}", readonly=True
-        ) as source_conn:
+        source, _ = resources_of(context, entry)
+        with source.get_connection(f"verify {spec.name}", readonly=True) as source_conn:
             rows = null_cursor_count(source_conn, spec)
     description = (
         "every source row in scope has a value in the incremental column"
@@ -83,7 +84,7 @@ def null_cursor_result(
         f"include them with a reconcile (`reconcile: true`) or a `merge` table with a `where` on them"
     )
     return AssetCheckResult(
-        asset_key=table_asset_key(spec),
+        asset_key=table_asset_key(entry),
         check_name="null_cursor",
         passed=rows == 0,
         severity=AssetCheckSeverity.WARN,
@@ -92,9 +93,9 @@ def null_cursor_result(
     )
 
 
-def _localize(context: AssetExecutionContext, spec: TableSpec, cmp: TableComparison) -> Difference | None:
-    source = getattr(context.resources, SOURCE_RESOURCE)
-    target = getattr(context.resources, TARGET_RESOURCE)
+def _localize(context: AssetExecutionContext, entry: TableEntry, cmp: TableComparison) -> Difference | None:
+    spec = entry.spec
+    source, target = resources_of(context, entry)
     try:
         with (
             source.get_connection(f"localize {spec.name}", readonly=True) as source_conn,
@@ -107,10 +108,10 @@ def _localize(context: AssetExecutionContext, spec: TableSpec, cmp: TableCompari
 
 
 def _result(
-    spec: TableSpec, check: str, passed: bool, metadata: dict, description: str | None
+    entry: TableEntry, check: str, passed: bool, metadata: dict, description: str | None
 ) -> AssetCheckResult:
     return AssetCheckResult(
-        asset_key=table_asset_key(spec),
+        asset_key=table_asset_key(entry),
         check_name=check,
         passed=passed,
         metadata=metadata,
@@ -124,22 +125,23 @@ SHOWN_KEYS = 20
 CLI = "dagster {verb} -m pg_sync_assets.definitions"
 
 
-def repair_hint(spec: TableSpec, keyed: bool = True) -> str:
+def repair_hint(entry: TableEntry, keyed: bool = True) -> str:
     """The command that repairs this table, for its kind (and `reconcile_all`, which fits all)."""
+    spec, names, selection = entry.spec, Names.of(entry.list_name), "/".join(entry.key_path)
     if not keyed:
         return (
             f"`{spec.target}` has no key, so the differing rows cannot be named; copy the whole scope "
-            f"again: `{CLI.format(verb='asset materialize')} --select {spec.name}`"
+            f"again: `{CLI.format(verb='asset materialize')} --select {selection}`"
         )
     if spec.mode is Mode.INCREMENTAL:
         return (
             "to repair only the differing rows of the whole table run "
-            f"`{CLI.format(verb='job execute')} -j {reconcile_job(spec)}`"
+            f"`{CLI.format(verb='job execute')} -j {names.reconcile_job(entry)}`"
         )
     return (
-        f"to repair only the differing rows run `{CLI.format(verb='job execute')} -j reconcile_all` "
-        f"(every table) or `{CLI.format(verb='asset materialize')} --select {spec.name} --config-json "
-        f'\'{{"ops": {{"{spec.name}": {{"config": {{"reconcile": true}}}}}}}}\'` (this table)'
+        f"to repair only the differing rows run `{CLI.format(verb='job execute')} -j {names.reconcile_all}` "
+        f"(every table) or `{CLI.format(verb='asset materialize')} --select {selection} --config-json "
+        f'\'{{"ops": {{"{entry.ident}": {{"config": {{"reconcile": true}}}}}}}}\'` (this table)'
     )
 
 
@@ -166,33 +168,35 @@ def describe_difference(diff: Difference | None) -> tuple[dict, str]:
     return metadata, "; ".join(parts) + "; " if parts else ""
 
 
-def _what_differs(spec: TableSpec, diff: Difference | None, metadata: dict, keyed: bool) -> str:
+def _what_differs(entry: TableEntry, diff: Difference | None, metadata: dict, keyed: bool) -> str:
     """Add the differing keys to `metadata`; the sentence naming them and the repair."""
     diff_metadata, keys = describe_difference(diff)
     metadata.update(diff_metadata)
-    return keys + repair_hint(spec, keyed)
+    return keys + repair_hint(entry, keyed)
 
 
 def row_count_result(
-    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None, keyed: bool = True
+    entry: TableEntry, cmp: TableComparison, diff: Difference | None = None, keyed: bool = True
 ) -> AssetCheckResult:
+    spec = entry.spec
     metadata = {"source_rows": cmp.source.rows, "scope": _scope(spec, cmp), "compared": cmp.basis}
     if cmp.target is None:
-        return _result(spec, "row_count", False, metadata, cmp.problem)
+        return _result(entry, "row_count", False, metadata, cmp.problem)
     metadata.update(target_rows=cmp.target.rows, difference=cmp.target.rows - cmp.source.rows)
     if cmp.rows_match:
         description = f"{cmp.source.rows} rows in source and target ({_scope(spec, cmp)})"
     else:
         description = (
             f"source has {cmp.source.rows} rows, target has {cmp.target.rows} ({_scope(spec, cmp)}); "
-            + _what_differs(spec, diff, metadata, keyed)
+            + _what_differs(entry, diff, metadata, keyed)
         )
-    return _result(spec, "row_count", cmp.rows_match, metadata, description)
+    return _result(entry, "row_count", cmp.rows_match, metadata, description)
 
 
 def checksum_result(
-    spec: TableSpec, cmp: TableComparison, diff: Difference | None = None, keyed: bool = True
+    entry: TableEntry, cmp: TableComparison, diff: Difference | None = None, keyed: bool = True
 ) -> AssetCheckResult:
+    spec = entry.spec
     metadata = {
         "source_checksum": cmp.source.checksum_hex,
         "source_rows": cmp.source.rows,
@@ -201,7 +205,7 @@ def checksum_result(
         "compared": cmp.basis,
     }
     if cmp.target is None:
-        return _result(spec, "checksum", False, metadata, cmp.problem)
+        return _result(entry, "checksum", False, metadata, cmp.problem)
     metadata.update(target_checksum=cmp.target.checksum_hex, target_rows=cmp.target.rows)
     if cmp.checksums_match:
         description = f"checksums match over {len(cmp.columns)} columns ({_scope(spec, cmp)})"
@@ -209,14 +213,14 @@ def checksum_result(
         description = (
             f"checksums differ: source {cmp.source.checksum_hex} ({cmp.source.rows} rows), "
             f"target {cmp.target.checksum_hex} ({cmp.target.rows} rows), {_scope(spec, cmp)}; "
-            + _what_differs(spec, diff, metadata, keyed)
+            + _what_differs(entry, diff, metadata, keyed)
         )
-    return _result(spec, "checksum", cmp.checksums_match, metadata, description)
+    return _result(entry, "checksum", cmp.checksums_match, metadata, description)
 
 
-def table_check_specs(spec: TableSpec) -> list[AssetCheckSpec]:
+def table_check_specs(entry: TableEntry) -> list[AssetCheckSpec]:
     """The checks a table's asset declares (and evaluates in its own step)."""
-    key = table_asset_key(spec)
+    key = table_asset_key(entry)
     specs = [
         AssetCheckSpec(
             "row_count",
@@ -231,7 +235,7 @@ def table_check_specs(spec: TableSpec) -> list[AssetCheckSpec]:
             description="source and target rows in scope are identical, column by column",
         ),
     ]
-    if spec.mode is Mode.INCREMENTAL:
+    if entry.spec.mode is Mode.INCREMENTAL:
         specs.append(
             AssetCheckSpec(
                 "null_cursor",
@@ -243,17 +247,17 @@ def table_check_specs(spec: TableSpec) -> list[AssetCheckSpec]:
 
 
 def evaluate_checks(
-    context: AssetExecutionContext, spec: TableSpec, result: SyncResult | None
+    context: AssetExecutionContext, entry: TableEntry, result: SyncResult | None
 ) -> Iterator[AssetCheckResult]:
-    """The selected checks of `spec`: from `result`'s pre-commit comparison when this step
+    """The selected checks of `entry`: from `result`'s pre-commit comparison when this step
     synced the table with verification, else compared live."""
+    spec = entry.spec
     selected = {k.name for k in context.selected_asset_check_keys}
     results = []
     if selected & {"row_count", "checksum"}:
         comparison = verified_by_sync(result)
         if comparison is None:
-            source = getattr(context.resources, SOURCE_RESOURCE)
-            target = getattr(context.resources, TARGET_RESOURCE)
+            source, target = resources_of(context, entry)
             with (
                 source.get_connection(f"verify {spec.name}", readonly=True) as source_conn,
                 target.get_connection(f"verify {spec.name}", readonly=True) as target_conn,
@@ -261,24 +265,25 @@ def evaluate_checks(
                 comparison = compare_table(spec, source_conn, target_conn)
         diff, keyed = None, True
         if comparison.target is not None and not comparison.checksums_match:
-            diff = _localize(context, spec, comparison)
+            diff = _localize(context, entry, comparison)
             keyed = diff is not None
         results = [
             r
             for r in (
-                row_count_result(spec, comparison, diff, keyed),
-                checksum_result(spec, comparison, diff, keyed),
+                row_count_result(entry, comparison, diff, keyed),
+                checksum_result(entry, comparison, diff, keyed),
             )
             if r.check_name in selected
         ]
         yield from results
     if "null_cursor" in selected:
-        yield null_cursor_result(context, spec, result)
+        yield null_cursor_result(context, entry, result)
     failed = [r for r in results if not r.passed]
     if failed:
         # Failing the step ourselves puts this summary in the run's last lines (the
         # CLI's and the UI's), instead of Dagster's generic "blocking checks failed".
-        raise Failure(description=failure_summary(spec, failed))
+        # Not retried: a retry policy is for faults that pass; a difference waits for a repair.
+        raise Failure(description=failure_summary(spec, failed), allow_retries=False)
 
 
 def failure_summary(spec: TableSpec, failed: list[AssetCheckResult]) -> str:

@@ -9,7 +9,7 @@ key) live in `engine.plan` and run when definitions load and again at each run.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from dagster._utils.schedules import is_valid_cron_string
 
+from .connections import check_roles, parse_connections
 from .definition_names import reject_name_collisions
 from .engine.errors import ConfigError
 from .engine.spec import Mode, TableRef, TableSpec
 from .engine.user_sql import clean_query, clean_where
 from .naming import VALID_NAME, derive_asset_name
+from .presentation import PRESENTATION_KEYS, presentation_keys
+from .project import Project, ScheduleSettings, TableEntry
+
+__all__ = ["CONFIG_ENV", "DEMO_CONFIG", "Project", "ScheduleSettings", "TableEntry", "load_project"]
 
 DEMO_CONFIG = Path(__file__).parent / "demo" / "tables.yaml"
 CONFIG_ENV = "PG_SYNC_CONFIG"
 
-TOP_LEVEL_KEYS = ("tables", "schedules", "defaults")
+TOP_LEVEL_KEYS = ("name", "connections", "defaults", "tables", "schedules")
 TABLE_KEYS = (
     "name",
     "source",
@@ -45,9 +50,10 @@ TABLE_KEYS = (
     "schedule",
     "lock_timeout",
     "lock_attempt_timeout",
+    *PRESENTATION_KEYS,
 )
 # Keys that `defaults:` may set for every entry (an entry's own value wins).
-DEFAULT_KEYS = ("verify", "lock_timeout", "lock_attempt_timeout")
+DEFAULT_KEYS = ("verify", "lock_timeout", "lock_attempt_timeout", *PRESENTATION_KEYS)
 INCREMENTAL_KEYS = ("incremental_column", "partition_start", "timezone", "lookback")
 SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
 SUPPORTED_MODES = tuple(m.value for m in Mode)
@@ -75,15 +81,6 @@ def valid_cron(text: str) -> bool:
     return len(text.split()) == 5 and is_valid_cron_string(text)
 
 
-@dataclass(frozen=True)
-class ScheduleSettings:
-    """The top-level `schedules:` block."""
-
-    running: bool = False  # do schedules start running when the code location is deployed?
-    minute_of_hour: int = 7  # incremental tables: the tick at HH:07 loads the hour before
-    daily_cron: str = "0 2 * * *"  # full_refresh and merge tables without their own `schedule`
-
-
 def config_path() -> Path:
     """PG_SYNC_CONFIG; the bundled demo list only where no source is configured, so that a
     deployment that forgot PG_SYNC_CONFIG fails instead of syncing the demo's tables."""
@@ -98,11 +95,12 @@ def config_path() -> Path:
 
 
 def load_config(path: Path | str) -> list[TableSpec]:
-    return load_project(path)[0]
+    """The engine specs of a table list file (tests and scripts; Dagster uses `load_project`)."""
+    return load_project(path).specs
 
 
-def load_project(path: Path | str) -> tuple[list[TableSpec], ScheduleSettings]:
-    """The table list and the schedule settings of one YAML file."""
+def load_project(path: Path | str) -> Project:
+    """Connections, tables and schedule settings of one YAML file."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -111,14 +109,17 @@ def load_project(path: Path | str) -> tuple[list[TableSpec], ScheduleSettings]:
             f"cannot read the table list `{path}` ({exc.strerror}); set {CONFIG_ENV} to "
             "the path of your tables YAML file"
         ) from None
+    return parse_project(parse_yaml(text, str(path)), source_name=str(path))
+
+
+def parse_yaml(text: str, source_name: str) -> Any:
+    """YAML with duplicate keys refused; errors name `source_name`."""
     try:
-        document = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"`{path}` is not valid YAML: {exc}") from None
+        raise ConfigError(f"`{source_name}` is not valid YAML: {exc}") from None
     except ConfigError as exc:
-        raise ConfigError(f"`{path}`: {exc}") from None
-    specs = parse_config(document, source_name=str(path))
-    return specs, parse_schedules(document.get("schedules"), source_name=str(path))
+        raise ConfigError(f"`{source_name}`: {exc}") from None
 
 
 def parse_schedules(raw: Any, source_name: str = "<config>") -> ScheduleSettings:
@@ -142,6 +143,11 @@ def parse_schedules(raw: Any, source_name: str = "<config>") -> ScheduleSettings
 
 
 def parse_config(document: Any, source_name: str = "<config>") -> list[TableSpec]:
+    return parse_project(document, source_name).specs
+
+
+def parse_project(document: Any, source_name: str = "<config>") -> Project:
+    """A loaded table list document (or a component's attributes) -> Project."""
     where = f"`{source_name}`"
     if not isinstance(document, dict) or not isinstance(document.get("tables"), list):
         raise ConfigError(f"{where}: expected a top-level `tables:` list of table entries")
@@ -150,14 +156,28 @@ def parse_config(document: Any, source_name: str = "<config>") -> list[TableSpec
         raise ConfigError(f"{where}: unknown top-level key(s) {unknown}; allowed: {list(TOP_LEVEL_KEYS)}")
     if not document["tables"]:
         raise ConfigError(f"{where}: `tables` is empty; list at least one table")
+    name = document.get("name")
+    if name is not None and (not isinstance(name, str) or not VALID_NAME.match(name)):
+        raise ConfigError(
+            f"{where}: `name` prefixes job and schedule names: use only letters A-Z, a-z, digits "
+            f"and _, got {name!r}"
+        )
+    connections = parse_connections(document.get("connections"), where)
     defaults = _defaults(document.get("defaults"), where)
-    specs = [
+    entries = [
         _parse_entry({**defaults, **entry} if isinstance(entry, dict) else entry, i + 1, where)
         for i, entry in enumerate(document["tables"])
     ]
-    _reject_duplicates(specs, where)
-    reject_name_collisions(specs, where)
-    return specs
+    entries = [replace(e, list_name=name) for e in entries]
+    check_roles(connections, [(e.name, e.source_connection, e.target_connection) for e in entries], where)
+    _reject_duplicates(entries, where)
+    reject_name_collisions(entries, name, where)
+    return Project(
+        tables=tuple(entries),
+        connections=connections,
+        schedules=parse_schedules(document.get("schedules"), source_name=source_name),
+        name=name,
+    )
 
 
 def _defaults(raw: Any, where: str) -> dict:
@@ -224,7 +244,7 @@ class _Entry:
         return tuple(value)
 
 
-def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
+def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}, table entry {number}: expected a mapping of keys, got {raw!r}")
     entry = _Entry(raw, number, where)
@@ -261,7 +281,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
             f"`schedule` must be a valid 5-field cron string such as '0 2 * * *' (minute hour "
             f"day-of-month month day-of-week), got {schedule!r}"
         )
-    return TableSpec(
+    spec = TableSpec(
         **_lock_keys(entry),
         **_incremental_keys(entry, mode, schedule),
         name=_asset_name(entry, target),
@@ -275,6 +295,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableSpec:
         delete_missing=delete_missing,
         schedule=schedule,
     )
+    return TableEntry(spec, **presentation_keys(entry))
 
 
 def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
@@ -357,19 +378,19 @@ def _asset_name(entry: _Entry, target: TableRef) -> str:
     return derived
 
 
-def _reject_duplicates(specs: list[TableSpec], where: str) -> None:
-    seen_names: dict[str, TableSpec] = {}
-    seen_targets: dict[TableRef, TableSpec] = {}
-    for spec in specs:
-        other = seen_names.setdefault(spec.name, spec)
-        if other is not spec:
+def _reject_duplicates(entries: list[TableEntry], where: str) -> None:
+    seen_keys: dict[tuple[str, ...], TableEntry] = {}
+    seen_targets: dict[tuple[str, TableRef], TableEntry] = {}
+    for entry in entries:
+        other = seen_keys.setdefault(entry.key_path, entry)
+        if other is not entry:
             raise ConfigError(
-                f"{where}: asset name `{spec.name}` is used by target `{other.target}` and by "
-                f"target `{spec.target}`; set a distinct `name:` on one of them"
+                f"{where}: asset key `{'/'.join(entry.key_path)}` is used by target `{other.spec.target}` "
+                f"and by target `{entry.spec.target}`; set a distinct `name:` or `key_prefix:` on one of them"
             )
-        other = seen_targets.setdefault(spec.target, spec)
-        if other is not spec:
+        other = seen_targets.setdefault((entry.target_connection, entry.spec.target), entry)
+        if other is not entry:
             raise ConfigError(
-                f"{where}: target table `{spec.target}` is written by both `{other.name}` and "
-                f"`{spec.name}`; each target table may appear once"
+                f"{where}: target table `{entry.spec.target}` is written by both `{other.name}` and "
+                f"`{entry.name}` (connection `{entry.target_connection}`); each target table may appear once"
             )

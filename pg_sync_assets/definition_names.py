@@ -1,73 +1,125 @@
 """The names of the Dagster definitions the table list produces, in one place.
 
-Jobs, schedules and ops are named after each table's asset name (`sync_<name>`,
-`reconcile_<name>_table`, ...), next to fixed names (`sync_all`, `verify_all`, ...). Two
-definitions with one name make Dagster refuse the whole code location with a message
-that names neither the file nor the entry ("Duplicate definition found for unresolved
-job"), so the table list is checked here, when it loads, and the error says which
-entry to rename. Pure: no Dagster import.
+Jobs, schedules and ops are named after each table's `ident` (its asset key joined by
+`__`: `sync_<ident>`, `reconcile_<ident>_table`, ...), next to fixed names (`sync_all`,
+`verify_all`, ...). A list with a top-level `name:` prefixes all of them
+(`<name>_sync_all`), so that several lists (component instances) live in one code
+location. Two definitions with one name make Dagster refuse the whole code location
+with a message that names neither the file nor the entry ("Duplicate definition found
+for unresolved job"), so the table list is checked here, when it loads, and the error
+says which entry to rename. Pure: no Dagster import.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .engine.errors import ConfigError
-from .engine.spec import Mode, TableSpec
-
-SYNC_ALL, RECONCILE_ALL, VERIFY_ALL, SYNC_DAILY = "sync_all", "reconcile_all", "verify_all", "sync_daily"
-RECONCILE_DAILY, SYNC_DAILY_SCHEDULE = "reconcile_daily", "sync_daily_schedule"
-FIXED_RUNNABLES = (SYNC_ALL, RECONCILE_ALL, VERIFY_ALL, SYNC_DAILY, RECONCILE_DAILY, SYNC_DAILY_SCHEDULE)
+from .engine.spec import Mode
+from .project import TableEntry
 
 
-def sync_job(spec: TableSpec) -> str:
-    return f"sync_{spec.name}"
+@dataclass(frozen=True)
+class Names:
+    """Job and schedule names of one table list (`prefix` is its `name:` plus `_`, or empty)."""
+
+    prefix: str = ""
+
+    @classmethod
+    def of(cls, list_name: str | None) -> Names:
+        return cls(f"{list_name}_" if list_name else "")
+
+    @property
+    def sync_all(self) -> str:
+        return f"{self.prefix}sync_all"
+
+    @property
+    def reconcile_all(self) -> str:
+        return f"{self.prefix}reconcile_all"
+
+    @property
+    def verify_all(self) -> str:
+        return f"{self.prefix}verify_all"
+
+    @property
+    def sync_daily(self) -> str:
+        return f"{self.prefix}sync_daily"
+
+    @property
+    def sync_daily_schedule(self) -> str:
+        return f"{self.prefix}sync_daily_schedule"
+
+    @property
+    def reconcile_daily(self) -> str:
+        return f"{self.prefix}reconcile_daily"
+
+    def fixed(self) -> list[str]:
+        return [
+            self.sync_all,
+            self.reconcile_all,
+            self.verify_all,
+            self.sync_daily,
+            self.sync_daily_schedule,
+            self.reconcile_daily,
+        ]
+
+    def sync_job(self, entry: TableEntry) -> str:
+        return f"{self.prefix}sync_{entry.ident}"
+
+    def cron_schedule(self, entry: TableEntry) -> str:
+        return f"{self.prefix}sync_{entry.ident}_schedule"
+
+    def hourly_schedule(self, entry: TableEntry) -> str:
+        return f"{self.prefix}sync_{entry.ident}_hourly"
+
+    def reconcile_job(self, entry: TableEntry) -> str:
+        return f"{self.prefix}reconcile_{entry.ident}"
+
+    def reconcile_schedule(self, entry: TableEntry) -> str:
+        return f"{self.prefix}reconcile_{entry.ident}_daily"
+
+    def reconcile_op(self, entry: TableEntry) -> str:
+        return f"reconcile_{entry.ident}_table"
+
+    def op_names(self, entry: TableEntry) -> list[str]:
+        """The ops named after this table, besides its asset's own."""
+        return [self.reconcile_op(entry)] if entry.spec.mode is Mode.INCREMENTAL else []
+
+    def runnable_names(self, entry: TableEntry) -> list[str]:
+        """The jobs and schedules named after this table."""
+        if entry.spec.mode is Mode.INCREMENTAL:
+            return [
+                self.sync_job(entry),
+                self.hourly_schedule(entry),
+                self.reconcile_job(entry),
+                self.reconcile_schedule(entry),
+            ]
+        if entry.spec.schedule is not None:
+            return [self.sync_job(entry), self.cron_schedule(entry)]
+        return []
 
 
-def cron_schedule(spec: TableSpec) -> str:
-    return f"sync_{spec.name}_schedule"
-
-
-def hourly_schedule(spec: TableSpec) -> str:
-    return f"sync_{spec.name}_hourly"
-
-
-def reconcile_job(spec: TableSpec) -> str:
-    return f"reconcile_{spec.name}"
-
-
-def reconcile_schedule(spec: TableSpec) -> str:
-    return f"reconcile_{spec.name}_daily"
-
-
-def reconcile_op(spec: TableSpec) -> str:
-    return f"reconcile_{spec.name}_table"
-
-
-def op_names(spec: TableSpec) -> list[str]:
-    """The ops named after this table, besides its asset's own."""
-    return [reconcile_op(spec)] if spec.mode is Mode.INCREMENTAL else []
-
-
-def runnable_names(spec: TableSpec) -> list[str]:
-    """The jobs and schedules named after this table."""
-    if spec.mode is Mode.INCREMENTAL:
-        return [sync_job(spec), hourly_schedule(spec), reconcile_job(spec), reconcile_schedule(spec)]
-    if spec.schedule is not None:
-        return [sync_job(spec), cron_schedule(spec)]
-    return []
-
-
-def reject_name_collisions(specs: list[TableSpec], where: str) -> None:
+def reject_name_collisions(entries: list[TableEntry], list_name: str | None, where: str) -> None:
     """ConfigError naming the entries whose definitions would share a name."""
-    runnables: dict[str, str] = {name: "pg_sync_assets itself" for name in FIXED_RUNNABLES}
-    ops: dict[str, str] = {spec.name: f"the asset of `{spec.name}`" for spec in specs}
-    for spec in specs:
-        for name, taken, kind in [(n, runnables, "job/schedule") for n in runnable_names(spec)] + [
-            (n, ops, "op") for n in op_names(spec)
+    names = Names.of(list_name)
+    runnables: dict[str, str] = {name: "pg_sync_assets itself" for name in names.fixed()}
+    ops: dict[str, str] = {}
+    for entry in entries:
+        owner = ops.setdefault(entry.ident, f"the asset of `{entry.name}`")
+        if owner != f"the asset of `{entry.name}`":
+            raise ConfigError(
+                f"{where}: table entry `{entry.name}` (target `{entry.spec.target}`) would define the op "
+                f"`{entry.ident}`, which {owner} already defines; change its `name:` or `key_prefix:`"
+            )
+    for entry in entries:
+        mine = f"table `{entry.ident}`"
+        for name, taken, kind in [(n, runnables, "job/schedule") for n in names.runnable_names(entry)] + [
+            (n, ops, "op") for n in names.op_names(entry)
         ]:
-            owner = taken.setdefault(name, f"table `{spec.name}`")
-            if owner != f"table `{spec.name}`":
+            owner = taken.setdefault(name, mine)
+            if owner != mine:
                 raise ConfigError(
-                    f"{where}: table entry `{spec.name}` (target `{spec.target}`) would define the "
+                    f"{where}: table entry `{entry.name}` (target `{entry.spec.target}`) would define the "
                     f"{kind} `{name}`, which {owner} already defines; set a different `name:` "
                     "on this entry"
                 )

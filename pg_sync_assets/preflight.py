@@ -3,20 +3,21 @@
 Loading the definitions opens no connection (a code location must load when a database
 is down, and every step process re-imports it); the catalog checks run at the start of
 each materialization, and here, for deploy pipelines and CI: one line per table, exit
-status 1 when any table would fail. Plain Python: no Dagster import.
+status 1 when any table would fail, 2 when a connection cannot be opened. Each named
+connection is opened once (read-only), its environment variables read now.
+Plain Python: no Dagster import.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 from .engine import PgSyncError, TableSpec, connect
 from .engine.run import preflight
-
-SOURCE_URL_ENV = "PG_SYNC_SOURCE_URL"
-TARGET_URL_ENV = "PG_SYNC_TARGET_URL"
+from .project import Project
 
 
 @dataclass(frozen=True)
@@ -31,22 +32,26 @@ class TableReport:
         return f"FAILED  {self.spec.name}: {self.problem}"
 
 
-def check_tables(specs: list[TableSpec], source_url: str, target_url: str) -> list[TableReport]:
-    """One report per table; a connection that fails is reported for every table."""
-    source = connect(source_url, readonly=True, application_name="pg_sync_assets check", role="source")
-    try:
-        target = connect(target_url, readonly=True, application_name="pg_sync_assets check", role="target")
-    except PgSyncError:
-        source.close()
-        raise
-    try:
-        return [_check_one(spec, source, target) for spec in specs]
-    finally:
-        source.close()
-        target.close()
+def check_project(project: Project, environ: Mapping[str, str] = os.environ) -> list[TableReport]:
+    """One report per table; PgSyncError if a connection cannot be opened."""
+    with ExitStack() as stack:
+        sessions = {}
+        for name in project.used_connections():
+            conn = connect(
+                project.connections[name].dsn(environ),
+                readonly=True,
+                application_name="pg_sync_assets check",
+                role=name,
+            )
+            stack.callback(conn.close)
+            sessions[name] = conn
+        return [
+            _check_one(e.spec, sessions[e.source_connection], sessions[e.target_connection], e)
+            for e in project.tables
+        ]
 
 
-def _check_one(spec: TableSpec, source, target) -> TableReport:
+def _check_one(spec: TableSpec, source, target, entry) -> TableReport:
     source.rollback()
     target.rollback()
     try:
@@ -57,22 +62,19 @@ def _check_one(spec: TableSpec, source, target) -> TableReport:
     finally:
         source.rollback()
         target.rollback()
-    origin = f"`{spec.source}`" if spec.source else "query"
+    origin = f"{entry.source_connection} " + (f"`{spec.source}`" if spec.source else "query")
     key = ", ".join(plan.key) or "no key"
     state = "exists, matches" if target_cols else "will be created"
+    target_text = f"{entry.target_connection} `{spec.target}`"
     return TableReport(
-        spec, None, f"{origin} -> `{spec.target}` ({len(plan.columns)} columns, key: {key}; target {state})"
+        spec, None, f"{origin} -> {target_text} ({len(plan.columns)} columns, key: {key}; target {state})"
     )
 
 
-def run_check(specs: list[TableSpec], out: Callable[[str], None], environ=os.environ) -> int:
+def run_check(project: Project, out: Callable[[str], None], environ: Mapping[str, str] = os.environ) -> int:
     """Print one line per table and a total; the exit status."""
-    source_url, target_url = environ.get(SOURCE_URL_ENV), environ.get(TARGET_URL_ENV)
-    if not source_url or not target_url:
-        out(f"set {SOURCE_URL_ENV} and {TARGET_URL_ENV} to the source and target databases")
-        return 2
     try:
-        reports = check_tables(specs, source_url, target_url)
+        reports = check_project(project, environ)
     except PgSyncError as exc:
         out(str(exc))
         return 2

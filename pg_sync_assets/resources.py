@@ -1,19 +1,22 @@
-"""PostgresResource: how the Dagster layer opens sessions to a source or target database.
+"""PostgresResource: how the Dagster layer opens sessions to one named connection.
 
-Configured by a libpq URL (`PG_SYNC_SOURCE_URL` / `PG_SYNC_TARGET_URL`) or field by
-field (password through `EnvVar`); fields set explicitly override the URL's. The DSN is
-built here and handed to the engine; it is never logged, and connection errors carry
-only `user@host:port/dbname` and the server's own message.
+Configured by a libpq URL or field by field; fields set explicitly override the URL's.
+Values written `{env: VAR}` in the table list become `EnvVar`s: read when a run starts,
+shown in the UI by their variable's name only. The DSN is built here and handed to the
+engine; it is never logged, and connection errors carry only `user@host:port/dbname`
+and the server's own message.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
+from .connections import NUMBER_FIELDS, Connection, EnvRef
 from .engine.connect import DEFAULT_APPLICATION_NAME, build_dsn, connect
 
 
@@ -30,7 +33,7 @@ class PostgresResource(ConfigurableResource):
     connect_timeout: int = 10
     application_name: str = DEFAULT_APPLICATION_NAME
     readonly: bool = False
-    role: str = Field(default="database", description="`source` or `target`, for messages")
+    role: str = Field(default="database", description="the connection's name, for messages")
 
     def dsn(self) -> str:
         overrides = {
@@ -53,3 +56,16 @@ class PostgresResource(ConfigurableResource):
             yield conn
         finally:
             conn.close()
+
+
+@cache
+def connection_resource(connection: Connection, readonly: bool) -> PostgresResource:
+    """The resource of a named connection. The same connection gives the same object, so
+    the definitions of several table lists that share a connection merge in Dagster (its
+    merge accepts one object per resource key, not equal ones)."""
+    fields = {}
+    for key, value in connection.values().items():
+        if isinstance(value, EnvRef):
+            value = EnvVar.int(value.var) if key in NUMBER_FIELDS else EnvVar(value.var)
+        fields[key] = value
+    return PostgresResource(**fields, readonly=readonly, role=connection.name)

@@ -15,7 +15,8 @@ Dagster jobs cannot mix assets with different partitions, so the batch tables
   asset needs a partition, and a reconcile covers every partition at once. It records an
   observation of the asset with what it repaired.
 
-Names come from `definition_names`, which the table list is checked against on load.
+Names come from `definition_names` (prefixed by the list's `name:`, if it has one), which
+the table list is checked against on load.
 
 Every schedule starts STOPPED unless `schedules: {running: true}`.
 """
@@ -33,31 +34,33 @@ from dagster import (
     op,
 )
 
-from . import definition_names as names
-from .assets import SyncRunConfig, result_metadata
-from .config import ScheduleSettings
-from .engine import Mode, TableSpec, reconcile_table
-from .keys import SOURCE_RESOURCE, TARGET_RESOURCE, table_asset_key
+from .assets import SyncRunConfig, result_metadata, retry_policy
+from .definition_names import Names
+from .engine import Mode, reconcile_table
+from .keys import resources_of, table_asset_key
+from .project import Project, ScheduleSettings, TableEntry
 
 RECONCILE_CRON = "0 3 * * *"
 
 
-def _reconcile_config(specs: list[TableSpec]) -> RunConfig:
-    return RunConfig(ops={spec.name: SyncRunConfig(reconcile=True) for spec in specs})
+def _reconcile_config(entries: list[TableEntry]) -> RunConfig:
+    return RunConfig(ops={entry.ident: SyncRunConfig(reconcile=True) for entry in entries})
 
 
-def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: DefaultScheduleStatus):
+def batch_jobs(
+    batch: list[TableEntry], names: Names, settings: ScheduleSettings, status: DefaultScheduleStatus
+):
     """sync_all, reconcile_all and the daily (or per-table cron) schedules of batch tables."""
     if not batch:
         return [], []
-    keys = [table_asset_key(spec) for spec in batch]
+    keys = [table_asset_key(entry) for entry in batch]
     sync_all = define_asset_job(
-        names.SYNC_ALL,
+        names.sync_all,
         selection=AssetSelection.assets(*keys),
         description="Materialize every full_refresh and merge table, with checks.",
     )
     reconcile_all = define_asset_job(
-        names.RECONCILE_ALL,
+        names.reconcile_all,
         selection=AssetSelection.assets(*keys),
         config=_reconcile_config(batch),
         description="Repair only the rows that differ in every full_refresh and merge table.",
@@ -66,7 +69,7 @@ def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: Defau
         [sync_all, reconcile_all],
         [
             ScheduleDefinition(
-                name=names.RECONCILE_DAILY,
+                name=names.reconcile_daily,
                 job=reconcile_all,
                 cron_schedule=RECONCILE_CRON,
                 execution_timezone="UTC",
@@ -74,12 +77,12 @@ def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: Defau
             )
         ],
     )
-    daily = [spec for spec in batch if spec.schedule is None]
-    groups = [(names.SYNC_DAILY, names.SYNC_DAILY_SCHEDULE, settings.daily_cron, daily)] if daily else []
+    daily = [entry for entry in batch if entry.spec.schedule is None]
+    groups = [(names.sync_daily, names.sync_daily_schedule, settings.daily_cron, daily)] if daily else []
     groups += [
-        (names.sync_job(spec), names.cron_schedule(spec), spec.schedule, [spec])
-        for spec in batch
-        if spec.schedule is not None
+        (names.sync_job(entry), names.cron_schedule(entry), entry.spec.schedule, [entry])
+        for entry in batch
+        if entry.spec.schedule is not None
     ]
     for job_name, schedule_name, cron, group in groups:
         sync = define_asset_job(
@@ -98,41 +101,45 @@ def batch_jobs(batch: list[TableSpec], settings: ScheduleSettings, status: Defau
     return jobs, schedules
 
 
-def whole_table_reconcile_job(spec: TableSpec):
+def whole_table_reconcile_job(entry: TableEntry, names: Names):
     """reconcile_<name>: repair the whole table, every partition at once, in one op."""
+    spec = entry.spec
 
     @op(
-        name=names.reconcile_op(spec),
-        required_resource_keys={SOURCE_RESOURCE, TARGET_RESOURCE},
+        name=names.reconcile_op(entry),
+        required_resource_keys={entry.source_connection, entry.target_connection},
         description=f"Repair exactly the rows of `{spec.target}` that differ from the source, "
         "whole table (deletes and late rows included).",
+        retry_policy=retry_policy(entry.retries),
     )
     def _reconcile(context: OpExecutionContext) -> None:
-        source = getattr(context.resources, SOURCE_RESOURCE)
-        target = getattr(context.resources, TARGET_RESOURCE)
+        source, target = resources_of(context, entry)
         with (
             source.get_connection(f"reconcile {spec.name}", readonly=True) as source_conn,
             target.get_connection(f"reconcile {spec.name}") as target_conn,
         ):
             result = reconcile_table(spec, source_conn, target_conn, log=context.log)
-        context.log_event(AssetObservation(asset_key=table_asset_key(spec), metadata=result_metadata(result)))
+        observation = AssetObservation(asset_key=table_asset_key(entry), metadata=result_metadata(result))
+        context.log_event(observation)
 
-    @job(name=names.reconcile_job(spec), description=f"Repair the whole incremental table `{spec.target}`.")
+    @job(name=names.reconcile_job(entry), description=f"Repair the whole incremental table `{spec.target}`.")
     def _job() -> None:
         _reconcile()
 
     return _job
 
 
-def incremental_jobs(spec: TableSpec, settings: ScheduleSettings, status: DefaultScheduleStatus):
+def incremental_jobs(
+    entry: TableEntry, names: Names, settings: ScheduleSettings, status: DefaultScheduleStatus
+):
     """sync_<name> with its hourly schedule, reconcile_<name> with its daily schedule."""
-    sync = define_asset_job(names.sync_job(spec), selection=AssetSelection.assets(table_asset_key(spec)))
+    sync = define_asset_job(names.sync_job(entry), selection=AssetSelection.assets(table_asset_key(entry)))
     hourly = build_schedule_from_partitioned_job(
-        sync, name=names.hourly_schedule(spec), minute_of_hour=settings.minute_of_hour, default_status=status
+        sync, name=names.hourly_schedule(entry), minute_of_hour=settings.minute_of_hour, default_status=status
     )
-    reconcile = whole_table_reconcile_job(spec)
+    reconcile = whole_table_reconcile_job(entry, names)
     daily = ScheduleDefinition(
-        name=names.reconcile_schedule(spec),
+        name=names.reconcile_schedule(entry),
         job=reconcile,
         cron_schedule=RECONCILE_CRON,
         execution_timezone="UTC",
@@ -141,18 +148,20 @@ def incremental_jobs(spec: TableSpec, settings: ScheduleSettings, status: Defaul
     return [sync, reconcile], [hourly, daily]
 
 
-def build_jobs_and_schedules(specs: list[TableSpec], settings: ScheduleSettings):
+def build_jobs_and_schedules(project: Project):
+    settings, names = project.schedules, Names.of(project.name)
     status = DefaultScheduleStatus.RUNNING if settings.running else DefaultScheduleStatus.STOPPED
-    jobs, schedules = batch_jobs([s for s in specs if s.mode is not Mode.INCREMENTAL], settings, status)
-    for spec in specs:
-        if spec.mode is Mode.INCREMENTAL:
-            more_jobs, more_schedules = incremental_jobs(spec, settings, status)
+    batch = [e for e in project.tables if e.spec.mode is not Mode.INCREMENTAL]
+    jobs, schedules = batch_jobs(batch, names, settings, status)
+    for entry in project.tables:
+        if entry.spec.mode is Mode.INCREMENTAL:
+            more_jobs, more_schedules = incremental_jobs(entry, names, settings, status)
             jobs += more_jobs
             schedules += more_schedules
     jobs.append(
         define_asset_job(
-            names.VERIFY_ALL,
-            selection=AssetSelection.all_asset_checks(),
+            names.verify_all,
+            selection=AssetSelection.checks_for_assets(*(table_asset_key(e) for e in project.tables)),
             description="Run every check over whole tables; copies nothing.",
         )
     )

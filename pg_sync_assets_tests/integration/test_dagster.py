@@ -12,7 +12,7 @@ from dagster import AssetKey, DagsterInstance
 from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.assets import build_table_asset
-from pg_sync_assets.config import load_config
+from pg_sync_assets.config import load_project
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec, connect, plan_table
 from pg_sync_assets.engine.spec import Mode
@@ -156,8 +156,8 @@ def test_the_check_command_passes_a_good_list_with_one_line_per_table(project, d
     done = _check(project)
     assert done.returncode == 0, done.stdout
     lines = done.stdout.splitlines()
-    assert lines[0] == ("ok      orders: `shop.orders` -> `analytics.orders` (3 columns, key: id; target will "
-                        "be created)")
+    assert lines[0] == ("ok      orders: source `shop.orders` -> target `analytics.orders` (3 columns, key: id; "
+                        "target will be created)")
     assert len(lines) == 4 and lines[-1] == "3 of 3 tables ok"
 
 
@@ -268,14 +268,14 @@ def test_resources_configured_field_by_field(project, dbs):
 
     from pg_sync_assets.resources import PostgresResource
 
-    spec = next(s for s in load_config(project) if s.name == "orders")
+    entry = next(e for e in load_project(project).tables if e.name == "orders")
     parts = {role: parse_dsn(url) for role, url in (("source", dbs.source), ("target", dbs.target))}
     resources = {
         role: PostgresResource(host=p["host"], port=int(p["port"]), dbname=p["dbname"], user=p["user"],
                                sslmode="disable", connect_timeout=5, readonly=role == "source", role=role)
         for role, p in parts.items()
     }
-    result = materialize([build_table_asset(spec)], resources=resources,
+    result = materialize([build_table_asset(entry)], resources=resources,
                          instance=DagsterInstance.ephemeral())
     assert result.success
     assert [e.passed for e in result.get_asset_check_evaluations()] == [True, True]

@@ -122,7 +122,7 @@ def test_each_bad_entry_is_rejected_with_a_message_that_says_what_to_do(entry, e
         ({"tables": []}, "`tables` is empty"),
         ({"tables": [{"source": "a.b"}], "default": {}}, "unknown top-level key(s) ['default']"),
         ({"tables": [{"source": "a.b"}], "defaults": {"mode": "merge"}},
-         "`defaults`: unknown key(s) ['mode']; allowed: ['verify', 'lock_timeout', 'lock_attempt_timeout']"),
+         "`defaults`: unknown key(s) ['mode']; allowed: ['verify', 'lock_timeout', 'lock_attempt_timeout', "),
         ({"tables": ["a.b"]}, "table entry 1: expected a mapping of keys, got 'a.b'"),
     ],
 )
@@ -135,7 +135,8 @@ def test_bad_documents_are_rejected(document, expected):
 def test_two_entries_with_one_asset_name_are_rejected():
     with pytest.raises(ConfigError) as caught:
         parse_config({"tables": [{"source": "a.orders"}, {"source": "b.orders"}]}, "t.yaml")
-    assert "asset name `orders` is used by target `a.orders` and by target `b.orders`" in str(caught.value)
+    assert "asset key `orders` is used by target `a.orders` and by target `b.orders`; set a distinct " \
+        "`name:` or `key_prefix:`" in str(caught.value)
 
 
 def test_two_entries_writing_one_target_are_rejected():

@@ -1,0 +1,57 @@
+"""`build_defs`: a table list -> Definitions (assets, checks, jobs, schedules, resources).
+
+The one place that assembles the Dagster layer; `definitions.py` (the code location
+module) and `TableSyncComponent` both call it. Building opens no connection: the
+catalog checks run at the start of each materialization, and in
+`python -m pg_sync_assets check`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import Definitions
+
+from .assets import build_source_assets, build_table_asset
+from .config import load_project, parse_project, parse_yaml
+from .project import Project
+from .resources import connection_resource
+from .schedules import build_jobs_and_schedules
+
+TableList = Project | Mapping[str, Any] | Path | os.PathLike | str
+
+
+def read_table_list(tables: TableList, source_name: str | None = None) -> Project:
+    """A Project from a Project, a parsed document (a dict), YAML text, or a file path.
+
+    A `str` holding a line break is YAML text; any other `str` is a path.
+    """
+    if isinstance(tables, Project):
+        return tables
+    if isinstance(tables, Mapping):
+        return parse_project(dict(tables), source_name or "<table list>")
+    if isinstance(tables, str) and "\n" in tables:
+        name = source_name or "<table list>"
+        return parse_project(parse_yaml(tables, name), name)
+    return load_project(tables)
+
+
+def build_defs(tables: TableList, *, source_name: str | None = None) -> Definitions:
+    """The Definitions of a table list: one asset per table (with its checks), an external
+    asset per source table, the jobs and schedules, and one resource per connection used
+    (read-only where it is a source)."""
+    project = read_table_list(tables, source_name)
+    jobs, schedules = build_jobs_and_schedules(project)
+    resources = {
+        name: connection_resource(project.connections[name], readonly)
+        for name, readonly in project.used_connections().items()
+    }
+    return Definitions(
+        assets=[*build_source_assets(list(project.tables)), *map(build_table_asset, project.tables)],
+        jobs=jobs,
+        schedules=schedules,
+        resources=resources,
+    )

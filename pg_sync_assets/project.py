@@ -1,0 +1,93 @@
+"""What a table list becomes: connections, table entries (an engine `TableSpec` plus how
+the table shows in Dagster) and schedule settings. Pure data, built by `config.py`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+
+from .connections import SOURCE, TARGET, Connection
+from .engine.spec import TableSpec
+
+
+@dataclass(frozen=True)
+class Retries:
+    """`retries:`: how often a failed materialization is tried again, and how soon."""
+
+    max_retries: int
+    delay: float = 30.0  # seconds before the first retry
+    backoff: str = "exponential"  # or `linear`: the delay grows 2^n or n times
+
+
+@dataclass(frozen=True)
+class ScheduleSettings:
+    """The top-level `schedules:` block."""
+
+    running: bool = False  # do schedules start running when the code location is deployed?
+    minute_of_hour: int = 7  # incremental tables: the tick at HH:07 loads the hour before
+    daily_cron: str = "0 2 * * *"  # full_refresh and merge tables without their own `schedule`
+
+
+@dataclass(frozen=True)
+class TableEntry:
+    """One table of the list: what the engine syncs, through which connections, and how
+    its asset is named, grouped, owned and retried."""
+
+    spec: TableSpec
+    source_connection: str = SOURCE
+    target_connection: str = TARGET
+    key_prefix: tuple[str, ...] = ()
+    group: str | None = None  # None: the target connection's name
+    owners: tuple[str, ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
+    description: str | None = None
+    retries: Retries | None = None
+    list_name: str | None = None  # the list's top-level `name:`, which prefixes job names
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def key_path(self) -> tuple[str, ...]:
+        return (*self.key_prefix, self.spec.name)
+
+    @property
+    def ident(self) -> str:
+        """The asset's op name, and the stem of its job names: unique wherever its key is."""
+        return "__".join(self.key_path)
+
+    @property
+    def group_name(self) -> str:
+        return self.group or self.target_connection
+
+    @property
+    def code_version(self) -> str:
+        """A digest of everything that decides what a sync does: it changes exactly when
+        the table's definition does (the description, owners and tags do not count)."""
+        settings = {k: v for k, v in asdict(self.spec).items() if k != "window"}
+        settings["connections"] = [self.source_connection, self.target_connection]
+        text = json.dumps(settings, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Project:
+    tables: tuple[TableEntry, ...]
+    connections: Mapping[str, Connection]
+    schedules: ScheduleSettings = ScheduleSettings()
+    name: str | None = None  # prefixes the names of the list's jobs and schedules
+
+    @property
+    def specs(self) -> list[TableSpec]:
+        return [entry.spec for entry in self.tables]
+
+    def used_connections(self) -> dict[str, bool]:
+        """Connection name -> read-only (True for sources), in order of first use."""
+        used: dict[str, bool] = {}
+        for entry in self.tables:
+            used.setdefault(entry.source_connection, True)
+            used.setdefault(entry.target_connection, False)
+        return used
