@@ -20,3 +20,7 @@ def __getattr__(name: str):
 
         return TableSyncComponent
     raise AttributeError(f"module 'pg_sync_assets' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

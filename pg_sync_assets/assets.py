@@ -19,7 +19,6 @@ from dagster import (
     Config,
     Failure,
     HourlyPartitionsDefinition,
-    Jitter,
     MaterializeResult,
     MetadataValue,
     RetryPolicy,
@@ -84,9 +83,13 @@ def column_lineage(entry: TableEntry, result: SyncResult) -> TableColumnLineage 
     )
 
 
-def describe_spec(spec: TableSpec) -> str:
+def describe_entry(entry: TableEntry) -> str:
+    spec = entry.spec
     origin = f"`{spec.source}`" if spec.source else f"query:\n\n```sql\n{spec.query}\n```\n"
-    lines = [f"Copies {origin} from the source database into `{spec.target}` ({spec.mode.value})."]
+    lines = [
+        f"Copies {origin} from connection `{entry.source_connection}` into `{spec.target}` on "
+        f"connection `{entry.target_connection}` ({spec.mode.value})."
+    ]
     if spec.where:
         lines.append(f"Scope: `WHERE {spec.where}` (copy and checks alike).")
     if spec.delete_missing:
@@ -232,9 +235,7 @@ def retry_policy(retries: Retries | None) -> RetryPolicy | None:
     if retries is None:
         return None
     backoff = Backoff.EXPONENTIAL if retries.backoff == "exponential" else Backoff.LINEAR
-    return RetryPolicy(
-        max_retries=retries.max_retries, delay=retries.delay, backoff=backoff, jitter=Jitter.PLUS_MINUS
-    )
+    return RetryPolicy(max_retries=retries.max_retries, delay=retries.delay, backoff=backoff)
 
 
 def sync_or_fail(context: AssetExecutionContext, entry: TableEntry, config: SyncRunConfig) -> SyncResult:
@@ -278,7 +279,7 @@ def build_table_asset(entry: TableEntry) -> AssetsDefinition:
         specs=[
             AssetSpec(
                 key,
-                description=entry.description or describe_spec(spec),
+                description=entry.description or describe_entry(entry),
                 metadata=definition_metadata(entry),
                 kinds={"postgres"},
                 deps=[source_asset_key(entry.source_connection, t) for t in source_tables(spec)],
