@@ -1,0 +1,143 @@
+"""TableSyncComponent in a real `dg` project: scaffolded, checked and listed by the `dg`
+CLI, two instances side by side, and their jobs run against the test servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from dagster import AssetKey, DagsterInstance
+
+from pg_sync_assets_tests.conftest import execute
+
+DG = str(Path(sys.executable).parent / "dg")
+
+PYPROJECT = """
+[project]
+name = "warehouse_sync"
+version = "0.1.0"
+
+[tool.dg]
+directory_type = "project"
+
+[tool.dg.project]
+root_module = "warehouse_sync"
+"""
+
+DEFINITIONS = """
+from pathlib import Path
+
+from dagster import definitions, load_from_defs_folder
+
+
+@definitions
+def defs():
+    return load_from_defs_folder(path_within_project=Path(__file__).parent)
+"""
+
+BILLING = """
+type: pg_sync_assets.TableSyncComponent
+
+attributes:
+  connections:
+    billing:
+      url: {env: BILLING_URL}
+    warehouse:
+      url: {env: WAREHOUSE_DATABASE_URL}
+  defaults:
+    source_connection: billing
+    target_connection: warehouse
+    key_prefix: billing
+  tables:
+    - source: public.invoices
+      target: billing.invoices
+      mode: merge
+"""
+
+
+def _dg(project: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([DG, *args], cwd=project, env=dict(os.environ), capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture
+def dg_project(tmp_path, dbs, monkeypatch):
+    """A dg project with a `shop` instance (scaffolded by dg, then edited) and a `billing`
+    instance, both reading the test source and writing the test target."""
+    execute(dbs.source, "CREATE TABLE public.orders (id bigint PRIMARY KEY, total numeric(10,2));"
+                        "INSERT INTO public.orders SELECT i, i / 4.0 FROM generate_series(1, 50) i;"
+                        "CREATE TABLE public.invoices (no text PRIMARY KEY, paid boolean);"
+                        "INSERT INTO public.invoices VALUES ('F-1', true), ('F-2', false);")
+    project = tmp_path / "warehouse_sync"
+    package = project / "warehouse_sync"
+    (package / "defs").mkdir(parents=True)
+    (project / "pyproject.toml").write_text(PYPROJECT)
+    (package / "__init__.py").write_text("")
+    (package / "defs" / "__init__.py").write_text("")
+    (package / "definitions.py").write_text(DEFINITIONS)
+    for var, value in {"SHOP_DATABASE_URL": dbs.source, "BILLING_URL": dbs.source,
+                       "WAREHOUSE_DATABASE_URL": dbs.target}.items():
+        monkeypatch.setenv(var, value)
+    return project
+
+
+def test_dg_scaffolds_checks_and_lists_two_instances(dg_project):
+    done = _dg(dg_project, "scaffold", "defs", "pg_sync_assets.TableSyncComponent", "shop")
+    assert done.returncode == 0, done.stdout + done.stderr
+    scaffolded = dg_project / "warehouse_sync" / "defs" / "shop" / "defs.yaml"
+    document = yaml.safe_load(scaffolded.read_text())
+    assert document["type"] == "pg_sync_assets.TableSyncComponent"
+    assert document["attributes"]["tables"] == [{"source": "public.orders", "target": "shop.orders",
+                                                 "mode": "merge"}]
+    (dg_project / "warehouse_sync" / "defs" / "billing").mkdir()
+    (dg_project / "warehouse_sync" / "defs" / "billing" / "defs.yaml").write_text(BILLING)
+
+    done = _dg(dg_project, "check", "defs")
+    assert done.returncode == 0, done.stdout + done.stderr
+    done = _dg(dg_project, "list", "defs", "--json")
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assets = {a["asset_key"]: a for a in listed["assets"]}
+    assert assets["orders"]["dependency_keys"] == ["shop/public/orders"]
+    assert assets["billing/invoices"]["dependency_keys"] == ["billing/public/invoices"]
+    assert (assets["billing/invoices"]["group_name"], assets["billing/public/invoices"]["group_name"]) == (
+        "warehouse", "billing")
+    # Each instance's jobs carry its folder's name; the shared `warehouse` connection is one resource.
+    assert {j["name"] for j in listed["jobs"]} >= {"shop_sync_all", "billing_sync_all", "shop_verify_all",
+                                                   "billing_verify_all"}
+    assert sorted(r["name"] for r in listed["resources"]) == ["billing", "shop", "warehouse"]
+
+
+def test_a_bad_instance_fails_dg_check_naming_its_file_and_entry(dg_project):
+    bad = dg_project / "warehouse_sync" / "defs" / "billing"
+    bad.mkdir()
+    (bad / "defs.yaml").write_text(BILLING.replace("      mode: merge", "      mode: merge\n      owners: [kim]"))
+    done = _dg(dg_project, "check", "defs")
+    assert done.returncode != 0
+    assert (f"`{bad / 'defs.yaml'}`, table entry 1 (`billing.invoices`): `owners` must be email addresses or "
+            "`team:NAME`, got ['kim']") in done.stdout + done.stderr
+
+
+def test_component_instances_sync_in_one_code_location(dg_project, dbs, monkeypatch):
+    _dg(dg_project, "scaffold", "defs", "pg_sync_assets.TableSyncComponent", "shop")
+    (dg_project / "warehouse_sync" / "defs" / "billing").mkdir()
+    (dg_project / "warehouse_sync" / "defs" / "billing" / "defs.yaml").write_text(BILLING)
+    monkeypatch.syspath_prepend(str(dg_project))
+    from warehouse_sync.definitions import defs  # noqa: PLC0415 - the project made above
+
+    resolved = defs()
+    instance = DagsterInstance.ephemeral()
+    for job in ("shop_sync_all", "billing_sync_all"):
+        result = resolved.resolve_job_def(job).execute_in_process(instance=instance)
+        assert result.success
+        assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert execute(dbs.target, "SELECT count(*), sum(total)::text FROM shop.orders") == [(50, "318.75")]
+    assert execute(dbs.target, "SELECT no, paid FROM billing.invoices ORDER BY no") == [
+        ("F-1", True), ("F-2", False)]
+    assert resolved.resolve_assets_def(AssetKey(["billing", "invoices"])).group_names_by_key[
+        AssetKey(["billing", "invoices"])] == "warehouse"
