@@ -6,8 +6,11 @@ On two throwaway servers seeded with the demo shop:
 1. loading the definitions (`build_definitions`, in a fresh process, dagster already
    imported) for a list of 1 table and of `--tables` tables, with the source reachable
    and unreachable;
-2. the demo's `sync_all`: `dagster job execute` (the multiprocess executor, a process per
-   step) against the same job run in process; wall time and steps.
+2. the demo's `sync_all` through `dagster job execute`: with the code location's default
+   executor (a process per step; forked from a preloaded server since the forkserver
+   change), with step processes spawned as fresh interpreters (Dagster's default), and
+   with the in-process executor (`-c` run config, same CLI, same start-up), and the
+   same job run in process from Python; wall time and steps.
 With `--before-commit REV` the same runs are made with the code of REV (a git worktree),
 in the same script, so the two are compared on one machine at one time.
 """
@@ -42,6 +45,12 @@ print(time.perf_counter() - started)
 """
 # What a step process pays: start Python, import everything, build the definitions.
 WHOLE_LOAD = "import pg_sync_assets.definitions"
+# `dagster job execute` run configs: the code location's default, then explicit choices.
+EXECUTORS = {
+    "default executor": "",
+    "steps spawned": "execution: {config: {multiprocess: {start_method: {spawn: {}}}}}",
+    "in_process executor": "execution: {config: {in_process: {}}}",
+}
 IN_PROCESS = """
 import time
 from dagster import DagsterInstance
@@ -104,38 +113,36 @@ def measure(tree: Path, env: dict, tables: int, repeat: int, tmp: Path) -> dict[
     # create them from parallel steps); the timed runs sync existing tables, the steady state.
     _reset_target(env["PG_SYNC_TARGET_URL"])
     _python(tree, IN_PROCESS, env)
-    cli, inproc, steps = [], [], 0
+    cli: dict[str, list[float]] = {label: [] for label in EXECUTORS}
+    inproc, steps = [], 0
     for _ in range(repeat):
-        home = Path(tempfile.mkdtemp(dir=tmp))
-        (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        started = time.perf_counter()
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dagster",
-                "job",
-                "execute",
-                "-m",
-                "pg_sync_assets.definitions",
-                "-j",
-                "sync_all",
-            ],
-            cwd=tree,
-            env={**env, "DAGSTER_HOME": str(home), "PYTHONPATH": str(tree)},
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        cli.append(time.perf_counter() - started)
-        if done.returncode != 0:
-            raise RuntimeError(done.stderr[-3000:])
-        steps = done.stderr.count(" - STEP_START - ")
+        for label, run_config in EXECUTORS.items():
+            home = Path(tempfile.mkdtemp(dir=tmp))
+            (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+            config_args = []
+            if run_config:
+                (home / "run.yaml").write_text(run_config)
+                config_args = ["-c", str(home / "run.yaml")]
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-m", "dagster", "job", "execute", "-m", "pg_sync_assets.definitions"]
+                + ["-j", "sync_all", *config_args],
+                cwd=tree,
+                env={**env, "DAGSTER_HOME": str(home), "PYTHONPATH": str(tree)},
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            cli[label].append(time.perf_counter() - started)
+            if done.returncode != 0:
+                raise RuntimeError(done.stderr[-3000:])
+            steps = done.stderr.count(" - STEP_START - ")
         seconds, _, ok = _python(tree, IN_PROCESS, env).split()
         assert ok == "True"
         inproc.append(float(seconds))
-    figures["sync_all, dagster job execute (multiprocess)"] = statistics.median(cli)
-    figures["sync_all, in process"] = statistics.median(inproc)
+    for label, runs in cli.items():
+        figures[f"sync_all, dagster job execute, {label}"] = statistics.median(runs)
+    figures["sync_all, in process from Python"] = statistics.median(inproc)
     figures["steps of sync_all"] = steps
     return figures
 
@@ -188,8 +195,10 @@ def main() -> None:
                 / now[f"{kind}, 1 tables, source reachable"]
             )
             print(f"  {kind}: {args.tables} tables / 1 table (now): {ratio:.2f}x")
-        run_ratio = now["sync_all, dagster job execute (multiprocess)"] / now["sync_all, in process"]
-        print(f"  sync_all multiprocess / in process (now): {run_ratio:.2f}x")
+        base = now["sync_all, dagster job execute, in_process executor"]
+        for label in ("default executor", "steps spawned"):
+            ratio = now[f"sync_all, dagster job execute, {label}"] / base
+            print(f"  sync_all CLI, {label} / CLI in_process executor (now): {ratio:.2f}x")
     finally:
         if worktree.exists():
             subprocess.run(

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import Definitions
+from dagster import Definitions, ExecutorDefinition, multi_or_in_process_executor
 
 from .assets import build_source_assets, build_table_asset
 from .config import load_project, parse_project, parse_yaml
@@ -22,6 +22,27 @@ from .resources import connection_resource
 from .schedules import build_jobs_and_schedules
 
 TableList = Project | Mapping[str, Any] | Path | os.PathLike | str
+
+
+def _forkserver_by_default(config: dict) -> dict:
+    if "in_process" in config:
+        return config
+    multiprocess = dict(config.get("multiprocess") or {})
+    multiprocess.setdefault("start_method", {"forkserver": {}})
+    return {"multiprocess": multiprocess}
+
+
+# Dagster's default executor (a process per step, or `in_process` by run config), with
+# the step processes forked from a server that has already imported Dagster and the code
+# location instead of fresh interpreters that import both again. Safe because loading
+# the definitions opens no connection: nothing is shared across the fork. Run config
+# may still choose `in_process` or another `start_method`. One object, so that the
+# Definitions of several table lists merge (Dagster compares executors by identity).
+EXECUTOR = multi_or_in_process_executor.configured(
+    _forkserver_by_default,
+    config_schema=multi_or_in_process_executor.config_schema.as_field().config_type,
+    name="multiprocess_forkserver",
+)
 
 
 def read_table_list(tables: TableList, source_name: str | None = None) -> Project:
@@ -39,10 +60,16 @@ def read_table_list(tables: TableList, source_name: str | None = None) -> Projec
     return load_project(tables)
 
 
-def build_defs(tables: TableList, *, source_name: str | None = None) -> Definitions:
+def build_defs(
+    tables: TableList,
+    *,
+    source_name: str | None = None,
+    executor: ExecutorDefinition | None = EXECUTOR,
+) -> Definitions:
     """The Definitions of a table list: one asset per table (with its checks), an external
     asset per source table, the jobs and schedules, and one resource per connection used
-    (read-only where it is a source)."""
+    (read-only where it is a source). `executor=None` leaves the executor to the
+    Definitions this is merged with."""
     project = read_table_list(tables, source_name)
     jobs, schedules = build_jobs_and_schedules(project)
     resources = {
@@ -54,4 +81,5 @@ def build_defs(tables: TableList, *, source_name: str | None = None) -> Definiti
         jobs=jobs,
         schedules=schedules,
         resources=resources,
+        executor=executor,
     )
