@@ -24,11 +24,16 @@ from .schedules import build_jobs_and_schedules
 TableList = Project | Mapping[str, Any] | Path | os.PathLike | str
 
 
+# What the fork server imports once for every step process it forks (`step_preload`):
+# the code location's own module is then a cheap import in each step.
+PRELOAD = ["pg_sync_assets.step_preload"]
+
+
 def _forkserver_by_default(config: dict) -> dict:
     if "in_process" in config:
         return config
     multiprocess = dict(config.get("multiprocess") or {})
-    multiprocess.setdefault("start_method", {"forkserver": {}})
+    multiprocess.setdefault("start_method", {"forkserver": {"preload_modules": PRELOAD}})
     return {"multiprocess": multiprocess}
 
 
@@ -40,7 +45,7 @@ def _forkserver_by_default(config: dict) -> dict:
 # Definitions of several table lists merge (Dagster compares executors by identity).
 EXECUTOR = multi_or_in_process_executor.configured(
     _forkserver_by_default,
-    config_schema=multi_or_in_process_executor.config_schema.as_field().config_type,
+    config_schema=multi_or_in_process_executor.config_schema.as_field(),
     name="multiprocess_forkserver",
 )
 

@@ -205,6 +205,36 @@ def test_loading_definitions_opens_no_connection_and_warns_of_nothing(project, m
     assert "pg_sync_assets" not in done.stderr  # no warning of ours
 
 
+IMPORT_EVERYTHING = """
+import importlib, pkgutil, sys, psycopg2
+import pg_sync_assets
+def refuse(*a, **k): raise SystemExit('a connection was attempted')
+psycopg2.connect = refuse
+opened = []
+def audit(event, args):
+    if event == 'open' and isinstance(args[0], str) and not args[0].endswith(('.py', '.pyc', '.so', '.pth')):
+        opened.append(args[0])
+sys.addaudithook(audit)
+names = [m.name for m in pkgutil.walk_packages(pg_sync_assets.__path__, 'pg_sync_assets.')
+         if m.name not in ('pg_sync_assets.definitions', 'pg_sync_assets.__main__', 'pg_sync_assets.demo.__main__')]
+for name in names:
+    importlib.import_module(name)
+pg_sync_assets.build_defs, pg_sync_assets.TableSyncComponent
+ours = [p for p in opened if 'pg_sync_assets' in p or p.endswith(('.yaml', '.yml', '.sql'))]
+print(len(names), ours)
+"""
+
+
+def test_importing_any_module_opens_no_connection_and_reads_no_file_of_ours(monkeypatch):
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", "postgresql://u:pw@127.0.0.1:1/db")
+    monkeypatch.setenv("PG_SYNC_CONFIG", "/nonexistent/tables.yaml")
+    done = subprocess.run([sys.executable, "-W", "error::UserWarning", "-c", IMPORT_EVERYTHING], cwd=REPO,
+                          env={**os.environ}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, opened = done.stdout.split(" ", 1)
+    assert int(count) > 30 and opened.strip() == "[]"
+
+
 def test_a_source_url_without_a_table_list_refuses_to_load_the_demo(monkeypatch):
     monkeypatch.setenv("PG_SYNC_SOURCE_URL", "postgresql://u@127.0.0.1:1/db")
     monkeypatch.delenv("PG_SYNC_CONFIG", raising=False)
