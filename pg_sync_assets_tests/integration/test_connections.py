@@ -141,6 +141,15 @@ def test_both_sources_sync_into_one_target_with_checks_and_column_lineage(two_so
     records = instance.all_logs(result.run_id)
     assert records and all(SECRET not in serialize_value(r) for r in records)
 
+    # verify_all compares each table through its own pair of connections, copying nothing.
+    execute(dbs.target, "UPDATE billing.orders SET paid = NOT paid WHERE id = 8")
+    verified = defs.resolve_job_def("verify_all").execute_in_process(instance=instance, raise_on_error=False)
+    assert not verified.success and not verified.get_asset_materialization_events()
+    checks = {(e.asset_key.to_user_string(), e.check_name): e.passed
+              for e in verified.get_asset_check_evaluations()}
+    assert checks == {("orders", "row_count"): True, ("orders", "checksum"): True,
+                      ("billing/orders", "row_count"): True, ("billing/orders", "checksum"): False}
+
 
 def test_a_missing_environment_variable_fails_the_run_naming_it_not_the_load(two_sources, monkeypatch, dbs):
     monkeypatch.delenv("BILLING_PORT")

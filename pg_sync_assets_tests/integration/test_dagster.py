@@ -220,7 +220,9 @@ names = [m.name for m in pkgutil.walk_packages(pg_sync_assets.__path__, 'pg_sync
 for name in names:
     importlib.import_module(name)
 pg_sync_assets.build_defs, pg_sync_assets.TableSyncComponent
-ours = [p for p in opened if 'pg_sync_assets' in p or p.endswith(('.yaml', '.yml', '.sql'))]
+metadata = ('.egg-info', '.dist-info', '__editable__')  # package metadata, read by importlib
+ours = [p for p in opened if ('pg_sync_assets' in p or p.endswith(('.yaml', '.yml', '.sql')))
+        and not any(m in p for m in metadata)]
 print(len(names), ours)
 """
 
