@@ -99,6 +99,8 @@ def test_dg_scaffolds_checks_and_lists_two_instances(dg_project):
 
     done = _dg(dg_project, "check", "defs")
     assert done.returncode == 0, done.stdout + done.stderr
+    done = _dg(dg_project, "list", "defs")  # as the README writes it: a table for people
+    assert done.returncode == 0 and "shop_sync_all" in done.stdout, done.stderr
     done = _dg(dg_project, "list", "defs", "--json")
     assert done.returncode == 0, done.stderr
     listed = json.loads(done.stdout)
