@@ -41,7 +41,7 @@ from .engine import (
     reconcile_table,
     sync_table,
 )
-from .engine.merge import KEYED_REFRESH, TRUNCATE_INSERT
+from .engine.merge import DIFFERENTIAL, KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.window import Window, partition_key
 from .keys import SOURCE_POOL, resources_of, source_asset_key, source_tables, table_asset_key
 from .project import Retries, TableEntry
@@ -134,7 +134,32 @@ def _change_counts(result: SyncResult) -> dict:
     }
     if result.method == KEYED_REFRESH:
         counts["refresh_method"] = "by key (other tables reference this one): only changed rows written"
+    if result.method == DIFFERENTIAL:
+        counts["refresh_method"] = "differential: only the rows that differed were copied and written"
     return counts
+
+
+def differential_metadata(result: SyncResult) -> dict:
+    """What the comparison before the copy found, and whether the run used it."""
+    d = result.differential
+    if d is None:
+        return {}
+    return {
+        "diff_key_buckets": d.buckets,
+        "diff_key_buckets_equal": d.buckets_skipped,
+        "diff_key_buckets_differing": d.buckets_differing,
+        "diff_source_rows_compared": d.source_rows,
+        "diff_target_rows_compared": d.target_rows,
+        "diff_rows_missing": d.rows_missing,
+        "diff_rows_changed": d.rows_changed,
+        "diff_rows_only_in_target": d.rows_extra,
+        "diff_outcome": (
+            "more than half of the key buckets differed: the whole scope was copied"
+            if d.fell_back
+            else f"{d.rows_missing + d.rows_changed} rows copied, {d.buckets_skipped} of {d.buckets} "
+            "key buckets equal and skipped"
+        ),
+    }
 
 
 def _fmt(moment) -> str:
@@ -169,6 +194,7 @@ def result_metadata(result: SyncResult) -> dict:
         "created_target_table": result.created_target,
     }
     metadata.update({f"seconds_{stage}": value for stage, value in seconds.items()})
+    metadata.update(differential_metadata(result))
     if result.verification is not None:
         v = result.verification
         metadata.update(

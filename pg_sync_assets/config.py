@@ -20,6 +20,7 @@ from dagster._utils.schedules import is_valid_cron_string
 
 from .connections import check_roles, parse_connections
 from .definition_names import reject_name_collisions
+from .engine.differential import DIFFERENTIAL_CHOICES
 from .engine.errors import ConfigError
 from .engine.spec import Mode, TableRef, TableSpec
 from .engine.user_sql import clean_query, clean_where
@@ -50,10 +51,11 @@ TABLE_KEYS = (
     "schedule",
     "lock_timeout",
     "lock_attempt_timeout",
+    "differential",
     *PRESENTATION_KEYS,
 )
 # Keys that `defaults:` may set for every entry (an entry's own value wins).
-DEFAULT_KEYS = ("verify", "lock_timeout", "lock_attempt_timeout", *PRESENTATION_KEYS)
+DEFAULT_KEYS = ("verify", "lock_timeout", "lock_attempt_timeout", "differential", *PRESENTATION_KEYS)
 INCREMENTAL_KEYS = ("incremental_column", "partition_start", "timezone", "lookback")
 SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
 SUPPORTED_MODES = tuple(m.value for m in Mode)
@@ -283,6 +285,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         )
     spec = TableSpec(
         **_lock_keys(entry),
+        **_differential(entry),
         **_incremental_keys(entry, mode, schedule),
         name=_asset_name(entry, target),
         verify=verify,
@@ -296,6 +299,17 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         schedule=schedule,
     )
     return TableEntry(spec, **presentation_keys(entry))
+
+
+def _differential(entry: _Entry) -> dict:
+    """`differential`: auto (default), always or never. Incremental runs copy their window
+    and ignore it (so that `defaults:` may set it for a list with incremental tables)."""
+    if "differential" not in entry.raw:
+        return {}
+    value = entry.raw["differential"]
+    if value not in DIFFERENTIAL_CHOICES:
+        raise entry.error(f"`differential` must be one of {list(DIFFERENTIAL_CHOICES)}, got {value!r}")
+    return {"differential": value}
 
 
 def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:

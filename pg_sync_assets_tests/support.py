@@ -53,16 +53,18 @@ def localize(dbs, spec: TableSpec, rows_hint: int = 1000, limit: int = 100) -> D
         return localize_table(spec, source, target, rows_hint, limit)
 
 
-def table_text(url: str, table: TableRef, order_by: str) -> list[str]:
-    """Every row of `table` rendered as text under pinned settings, ordered."""
+def table_text(url: str, table: TableRef, order_by: str, where: str = "true") -> list[str]:
+    """Every row of `table` (or those `where` selects) rendered as text under pinned
+    settings, ordered. The alias is one no test table has as a column: `t::text` with a
+    column `t` would render that column instead of the row."""
     from psycopg2 import connect as raw_connect
 
     conn = raw_connect(url)
     try:
         with conn.cursor() as cur:
             pin_text_settings(cur)
-            cur.execute(sql.SQL("SELECT t::text FROM {} AS t ORDER BY {}").format(
-                table.ident, sql.Identifier(order_by)))
+            cur.execute(sql.SQL('SELECT ROW("row of".*)::text FROM {} AS "row of" WHERE {} ORDER BY {}').format(
+                table.ident, sql.SQL(where), sql.Identifier(order_by)))
             return [r[0] for r in cur.fetchall()]
     finally:
         conn.close()

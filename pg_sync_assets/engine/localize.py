@@ -52,6 +52,10 @@ class Difference:
     keys_compared: int = 0
     source_rows: int = 0
     source_sum: int = 0
+    target_rows: int = 0
+    target_sum: int = 0
+    extra_sum: int = 0  # sum of the row hashes of every extra row (all of them, not the first `limit`)
+    abandoned: bool = False  # pass 1 found more differing buckets than the caller would localize
     seconds_pass1: float = 0.0
     seconds_pass2: float = 0.0
 
@@ -80,34 +84,34 @@ def bucket_count(rows: int) -> int:
     return n
 
 
-def _inner(spec, key: list[str], columns: list[str], side: str) -> sql.Composed:
-    """The scope as (bucket, key text, row hash); takes %(seed)s and %(mask)s."""
+def _inner(spec, key: list[str], columns: list[str], side: str, mask: int) -> sql.Composed:
+    """The scope as (bucket, key text, row hash, key parts).
+
+    Values are literals, never bind parameters: with parameters psycopg2 would read any
+    `%` in a quoted identifier or in the operator's `where` as a placeholder."""
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in key)
     parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in key)
     select = sql.SQL(
-        "(hashtextextended(ROW({})::text, %(seed)s) & %(mask)s) AS b, ROW({})::text AS k, {} AS h, "
-        "ARRAY[{}] AS p"
-    ).format(keys, keys, row_hash(columns), parts)
+        "(hashtextextended(ROW({})::text, {}) & {}) AS b, ROW({})::text AS k, {} AS h, ARRAY[{}] AS p"
+    ).format(keys, sql.Literal(BUCKET_SEED), sql.Literal(mask), keys, row_hash(columns), parts)
     return (source_scope if side == "source" else target_scope)(spec, select)
 
 
-def _bucket_sums(cur, inner: sql.Composed, params: dict) -> dict[int, tuple[int, int]]:
-    cur.execute(sql.SQL("SELECT b, count(*), sum(h) FROM ({}) AS x GROUP BY b").format(inner), params)
+def _bucket_sums(cur, inner: sql.Composed) -> dict[int, tuple[int, int]]:
+    cur.execute(sql.SQL("SELECT b, count(*), sum(h) FROM ({}) AS x GROUP BY b").format(inner))
     return {b: (n, int(total)) for b, n, total in cur.fetchall()}
 
 
-def _stream(conn, inner: sql.Composed, params: dict) -> Iterator[tuple[str, int, list[str]]]:
+def _stream(conn, inner: sql.Composed, buckets: list[int] | None) -> Iterator[tuple[str, int, list[str]]]:
     """(key text, row hash, key parts) in byte order of the key, over a server-side cursor."""
     cur = conn.cursor(name="pg_sync_localize")
     cur.itersize = FETCH_BATCH
     filter_ = (
-        sql.SQL("WHERE b IN (SELECT unnest(%(buckets)s::bigint[]))")
-        if params.get("buckets") is not None
+        sql.SQL("WHERE b IN (SELECT unnest({}::bigint[]))").format(sql.Literal(buckets))
+        if buckets is not None
         else sql.SQL("")
     )
-    cur.execute(
-        sql.SQL('SELECT k, h, p FROM ({}) AS x {} ORDER BY k COLLATE "C"').format(inner, filter_), params
-    )
+    cur.execute(sql.SQL('SELECT k, h, p FROM ({}) AS x {} ORDER BY k COLLATE "C"').format(inner, filter_))
     try:
         yield from cur
     finally:
@@ -123,6 +127,7 @@ def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -
             s = next(source, None)
         elif s is None or t[0] < s[0]:
             diff.add("extra", t[0], t[2])
+            diff.extra_sum += t[1]
             t = next(target, None)
         else:
             if s[1] != t[1]:
@@ -131,25 +136,39 @@ def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -
 
 
 def localize(
-    spec, source_conn, target_conn, key: list[str], columns: list[str], rows_hint: int, limit: int = 100
+    spec,
+    source_conn,
+    target_conn,
+    key: list[str],
+    columns: list[str],
+    rows_hint: int,
+    limit: int = 100,
+    *,
+    target_spec=None,
+    give_up_above: float | None = None,
 ) -> Difference:
     """Compare both scopes bucket by bucket, then key by key in the differing buckets.
 
     Both connections must be in a transaction (the source ideally REPEATABLE READ, so
-    both passes read one snapshot); the caller ends them.
+    both passes read one snapshot); the caller ends them. `target_spec` (default `spec`)
+    decides the target side's scope: a full refresh compares the whole target table.
+    With `give_up_above`, a share of differing buckets above it ends the work after
+    pass 1 with `abandoned` set.
     """
     n = bucket_count(rows_hint)
     diff = Difference(limit=limit, buckets=n)
-    params = {"seed": BUCKET_SEED, "mask": n - 1}
     sides = {"source": source_conn, "target": target_conn}
-    inner = {side: _inner(spec, key, columns, side) for side in sides}
+    inner = {
+        "source": _inner(spec, key, columns, "source", n - 1),
+        "target": _inner(target_spec or spec, key, columns, "target", n - 1),
+    }
 
     def side_sums(side: str) -> dict[int, tuple[int, int]]:
         with sides[side].cursor() as cur:
             pin_text_settings(cur)
             # Up to a million groups: keep the hash aggregate in memory, not spilled.
             cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
-            return _bucket_sums(cur, inner[side], params)
+            return _bucket_sums(cur, inner[side])
 
     started = time.monotonic()
     # Two servers: pass 1 runs on both at once (psycopg2 releases the GIL while waiting).
@@ -158,6 +177,8 @@ def localize(
         sums = {"source": side_sums("source"), "target": target_sums.result()}
     diff.source_rows = sum(n for n, _ in sums["source"].values())
     diff.source_sum = sum(total for _, total in sums["source"].values())
+    diff.target_rows = sum(n for n, _ in sums["target"].values())
+    diff.target_sum = sum(total for _, total in sums["target"].values())
     differing = sorted(
         b for b in set(sums["source"]) | set(sums["target"]) if sums["source"].get(b) != sums["target"].get(b)
     )
@@ -165,10 +186,15 @@ def localize(
     diff.seconds_pass1 = round(time.monotonic() - started, 3)
     if not differing:
         return diff
+    if give_up_above is not None and len(differing) > give_up_above * n:
+        diff.abandoned = True
+        return diff
     started = time.monotonic()
     # When most buckets differ, reading everything is cheaper than filtering.
-    params["buckets"] = differing if len(differing) < n // 2 else None
-    _merge(diff, _stream(source_conn, inner["source"], params), _stream(target_conn, inner["target"], params))
+    buckets = differing if len(differing) < n // 2 else None
+    _merge(
+        diff, _stream(source_conn, inner["source"], buckets), _stream(target_conn, inner["target"], buckets)
+    )
     diff.seconds_pass2 = round(time.monotonic() - started, 3)
     return diff
 

@@ -29,6 +29,7 @@ from .target import TargetShape
 
 # How a run changed the final table; a truncate_insert counts rows written, not changes.
 MERGED, KEYED_REFRESH, TRUNCATE_INSERT = "merge", "keyed_refresh", "truncate_insert"
+DIFFERENTIAL = "differential"  # only the rows a comparison found different were written
 
 
 @dataclass(frozen=True)

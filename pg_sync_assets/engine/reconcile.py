@@ -14,21 +14,15 @@ import logging
 import sys
 from decimal import Decimal
 
-from psycopg2 import sql
-
-from .copy import source_copy_statement, staging_copy_statement, stream_copy
+from .differential import apply_differing_rows, copy_differing_rows
 from .errors import ConfigError
 from .guard import check_final
 from .introspect import table_exists
 from .localize import localize
-from .locks import lock_final_table
-from .merge import MergeCounts, delete_keys, merge_from_staging
 from .run import end_run_transactions, prepare, require_read_only_source, staged_run
-from .sql import estimate_rows, key_in, pin_text_settings
+from .sql import estimate_rows
 from .stages import StageTimer
-from .staging import STAGING_SCHEMA
 from .sync import SyncOptions, SyncResult, sync_table
-from .target import read_target_shape
 from .verify import ScopeChecksum
 
 _log = logging.getLogger("pg_sync_assets")
@@ -72,36 +66,12 @@ def reconcile_table(
                     diff.extra_count,
                     diff.changed_count,
                 )
-                to_copy = diff.missing + diff.changed
                 with timer.stage("copy"):
-                    tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-                    rows = bytes_ = 0
-                    if to_copy:
-                        # COPY takes no bind parameters: the keys go in as a quoted literal.
-                        texts = diff.key_columns_text(to_copy, len(key))
-                        only = key_in(plan.key_columns(), [sql.Literal(v) for v in texts])
-                        copy = stream_copy(
-                            scur,
-                            tcur,
-                            source_copy_statement(spec, copied, only),
-                            staging_copy_statement(staging, copied),
-                        )
-                        rows, bytes_ = copy.rows, copy.bytes
-                    target_conn.commit()
+                    rows, bytes_ = copy_differing_rows(spec, plan, copied, staging, diff, scur, tcur)
                 with timer.stage("merge"):
-                    tcur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
-                    pin_text_settings(tcur)  # key texts must render as localize saw them
-                    shape = read_target_shape(tcur, spec.target)
-                    lock_final_table(tcur, spec, "ROW EXCLUSIVE")
-                    counts = (
-                        merge_from_staging(
-                            tcur, spec.target, staging, copied, plan.key_columns(), rows, shape
-                        )
-                        if rows
-                        else MergeCounts(0, 0, 0)
+                    counts = apply_differing_rows(
+                        tcur, spec, plan, copied, staging, diff, rows, True, options.merge_work_mem
                     )
-                    extra = diff.key_columns_text(diff.extra, len(key))
-                    deleted = delete_keys(tcur, spec.target, plan.key_columns(), extra, shape)
                 with timer.stage("verify_final"):
                     verification = check_final(
                         tcur, spec, plan.column_names, staging, plan.key_columns(), expected, whole_scope=True
@@ -118,7 +88,7 @@ def reconcile_table(
         bytes_copied=bytes_,
         inserted=counts.inserted,
         updated=counts.updated,
-        deleted=deleted,
+        deleted=counts.deleted,
         target_rows=verification.final.rows,
         created_target=False,
         plan=plan,

@@ -63,6 +63,9 @@ class TableSpec:
     schedule: str | None = None
     lock_timeout: float = 600.0  # seconds a run waits, in all, for the locks it needs
     lock_attempt_timeout: float = 2.0  # seconds one try at the final table's lock may queue readers
+    # Copy only the rows that differ: `auto` when at most half the key buckets differ,
+    # `always` whatever differs, `never` (always the full copy). See `differential.py`.
+    differential: str = "auto"
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)
 

@@ -19,6 +19,7 @@ from psycopg2 import sql
 
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
 from .ddl import create_target_table
+from .differential import DifferentialStats, compare, eligible, run_differential, stats
 from .guard import (
     LoadVerification,
     check_final,
@@ -30,6 +31,7 @@ from .introspect import Column
 from .localize import Difference
 from .locks import limit_lock_wait, lock_final_table
 from .merge import (
+    DIFFERENTIAL,
     MERGED,
     TRUNCATE_INSERT,
     MergeCounts,
@@ -77,6 +79,7 @@ class SyncResult:
     method: str = MERGED  # how the final table changed: merge, keyed_refresh, truncate_insert
     hour_counts: dict[str, int] = field(default_factory=dict)  # partition key -> rows copied
     null_cursor_rows: int | None = None  # rows no window can reach (incremental column NULL)
+    differential: DifferentialStats | None = None  # what the comparison before the copy found
 
     @property
     def copy_rows_per_second(self) -> float:
@@ -138,9 +141,14 @@ def sync_table(
         spec = replace(spec, window=window_condition(cursor_column, window, spec.timezone, spec.lookback))
     with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
-            result = _copy_and_apply(
-                spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column
-            )
+            result, found = None, None
+            if eligible(spec, plan, window):
+                result, found = _differential(spec, plan, staging, copied, scur, tcur, timer, options, log)
+            if result is None:
+                result = _copy_and_apply(
+                    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column
+                )
+                result["differential"] = found
     return SyncResult(
         **result,
         plan=plan,
@@ -149,6 +157,43 @@ def sync_table(
         window=window,
         lookback=spec.lookback if window is not None else 0,
     )
+
+
+def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
+    """(result, None) when the differing rows alone were synced; (None, stats or None) when
+    the full copy must run: the target is empty, or too much of it differs."""
+    target_conn = tcur.connection
+    try:
+        with timer.stage("compare"):
+            target_conn.autocommit = False
+            diff = compare(spec, plan, scur, tcur)
+        if diff is None:
+            return None, None
+        if diff.abandoned:
+            log.info(
+                "`%s`: %d of %d key buckets differ; copying the whole scope",
+                spec.target,
+                diff.differing_buckets,
+                diff.buckets,
+            )
+            return None, stats(diff)
+        log.info(
+            "`%s`: %d of %d key buckets differ: %d rows missing, %d changed, %d only in the target",
+            spec.target,
+            diff.differing_buckets,
+            diff.buckets,
+            diff.missing_count,
+            diff.changed_count,
+            diff.extra_count,
+        )
+        result = run_differential(
+            spec, plan, copied, staging, diff, scur, tcur, timer, options.merge_work_mem
+        )
+    except BaseException:
+        end_run_transactions(scur.connection, target_conn)
+        raise
+    end_run_transactions(scur.connection, target_conn)
+    return {**result, "method": DIFFERENTIAL}, None
 
 
 def _window_counts(spec: TableSpec, scur, tcur, staging: str, column: Column) -> tuple[dict[str, int], int]:

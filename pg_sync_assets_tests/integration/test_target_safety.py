@@ -104,7 +104,7 @@ def _in_place_tablespace(url: str) -> str:
 
 def test_a_full_refresh_puts_back_tablespaces_comments_and_constraint_properties(dbs):
     dbs.src(SEED + "ALTER TABLE orders ADD COLUMN code text; UPDATE orders SET code = 'c' || id")
-    run_sync(dbs, _spec())
+    run_sync(dbs, _spec(differential="never"))
     space = _in_place_tablespace(dbs.target)
     try:
         dbs.tgt(f"""
@@ -121,7 +121,7 @@ def test_a_full_refresh_puts_back_tablespaces_comments_and_constraint_properties
         oids = dbs.tgt("SELECT indexrelid FROM pg_index WHERE indrelid = 'orders'::regclass")
         dbs.src("UPDATE orders SET total = 1 WHERE id = 2")
 
-        run_sync(dbs, _spec())
+        run_sync(dbs, _spec(differential="never"))
 
         assert dbs.tgt(FINGERPRINT) == before and len(before) == 5
         # the indexes really were dropped and built again, not left alone
@@ -148,7 +148,7 @@ def test_a_target_made_with_pg_dump_schema_only_is_refreshed_as_it_is(dbs):
         CREATE TRIGGER loads AFTER INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION count_loads();
     """)
     for _ in range(2):
-        run_sync(dbs, _spec())
+        run_sync(dbs, _spec(differential="never"))
         assert table_text(dbs.source, ORDERS, "id") == [
             r.rsplit(",", 1)[0] + ")" for r in table_text(dbs.target, ORDERS, "id")]
     assert dbs.tgt("SELECT count(*) FROM orders_low") == [(10,)]
@@ -216,15 +216,15 @@ def test_merge_refuses_duplicate_source_keys_even_without_a_unique_target_index(
 
 def test_lock_settings_bound_the_wait_for_a_busy_reader(dbs):
     dbs.src(SEED)
-    run_sync(dbs, _spec())
+    run_sync(dbs, _spec(differential="never"))
     reader = psycopg2.connect(dbs.target)
     try:
         with reader.cursor() as cur:
             cur.execute("SELECT count(*) FROM orders")
         with pytest.raises(SyncError) as caught:
-            run_sync(dbs, _spec(lock_timeout=0.6, lock_attempt_timeout=0.1))
+            run_sync(dbs, _spec(lock_timeout=0.6, lock_attempt_timeout=0.1, differential="never"))
         # while it tried, other readers were never stuck behind it for long
         assert "tries of at most `lock_attempt_timeout` 0.1 s" in str(caught.value)
     finally:
         reader.close()
-    assert run_sync(dbs, replace(_spec(), lock_timeout=5)).rows_copied == 20
+    assert run_sync(dbs, replace(_spec(differential="never"), lock_timeout=5)).rows_copied == 20

@@ -91,14 +91,18 @@ def test_verification_can_be_switched_off(dbs):
     assert dbs.tgt("SELECT note FROM items WHERE id = 1") == [("changed!",)]
 
 
-def test_merge_keeps_rows_gone_from_the_source_and_reports_them(dbs):
+@pytest.mark.parametrize(("differential", "scope"), [
+    ("never", "target rows with staged keys"),
+    ("auto", "target scope without the 10 rows only in the target"),
+])
+def test_merge_keeps_rows_gone_from_the_source_and_reports_them(dbs, differential, scope):
     _seed(dbs)
     run_sync(dbs, _spec(Mode.MERGE))
     dbs.src("DELETE FROM items WHERE id > 290")
 
-    result = run_sync(dbs, _spec(Mode.MERGE))
+    result = run_sync(dbs, _spec(Mode.MERGE, differential=differential))
 
-    assert result.verification.final_scope == "target rows with staged keys"
+    assert result.verification.final_scope == scope
     assert result.verification.final.rows == 290
     assert result.verification.rows_only_in_target == 10
 

@@ -240,3 +240,14 @@ def test_names_that_would_collide_in_dagster_are_refused_naming_the_entry(entrie
         parse_config({"tables": entries}, "t.yaml")
     assert str(caught.value).startswith("`t.yaml`: table entry")
     assert expected in str(caught.value)
+
+
+def test_differential_is_auto_by_default_and_checked():
+    entries = [{"source": "a.b"}, {"source": "a.c", "differential": "always"}]
+    specs = parse_config({"defaults": {"differential": "never"}, "tables": entries}, "t.yaml")
+    assert [s.differential for s in specs] == ["never", "always"]
+    assert parse_config({"tables": [{"source": "a.b"}]}, "t.yaml")[0].differential == "auto"
+    with pytest.raises(ConfigError) as caught:
+        parse_config({"tables": [{"source": "a.b", "differential": True}]}, "t.yaml")
+    assert str(caught.value) == ("`t.yaml`, table entry 1 (`a.b`): `differential` must be one of "
+                                 "['auto', 'always', 'never'], got True")

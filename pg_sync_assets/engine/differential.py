@@ -1,0 +1,251 @@
+"""Differential sync: copy only the rows that differ, when few do.
+
+For a `full_refresh` or `merge` table with a key whose target already holds rows, the
+source scope (in the run's snapshot) and the target are compared bucket by bucket
+(`localize`, pass 1: one scan a side, both servers at once). When at most half of the
+buckets differ, pass 2 names the missing, changed and extra keys; only the missing and
+changed rows are copied through staging and upserted, and the extra rows are deleted
+where the mode deletes (`full_refresh`, `merge` with `delete_missing`). Otherwise the run
+falls back to the full copy, in the same snapshot. Either way the final table ends
+exactly as a full copy would leave it, and it is verified against the snapshot's
+checksum before the commit (so a trigger or rule that alters rows still fails the run).
+
+What each side is compared over: the `where` scope on both for `merge`; for
+`full_refresh` the whole target table, since a full copy leaves nothing else in it.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, replace
+from decimal import Decimal
+
+from psycopg2 import sql
+
+from .copy import source_copy_statement, staging_copy_statement, stream_copy
+from .errors import ConfigError
+from .guard import LoadVerification, VerificationError
+from .introspect import Column, table_exists
+from .localize import Difference, localize
+from .locks import lock_final_table
+from .merge import MergeCounts, delete_keys, merge_from_staging
+from .plan import TablePlan
+from .run import require_read_only_source
+from .spec import Mode, TableSpec
+from .sql import estimate_rows, key_in, pin_text_settings
+from .staging import STAGING_SCHEMA
+from .target import read_target_shape, require_writable_target
+from .verify import ScopeChecksum, target_checksum
+
+AUTO, ALWAYS, NEVER = "auto", "always", "never"
+DIFFERENTIAL_CHOICES = (AUTO, ALWAYS, NEVER)
+# Above this share of differing buckets, `auto` copies everything: naming the keys costs
+# a second scan a side and a sort, and the copy of most rows is due anyway.
+FALL_BACK_ABOVE = 0.5
+
+
+@dataclass(frozen=True)
+class DifferentialStats:
+    """What the comparison found and what the run did with it (for metadata)."""
+
+    buckets: int
+    buckets_differing: int
+    source_rows: int
+    target_rows: int
+    rows_missing: int
+    rows_changed: int
+    rows_extra: int
+    fell_back: bool  # too many buckets differed: the whole scope was copied
+
+    @property
+    def buckets_skipped(self) -> int:
+        return self.buckets - self.buckets_differing
+
+
+def eligible(spec: TableSpec, plan: TablePlan, window) -> bool:
+    return (
+        spec.differential != NEVER
+        and window is None
+        and spec.mode in (Mode.FULL_REFRESH, Mode.MERGE)
+        and bool(plan.key)
+    )
+
+
+def target_side(spec: TableSpec) -> TableSpec:
+    """The target rows a sync of `spec` answers for: all of them for a full refresh."""
+    return replace(spec, where=None) if spec.mode is Mode.FULL_REFRESH else spec
+
+
+def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
+    """Pass 1 (and pass 2 unless too much differs) in the source's run snapshot; None when
+    the target is missing or empty (nothing to compare: the full copy is the differential).
+    The target's transaction is ended; the source's snapshot stays open for the copy."""
+    try:
+        if not table_exists(tcur, spec.target):
+            return None
+        tcur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(spec.target.ident))
+        if not tcur.fetchone()[0]:
+            return None
+        return localize(
+            spec,
+            scur.connection,
+            tcur.connection,
+            list(plan.key),
+            plan.column_names,
+            estimate_rows(scur, spec),
+            limit=sys.maxsize,
+            target_spec=target_side(spec),
+            give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
+        )
+    finally:
+        tcur.connection.rollback()
+
+
+def stats(diff: Difference) -> DifferentialStats:
+    return DifferentialStats(
+        buckets=diff.buckets,
+        buckets_differing=diff.differing_buckets,
+        source_rows=diff.source_rows,
+        target_rows=diff.target_rows,
+        rows_missing=diff.missing_count,
+        rows_changed=diff.changed_count,
+        rows_extra=diff.extra_count,
+        fell_back=diff.abandoned,
+    )
+
+
+def copy_differing_rows(
+    spec: TableSpec, plan: TablePlan, copied: list[Column], staging: str, diff: Difference, scur, tcur
+) -> tuple[int, int]:
+    """Copy the source rows of the missing and changed keys into staging; (rows, bytes)."""
+    tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
+    rows = bytes_ = 0
+    to_copy = diff.missing + diff.changed
+    if to_copy:
+        # COPY takes no bind parameters: the keys go in as a quoted literal.
+        texts = diff.key_columns_text(to_copy, len(plan.key))
+        only = key_in(plan.key_columns(), [sql.Literal(v) for v in texts])
+        done = stream_copy(
+            scur, tcur, source_copy_statement(spec, copied, only), staging_copy_statement(staging, copied)
+        )
+        rows, bytes_ = done.rows, done.bytes
+    tcur.connection.commit()
+    return rows, bytes_
+
+
+def apply_differing_rows(
+    tcur,
+    spec: TableSpec,
+    plan: TablePlan,
+    copied: list[Column],
+    staging: str,
+    diff: Difference,
+    rows: int,
+    delete_extra: bool,
+    work_mem: str,
+) -> MergeCounts:
+    """In the open final transaction: upsert the staged rows, delete the extra keys."""
+    tcur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+    pin_text_settings(tcur)  # key texts must render as localize saw them
+    shape = read_target_shape(tcur, spec.target)
+    if shape is None:
+        raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
+    require_writable_target(spec.target, shape, spec.mode, plan.key)
+    lock_final_table(tcur, spec, "ROW EXCLUSIVE")
+    counts = (
+        merge_from_staging(tcur, spec.target, staging, copied, plan.key_columns(), rows, shape)
+        if rows
+        else MergeCounts(0, 0, 0)
+    )
+    deleted = 0
+    if delete_extra:
+        extra = diff.key_columns_text(diff.extra, len(plan.key))
+        deleted = delete_keys(tcur, spec.target, plan.key_columns(), extra, shape)
+    return MergeCounts(counts.inserted, counts.updated, deleted)
+
+
+def deletes_extra_rows(spec: TableSpec) -> bool:
+    return spec.mode is Mode.FULL_REFRESH or spec.delete_missing
+
+
+def verify_final(tcur, spec: TableSpec, columns: list[str], expected: ScopeChecksum, diff: Difference):
+    """The final table against the snapshot, in the final transaction. Where extra rows
+    stay (merge without delete_missing), their count and checksum, known from pass 2, are
+    taken out of the target's totals first."""
+    final = target_checksum(tcur, target_side(spec), columns)
+    scope = "target scope" if spec.mode is Mode.MERGE else "whole target table"
+    only_in_target = 0
+    if not deletes_extra_rows(spec) and diff.extra_count:
+        only_in_target = diff.extra_count
+        final = ScopeChecksum(final.rows - diff.extra_count, final.checksum - Decimal(diff.extra_sum))
+        scope = f"target scope without the {diff.extra_count} rows only in the target"
+    if final != expected:
+        raise VerificationError(
+            str(spec.target),
+            "verify",
+            f"final table rows differ from the source snapshot that was copied: source {expected.rows} "
+            f"rows, checksum {expected.checksum_hex}; {scope} {final.rows} rows, checksum "
+            f"{final.checksum_hex}; rolled back: the target table is unchanged",
+        )
+    return LoadVerification(expected, final, scope, only_in_target)
+
+
+def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, timer, work_mem: str) -> dict:
+    """Copy, apply and verify what `diff` found; commit. The caller ends the transactions."""
+    expected = ScopeChecksum(diff.source_rows, Decimal(diff.source_sum))
+    if diff.differing_buckets == 0:
+        return _unchanged(spec, diff, expected, scur, tcur)
+    target_conn = tcur.connection
+    with timer.stage("copy"):
+        rows, bytes_ = copy_differing_rows(spec, plan, copied, staging, diff, scur, tcur)
+    with timer.stage("merge"):
+        counts = apply_differing_rows(
+            tcur, spec, plan, copied, staging, diff, rows, deletes_extra_rows(spec), work_mem
+        )
+    verification = None
+    if spec.verify:
+        with timer.stage("verify_final"):
+            verification = verify_final(tcur, spec, plan.column_names, expected, diff)
+    with timer.stage("commit"):
+        tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+        target_rows = tcur.fetchone()[0]
+        require_read_only_source(scur, str(spec.target))
+        target_conn.commit()
+    return dict(
+        table=str(spec.target),
+        mode=spec.mode,
+        rows_copied=rows,
+        bytes_copied=bytes_,
+        inserted=counts.inserted,
+        updated=counts.updated,
+        deleted=counts.deleted,
+        target_rows=target_rows,
+        created_target=False,
+        verification=verification,
+        differential=stats(diff),
+    )
+
+
+def _unchanged(spec: TableSpec, diff: Difference, expected: ScopeChecksum, scur, tcur) -> dict:
+    """Every bucket is equal: pass 1 was the verification, and nothing is written."""
+    target_rows = diff.target_rows
+    if target_side(spec).where:  # pass 1 counted the scope; the table may hold more
+        tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+        target_rows = tcur.fetchone()[0]
+        tcur.connection.rollback()
+    require_read_only_source(scur, str(spec.target))
+    final = ScopeChecksum(diff.target_rows, Decimal(diff.target_sum))
+    scope = "whole target table" if spec.mode is Mode.FULL_REFRESH else "target scope"
+    return dict(
+        table=str(spec.target),
+        mode=spec.mode,
+        rows_copied=0,
+        bytes_copied=0,
+        inserted=0,
+        updated=0,
+        deleted=0,
+        target_rows=target_rows,
+        created_target=False,
+        verification=LoadVerification(expected, final, f"{scope}, compared before any write (all equal)"),
+        differential=stats(diff),
+    )
