@@ -139,6 +139,17 @@ def _change_counts(result: SyncResult) -> dict:
     return counts
 
 
+def _outcome(d) -> str:
+    if d.fell_back:
+        return "more than half of the key buckets differed: the whole scope was copied"
+    if d.buckets == 0:
+        return "source and target checksums are equal: nothing was copied or written"
+    return (
+        f"{d.rows_missing + d.rows_changed} rows copied, {d.rows_extra} only in the target; "
+        f"{d.buckets_skipped} of {d.buckets} key buckets were equal and skipped"
+    )
+
+
 def differential_metadata(result: SyncResult) -> dict:
     """What the comparison before the copy found, and whether the run used it."""
     d = result.differential
@@ -153,12 +164,7 @@ def differential_metadata(result: SyncResult) -> dict:
         "diff_rows_missing": d.rows_missing,
         "diff_rows_changed": d.rows_changed,
         "diff_rows_only_in_target": d.rows_extra,
-        "diff_outcome": (
-            "more than half of the key buckets differed: the whole scope was copied"
-            if d.fell_back
-            else f"{d.rows_missing + d.rows_changed} rows copied, {d.buckets_skipped} of {d.buckets} "
-            "key buckets equal and skipped"
-        ),
+        "diff_outcome": _outcome(d),
     }
 
 

@@ -41,14 +41,15 @@ def test_full_refresh_creates_target_with_key_and_copies_every_row(dbs):
     assert compare(dbs, _spec()).checksums_match
 
 
-def test_full_refresh_replaces_rows_and_reports_deleted(dbs):
+@pytest.mark.parametrize(("differential", "counts"), [("never", (900, 0, 1000, 900)), ("auto", (0, 1, 100, 900))])
+def test_full_refresh_replaces_rows_and_reports_deleted(dbs, differential, counts):
     _seed_orders(dbs)
     run_sync(dbs, _spec())
     dbs.src("DELETE FROM orders WHERE id > 900; UPDATE orders SET note = 'changed' WHERE id = 1")
 
-    result = run_sync(dbs, _spec())
+    result = run_sync(dbs, _spec(differential=differential))
 
-    assert (result.inserted, result.deleted, result.target_rows) == (900, 1000, 900)
+    assert (result.inserted, result.updated, result.deleted, result.target_rows) == counts
     assert table_text(dbs.source, ORDERS, "id") == table_text(dbs.target, ORDERS, "id")
 
 
