@@ -43,8 +43,6 @@ DIFFERENTIAL_CHOICES = (AUTO, ALWAYS, NEVER)
 # Above this share of differing buckets, `auto` copies everything: naming the keys costs
 # a second scan a side and a sort, and the copy of most rows is due anyway.
 FALL_BACK_ABOVE = 0.5
-# Finer than a reconcile's buckets: pass 2 then streams 4 rows per changed row, not 16.
-ROWS_PER_BUCKET = 4
 
 
 @dataclass(frozen=True)
@@ -110,7 +108,6 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
             limit=sys.maxsize,
             target_spec=target_side(spec),
             give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
-            rows_per_bucket=ROWS_PER_BUCKET,
         )
     finally:
         tcur.connection.rollback()
@@ -175,6 +172,8 @@ def apply_differing_rows(
     if shape is None:
         raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
     require_writable_target(spec.target, shape, spec.mode, plan.key)
+    if rows:  # the planner's row estimate decides between index lookups and a scan
+        tcur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
     lock_final_table(tcur, spec, "ROW EXCLUSIVE")
     counts = (
         merge_from_staging(tcur, spec.target, staging, copied, plan.key_columns(), rows, shape)

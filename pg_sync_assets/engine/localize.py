@@ -75,12 +75,12 @@ class Difference:
         return [[self.parts[k][i] for k in keys] for i in range(width)]
 
 
-def bucket_count(rows: int, rows_per_bucket: int = 16) -> int:
-    """A power of two giving about `rows_per_bucket` rows a bucket (64 to 1M buckets):
-    fine enough that a 1% difference leaves most buckets equal, coarse enough to return
-    cheaply."""
+def bucket_count(rows: int) -> int:
+    """A power of two giving about 16 rows a bucket (64 to 1M buckets): fine enough that
+    a 1% difference leaves most buckets equal, coarse enough to return cheaply (4 rows a
+    bucket made pass 1's aggregate cost more than pass 2 saved, measured at 2M rows)."""
     n = 64
-    while n < rows / rows_per_bucket and n < (1 << 20):
+    while n < rows / 16 and n < (1 << 20):
         n *= 2
     return n
 
@@ -147,7 +147,6 @@ def localize(
     *,
     target_spec=None,
     give_up_above: float | None = None,
-    rows_per_bucket: int = 16,
 ) -> Difference:
     """Compare both scopes bucket by bucket, then key by key in the differing buckets.
 
@@ -157,7 +156,7 @@ def localize(
     With `give_up_above`, a share of differing buckets above it ends the work after
     pass 1 with `abandoned` set.
     """
-    n = bucket_count(rows_hint, rows_per_bucket)
+    n = bucket_count(rows_hint)
     diff = Difference(limit=limit, buckets=n)
     sides = {"source": source_conn, "target": target_conn}
     inner = {
