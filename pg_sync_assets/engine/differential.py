@@ -33,7 +33,7 @@ from .merge import MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
 from .run import require_read_only_source
 from .spec import Mode, TableSpec
-from .sql import estimate_rows, key_in, pin_text_settings
+from .sql import key_in, pin_text_settings
 from .staging import STAGING_SCHEMA
 from .target import read_target_shape, require_writable_target
 from .verify import ScopeChecksum, source_checksum, target_checksum
@@ -104,7 +104,7 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
             tcur.connection,
             list(plan.key),
             plan.column_names,
-            estimate_rows(scur, spec),
+            max(source_total.rows, target_total.rows),  # exact, so the bucket count is stable
             limit=sys.maxsize,
             target_spec=target_side(spec),
             give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
@@ -234,6 +234,11 @@ def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, 
         target_rows = tcur.fetchone()[0]
         require_read_only_source(scur, str(spec.target))
         target_conn.commit()
+    return _result(spec, rows, bytes_, counts, target_rows, verification, diff)
+
+
+def _result(spec, rows: int, bytes_: int, counts: MergeCounts, target_rows: int, verification, diff) -> dict:
+    """SyncResult fields of a differential run."""
     return dict(
         table=str(spec.target),
         mode=spec.mode,
@@ -259,16 +264,5 @@ def _unchanged(spec: TableSpec, diff: Difference, expected: ScopeChecksum, scur,
     require_read_only_source(scur, str(spec.target))
     final = ScopeChecksum(diff.target_rows, Decimal(diff.target_sum))
     scope = "whole target table" if spec.mode is Mode.FULL_REFRESH else "target scope"
-    return dict(
-        table=str(spec.target),
-        mode=spec.mode,
-        rows_copied=0,
-        bytes_copied=0,
-        inserted=0,
-        updated=0,
-        deleted=0,
-        target_rows=target_rows,
-        created_target=False,
-        verification=LoadVerification(expected, final, f"{scope}, compared before any write (all equal)"),
-        differential=stats(diff),
-    )
+    verification = LoadVerification(expected, final, f"{scope}, compared before any write (all equal)")
+    return _result(spec, 0, 0, MergeCounts(0, 0, 0), target_rows, verification, diff)

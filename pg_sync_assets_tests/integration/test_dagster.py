@@ -416,3 +416,23 @@ def test_lineage_from_each_source_table_with_columns(project, dbs, tmp_path):
     assert {c: [(d.asset_key.to_user_string(), d.column_name) for d in deps]
             for c, deps in lineage.deps_by_column.items()} == {
         c: [("source/shop/orders", c)] for c in ("id", "status", "total")}
+
+
+def test_a_second_sync_compares_first_and_says_what_it_skipped(project, dbs):
+    defs = build_definitions()
+    assert _run(defs, "sync_all").success
+    dbs.src("UPDATE shop.orders SET total = total + 1 WHERE id = 7")
+
+    result = _run(defs, "sync_all")
+
+    assert result.success
+    md = _materialized(result)
+    orders, paid = md["orders"], md["paid_orders"]
+    assert orders["refresh_method"] == "differential: only the rows that differed were copied and written"
+    assert (orders["rows_copied"], orders["rows_updated"], orders["diff_rows_changed"]) == (1, 1, 1)
+    assert orders["diff_outcome"].startswith("1 rows copied, 0 only in the target; ")
+    assert orders["diff_key_buckets_equal"] == orders["diff_key_buckets"] - 1
+    # paid_orders' scope (status = 'paid') does not hold id 7: its totals were equal.
+    assert paid["diff_outcome"] == "source and target checksums are equal: nothing was copied or written"
+    assert paid["rows_copied"] == 0 and "seconds_compare" in paid
+    assert all(e.passed for e in result.get_asset_check_evaluations())

@@ -41,7 +41,7 @@ def test_full_refresh_creates_target_with_key_and_copies_every_row(dbs):
     assert compare(dbs, _spec()).checksums_match
 
 
-@pytest.mark.parametrize(("differential", "counts"), [("never", (900, 0, 1000, 900)), ("auto", (0, 1, 100, 900))])
+@pytest.mark.parametrize(("differential", "counts"), [("never", (900, 0, 1000, 900)), ("always", (0, 1, 100, 900))])
 def test_full_refresh_replaces_rows_and_reports_deleted(dbs, differential, counts):
     _seed_orders(dbs)
     run_sync(dbs, _spec())
