@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from .engine import PgSyncError, TableSpec, connect
 from .engine.run import preflight
-from .project import Project
+from .project import Project, TableEntry
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,13 @@ def check_project(project: Project, environ: Mapping[str, str] = os.environ) -> 
             stack.callback(conn.close)
             sessions[name] = conn
         return [
-            _check_one(e.spec, sessions[e.source_connection], sessions[e.target_connection], e)
+            _check_one(e, sessions[e.source_connection], sessions[e.target_connection])
             for e in project.tables
         ]
 
 
-def _check_one(spec: TableSpec, source, target, entry) -> TableReport:
+def _check_one(entry: TableEntry, source, target) -> TableReport:
+    spec = entry.spec
     source.rollback()
     target.rollback()
     try:

@@ -25,7 +25,7 @@ from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .errors import ConfigError
-from .guard import LoadVerification, VerificationError
+from .guard import LoadVerification, require_final_equal
 from .introspect import Column, table_exists
 from .localize import Difference, localize
 from .locks import lock_final_table
@@ -202,14 +202,7 @@ def verify_final(tcur, spec: TableSpec, columns: list[str], expected: ScopeCheck
         only_in_target = diff.extra_count
         final = ScopeChecksum(final.rows - diff.extra_count, final.checksum - Decimal(diff.extra_sum))
         scope = f"target scope without the {diff.extra_count} rows only in the target"
-    if final != expected:
-        raise VerificationError(
-            str(spec.target),
-            "verify",
-            f"final table rows differ from the source snapshot that was copied: source {expected.rows} "
-            f"rows, checksum {expected.checksum_hex}; {scope} {final.rows} rows, checksum "
-            f"{final.checksum_hex}; rolled back: the target table is unchanged",
-        )
+    require_final_equal(str(spec.target), expected, final)
     return LoadVerification(expected, final, scope, only_in_target)
 
 

@@ -118,10 +118,15 @@ def check_final(
     else:
         final = target_checksum(cur, spec, columns)
         verification = LoadVerification(expected, final, "target scope")
+    require_final_equal(str(spec.target), expected, final)
+    return verification
+
+
+def require_final_equal(table: str, expected: ScopeChecksum, final: ScopeChecksum) -> None:
+    """VerificationError (the caller rolls back) unless the final rows match the snapshot."""
     if final != expected:
         raise VerificationError(
-            str(spec.target),
+            table,
             "verify",
             _differ("final table rows", expected, final, "rolled back: the target table is unchanged"),
         )
-    return verification

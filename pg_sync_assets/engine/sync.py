@@ -167,32 +167,35 @@ def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
         with timer.stage("compare"):
             target_conn.autocommit = False
             diff = compare(spec, plan, scur, tcur)
-        if diff is None:
-            return None, None
-        if diff.abandoned:
-            log.info(
-                "`%s`: %d of %d key buckets differ; copying the whole scope",
-                spec.target,
-                diff.differing_buckets,
-                diff.buckets,
-            )
-            return None, stats(diff)
-        log.info(
-            "`%s`: %d of %d key buckets differ: %d rows missing, %d changed, %d only in the target",
-            spec.target,
-            diff.differing_buckets,
-            diff.buckets,
-            diff.missing_count,
-            diff.changed_count,
-            diff.extra_count,
-        )
-        result = run_differential(
-            spec, plan, copied, staging, diff, scur, tcur, timer, options.merge_work_mem
-        )
     except BaseException:
         end_run_transactions(scur.connection, target_conn)
         raise
-    end_run_transactions(scur.connection, target_conn)
+    # The fallbacks keep the source's snapshot open: the full copy reads the same one.
+    if diff is None:
+        return None, None
+    if diff.abandoned:
+        log.info(
+            "`%s`: %d of %d key buckets differ; copying the whole scope",
+            spec.target,
+            diff.differing_buckets,
+            diff.buckets,
+        )
+        return None, stats(diff)
+    log.info(
+        "`%s`: %d of %d key buckets differ: %d rows missing, %d changed, %d only in the target",
+        spec.target,
+        diff.differing_buckets,
+        diff.buckets,
+        diff.missing_count,
+        diff.changed_count,
+        diff.extra_count,
+    )
+    try:
+        result = run_differential(
+            spec, plan, copied, staging, diff, scur, tcur, timer, options.merge_work_mem
+        )
+    finally:
+        end_run_transactions(scur.connection, target_conn)
     return {**result, "method": DIFFERENTIAL}, None
 
 
