@@ -108,7 +108,7 @@ def _stream(conn, inner: sql.Composed, buckets: list[int] | None) -> Iterator[tu
     cur = conn.cursor(name="pg_sync_localize")
     cur.itersize = FETCH_BATCH
     filter_ = (
-        sql.SQL("WHERE b IN (SELECT unnest({}::bigint[]))").format(sql.Literal(buckets))
+        sql.SQL("WHERE b = ANY({}::bigint[])").format(sql.Literal(buckets))
         if buckets is not None
         else sql.SQL("")
     )
