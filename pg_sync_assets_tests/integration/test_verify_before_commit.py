@@ -134,3 +134,52 @@ def test_writes_on_a_busy_source_cause_no_false_alarm(dbs):
     assert all(r.verification.final == r.verification.source for r in results)
     run_sync(dbs, _spec(Mode.FULL_REFRESH))  # the source is quiet now
     assert compare(dbs, _spec(Mode.FULL_REFRESH)).checksums_match
+
+
+# Writers that change rows the sync inserted after its INSERT has produced them (so a
+# checksum of the INSERT's RETURNING rows would miss them): the final comparison reads
+# the table as it will be committed, and catches them.
+AFTER_WRITERS = {
+    "after trigger": """
+        CREATE FUNCTION bump() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN UPDATE items SET note = note || '?' WHERE id = NEW.id AND id <= 3; RETURN NULL; END $$;
+        CREATE TRIGGER bump AFTER INSERT ON items FOR EACH ROW EXECUTE FUNCTION bump()""",
+    "rule": "CREATE RULE bump AS ON INSERT TO items DO ALSO "
+            "UPDATE items SET note = 'ruled' WHERE id = NEW.id AND id <= 3",
+    "before trigger writing another row": """
+        CREATE FUNCTION other() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN UPDATE items SET note = 'touched' WHERE id = NEW.id - 1 AND id <= 3; RETURN NEW; END $$;
+        CREATE TRIGGER other BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION other()""",
+}
+
+
+def test_rows_the_target_stores_differently_from_the_staged_rows_are_caught(dbs):
+    # A `query` column has no typmod, so numeric passes the schema check against the
+    # target's numeric(12,1), which rounds 1.25 to 1.3 on insert: the staged rows match
+    # the source, only the rows as stored show it.
+    dbs.src("CREATE TABLE prices (id int PRIMARY KEY, amount numeric(12,2)); "
+            "INSERT INTO prices SELECT i, i + 0.25 FROM generate_series(1, 50) AS i")
+    dbs.tgt("CREATE TABLE items (id int PRIMARY KEY, amount numeric(12,1))")
+    spec = TableSpec(name="items", target=ITEMS, query="SELECT id, amount::numeric AS amount FROM prices",
+                     primary_key=("id",), mode=Mode.FULL_REFRESH)
+
+    with pytest.raises(VerificationError) as caught:
+        run_sync(dbs, spec)
+
+    assert "final table rows differ from the source snapshot" in str(caught.value)
+    assert dbs.tgt("SELECT count(*) FROM items") == [(0,)]
+
+
+@pytest.mark.parametrize("writer", sorted(AFTER_WRITERS))
+def test_a_trigger_or_rule_that_rewrites_inserted_rows_is_caught_by_reading_the_table(dbs, writer):
+    _seed(dbs)
+    run_sync(dbs, _spec(Mode.FULL_REFRESH))
+    before = table_text(dbs.target, ITEMS, "id")
+    dbs.tgt(AFTER_WRITERS[writer])
+    dbs.src("UPDATE items SET note = 'changed' WHERE id <= 5")
+
+    with pytest.raises(VerificationError) as caught:
+        run_sync(dbs, _spec(Mode.FULL_REFRESH, differential="never"))
+
+    assert "final table rows differ from the source snapshot" in str(caught.value)
+    assert table_text(dbs.target, ITEMS, "id") == before
