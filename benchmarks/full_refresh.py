@@ -11,9 +11,15 @@ alternating, in the same run:
              COPY into UNLOGGED staging, then TRUNCATE + INSERT into the final table (logged,
              with its primary key), in one transaction
   project_verified  the same with verify-before-commit (the default)
+  cli        `dagster asset materialize -m pg_sync_assets.definitions --select bench`, a
+             fresh process as users and schedules run it: start-up, definitions, the
+             verified sync and both checks, with `differential: never` (the full copy)
+  cli_unchanged  the same with the default `differential: auto`: the table has not
+             changed since the run before, so the run compares instead of copying
 and prints medians, rows/s and ratios. The target is checkpointed before every timed
 run (outside the timing), so no run pays for the WAL written by the one before. Then it
-measures the peak RSS of the syncing process at two table sizes (each in a fresh child
+measures the peak RSS of the syncing process at a quarter of --rows, at --rows and at
+each --rss-rows size (a fresh source table each time, synced in a fresh child
 process) to show memory stays flat.
 """
 
@@ -22,9 +28,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -82,10 +90,14 @@ def run_reference(source: LocalServer, target: LocalServer, unlogged: bool) -> f
     sql(target.url(), TABLE_DDL.format(name="ref_copy").replace("TABLE", kind, 1))
     psql = str(source.bindir / "psql")
     started = time.perf_counter()
-    out = subprocess.Popen([psql, "-X", "-q", "-d", source.url(), "-c",
-                            "COPY public.bench TO STDOUT (FORMAT binary)"], stdout=subprocess.PIPE)
-    into = subprocess.Popen([psql, "-X", "-q", "-d", target.url(), "-c",
-                             "COPY public.ref_copy FROM STDIN (FORMAT binary)"], stdin=out.stdout)
+    out = subprocess.Popen(
+        [psql, "-X", "-q", "-d", source.url(), "-c", "COPY public.bench TO STDOUT (FORMAT binary)"],
+        stdout=subprocess.PIPE,
+    )
+    into = subprocess.Popen(
+        [psql, "-X", "-q", "-d", target.url(), "-c", "COPY public.ref_copy FROM STDIN (FORMAT binary)"],
+        stdin=out.stdout,
+    )
     out.stdout.close()
     if into.wait() != 0 or out.wait() != 0:
         raise RuntimeError("the reference psql pipe failed")
@@ -93,8 +105,14 @@ def run_reference(source: LocalServer, target: LocalServer, unlogged: bool) -> f
 
 
 def run_project(source_url: str, target_url: str, verify: bool = True) -> tuple[float, dict]:
-    spec = TableSpec(name="bench", target=TableRef("public", "bench"),
-                     source=TableRef("public", "bench"), mode=Mode.FULL_REFRESH, verify=verify)
+    spec = TableSpec(
+        name="bench",
+        target=TableRef("public", "bench"),
+        source=TableRef("public", "bench"),
+        mode=Mode.FULL_REFRESH,
+        verify=verify,
+        differential="never",
+    )  # the full copy, not a comparison of an unchanged table
     source_conn = connect(source_url, readonly=True)
     target_conn = connect(target_url, readonly=False)
     started = time.perf_counter()
@@ -105,10 +123,59 @@ def run_project(source_url: str, target_url: str, verify: bool = True) -> tuple[
     return seconds, result.stage_seconds
 
 
+CLI_TABLES = """\
+tables:
+  - name: bench
+    source: public.bench
+    target: public.bench
+    mode: full_refresh
+    differential: {differential}
+"""
+
+
+def run_cli(source_url: str, target_url: str, tmp: Path, differential: str) -> float:
+    """One `dagster asset materialize` of the bench table in a fresh process."""
+    config = tmp / f"tables_{differential}.yaml"
+    config.write_text(CLI_TABLES.format(differential=differential))
+    home = tmp / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "PG_SYNC_CONFIG": str(config),
+        "PG_SYNC_SOURCE_URL": source_url,
+        "PG_SYNC_TARGET_URL": target_url,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "dagster",
+        "asset",
+        "materialize",
+        "-m",
+        "pg_sync_assets.definitions",
+        "--select",
+        "bench",
+    ]
+    started = time.perf_counter()
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"dagster asset materialize failed:\n{done.stderr[-3000:]}")
+    return seconds
+
+
 def child_peak_rss(source_url: str, target_url: str) -> int:
     """Run one project sync in a fresh process; its peak RSS in MB."""
-    out = subprocess.run([sys.executable, __file__, "--child", source_url, target_url],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", source_url, target_url],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
 
@@ -124,16 +191,30 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument(
+        "--rss-rows",
+        type=int,
+        nargs="*",
+        default=[],
+        help="more table sizes to measure the peak RSS at (e.g. 4000000)",
+    )
     args = parser.parse_args()
 
     exit_cleanly_on_sigterm()
+    tmp = Path(tempfile.mkdtemp(prefix="pg_sync_bench_"))
     source, target = start_server("source"), start_server("target")
     try:
         started = time.perf_counter()
         build_source(source, args.rows)
         print(f"source table: {args.rows:,} rows built in {time.perf_counter() - started:.1f} s")
         times: dict[str, list[float]] = {
-            "reference": [], "reference_unlogged": [], "project": [], "project_verified": []}
+            "reference": [],
+            "reference_unlogged": [],
+            "project": [],
+            "project_verified": [],
+            "cli": [],
+            "cli_unchanged": [],
+        }
         stages: list[dict] = []
         for i in range(args.repeat):
             # A checkpoint before each timed run, so no run pays for the WAL of the one before.
@@ -148,6 +229,10 @@ def main() -> None:
             stages.append(stage_seconds)
             sql(target.url(), "CHECKPOINT")
             times["project_verified"].append(run_project(source.url(), target.url())[0])
+            sql(target.url(), "CHECKPOINT")
+            times["cli"].append(run_cli(source.url(), target.url(), tmp, "never"))
+            sql(target.url(), "CHECKPOINT")
+            times["cli_unchanged"].append(run_cli(source.url(), target.url(), tmp, "auto"))
             print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
         sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
 
@@ -157,25 +242,35 @@ def main() -> None:
             print(f"  {name:<20} {seconds:6.2f} s  {args.rows / seconds:>9,.0f} rows/s")
         for ref in ("reference", "reference_unlogged"):
             print(f"  ratio project / {ref:<20} {med['project'] / med[ref]:.2f}")
+        for name in ("project", "project_verified", "cli", "cli_unchanged"):
+            print(f"  ratio {name} / reference: {med[name] / med['reference']:.2f}")
         print(f"  cost of verify-before-commit: {med['project_verified'] / med['project']:.2f}x")
         stage_median = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
         print("  project stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_median.items()))
 
-        small = max(args.rows // 4, 1)
-        sql(source.url(), "CREATE TABLE bench_small AS SELECT * FROM bench WHERE id <= %s", (small,))
-        sql(source.url(), "ALTER TABLE bench RENAME TO bench_full; ALTER TABLE bench_small RENAME TO bench")
-        rss_small = child_peak_rss(source.url(), target.url())
-        sql(source.url(), "ALTER TABLE bench RENAME TO bench_small; ALTER TABLE bench_full RENAME TO bench")
-        rss_full = child_peak_rss(source.url(), target.url())
-        print(f"  peak RSS of the syncing process: {rss_small} MB at {small:,} rows, "
-              f"{rss_full} MB at {args.rows:,} rows")
+        rss = {}
+        for rows in sorted({max(args.rows // 4, 1), args.rows, *args.rss_rows}):
+            # Each size is a fresh source table named bench, synced in a fresh process.
+            sql(source.url(), "DROP TABLE bench")
+            build_source(source, rows)
+            rss[rows] = child_peak_rss(source.url(), target.url())
+            print(f"  peak RSS of the syncing process at {rows:,} rows: {rss[rows]} MB", flush=True)
         if args.json:
-            Path(args.json).write_text(json.dumps({
-                "rows": args.rows, "medians": med, "stages": stage_median,
-                "rss_mb": {str(small): rss_small, str(args.rows): rss_full}}, indent=2))
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "rows": args.rows,
+                        "medians": med,
+                        "stages": stage_median,
+                        "rss_mb": {str(k): v for k, v in rss.items()},
+                    },
+                    indent=2,
+                )
+            )
     finally:
         source.stop()
         target.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
         os.sync()
 
 
