@@ -13,41 +13,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagster import Definitions, ExecutorDefinition, multi_or_in_process_executor
+from dagster import Definitions, ExecutorDefinition
 
 from .assets import build_source_assets, build_table_asset
 from .config import load_project, parse_project, parse_yaml
+from .executor import EXECUTOR
 from .project import Project
 from .resources import connection_resource
 from .schedules import build_jobs_and_schedules
 
 TableList = Project | Mapping[str, Any] | Path | os.PathLike | str
-
-
-# What the fork server imports once for every step process it forks (`step_preload`):
-# the code location's own module is then a cheap import in each step.
-PRELOAD = ["pg_sync_assets.step_preload"]
-
-
-def _forkserver_by_default(config: dict) -> dict:
-    if "in_process" in config:
-        return config
-    multiprocess = dict(config.get("multiprocess") or {})
-    multiprocess.setdefault("start_method", {"forkserver": {"preload_modules": PRELOAD}})
-    return {"multiprocess": multiprocess}
-
-
-# Dagster's default executor (a process per step, or `in_process` by run config), with
-# the step processes forked from a server that has already imported Dagster and the code
-# location instead of fresh interpreters that import both again. Safe because loading
-# the definitions opens no connection: nothing is shared across the fork. Run config
-# may still choose `in_process` or another `start_method`. One object, so that the
-# Definitions of several table lists merge (Dagster compares executors by identity).
-EXECUTOR = multi_or_in_process_executor.configured(
-    _forkserver_by_default,
-    config_schema=multi_or_in_process_executor.config_schema.as_field(),
-    name="multiprocess_forkserver",
-)
 
 
 def read_table_list(tables: TableList, source_name: str | None = None) -> Project:

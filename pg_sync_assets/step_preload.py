@@ -1,5 +1,5 @@
 """What the step executor's fork server imports once, so that each step process it forks
-starts with it already imported (see `build.EXECUTOR`): Dagster, this package, and the
+starts with it already imported (see `executor.py`): Dagster, this package, and the
 instance and storage machinery every step process loads before its step can start
 (about 0.6 s of imports a step here: alembic, SQLAlchemy, the SQLite and PostgreSQL
 storages). Importing opens no connection and starts no thread, so forking after it is

@@ -64,11 +64,25 @@ def _dagster_dev(prelude: str, command: str, env: dict) -> None:
             os.killpg(server.pid, signal.SIGKILL)
 
 
+def _check_processes(command: str, log: str) -> None:
+    """One table: its one step runs in the run's own process; several tables (sync_all):
+    a process per step, from the fork server (`executor.py`)."""
+    if command.startswith("dagster asset materialize") and "--select orders " in command + " ":
+        assert "Executing steps in process" in log, command
+        assert "multiprocess executor" not in log, command
+    if command.startswith("dagster job execute") and command.split("#")[0].split()[-1] == "sync_all":
+        assert "Executing steps using multiprocess executor" in log, command
+        assert "STEP_WORKER_STARTED" in log, command
+
+
 def test_the_readme_documents_the_commands_this_test_runs():
     commands = readme_commands()
     assert commands[:2] == ["bash scripts/demo", "bash scripts/test"]
     assert "bash scripts/test" in (REPO / ".ci" / "run").read_text()
     assert any(c.startswith("dagster job execute") for c in commands)
+    # the commands `_check_processes` looks at
+    assert "dagster asset materialize -m pg_sync_assets.definitions --select orders" in commands
+    assert "dagster job execute -m pg_sync_assets.definitions -j sync_all" in commands
 
 
 def test_every_readme_command_runs_as_written(tmp_path):
@@ -87,6 +101,7 @@ def test_every_readme_command_runs_as_written(tmp_path):
                 continue
             done = _bash(f"set -e\n{prelude}\n{command}", env)
             assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
+            _check_processes(command, done.stderr)
     finally:
         stopped = _bash("bash scripts/demo stop", env)
     assert stopped.returncode == 0 and "demo servers stopped" in stopped.stdout
