@@ -23,7 +23,7 @@ from .definition_names import reject_name_collisions
 from .engine.differential import DIFFERENTIAL_CHOICES
 from .engine.errors import ConfigError
 from .engine.spec import Mode, TableRef, TableSpec
-from .engine.user_sql import clean_query, clean_where
+from .engine.user_sql import clean_query, clean_where, columns_named
 from .naming import VALID_NAME, derive_asset_name
 from .presentation import PRESENTATION_KEYS, presentation_keys
 from .project import Project, ScheduleSettings, TableEntry
@@ -42,6 +42,7 @@ TABLE_KEYS = (
     "primary_key",
     "mode",
     "where",
+    "columns",
     "delete_missing",
     "verify",
     "incremental_column",
@@ -233,8 +234,8 @@ class _Entry:
             raise self.error(f"`{key}` must be `schema.table` (names as written, no quotes), got {value!r}")
         return ref
 
-    def columns(self, key: str) -> tuple[str, ...]:
-        value = self.raw.get(key)
+    def columns(self, key: str, value: Any = None) -> tuple[str, ...]:
+        value = self.raw.get(key) if value is None else value
         if value is None:
             return ()
         if isinstance(value, str):
@@ -283,10 +284,13 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
             f"`schedule` must be a valid 5-field cron string such as '0 2 * * *' (minute hour "
             f"day-of-month month day-of-week), got {schedule!r}"
         )
+    incremental = _incremental_keys(entry, mode, schedule)
+    where = entry.sql("where", clean_where)
     spec = TableSpec(
         **_lock_keys(entry),
         **_differential(entry),
-        **_incremental_keys(entry, mode, schedule),
+        **_column_selection(entry, primary_key, incremental.get("incremental_column"), where),
+        **incremental,
         name=_asset_name(entry, target),
         verify=verify,
         target=target,
@@ -294,11 +298,46 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         query=query,
         primary_key=primary_key,
         mode=mode,
-        where=entry.sql("where", clean_where),
+        where=where,
         delete_missing=delete_missing,
         schedule=schedule,
     )
     return TableEntry(spec, **presentation_keys(entry))
+
+
+def _column_selection(entry: _Entry, key: tuple[str, ...], cursor: str | None, where: str | None) -> dict:
+    """`columns: {include: [...]}` or `{exclude: [...]}`. What can be refused without the
+    catalog is refused here: a key or cursor column written in this entry and left out,
+    and a `where` on a column left out (the checks apply `where` to the target too)."""
+    raw = entry.raw.get("columns")
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or len(raw) != 1 or next(iter(raw)) not in ("include", "exclude"):
+        raise entry.error(
+            "`columns` must be `{include: [column, ...]}` (copy only these) or "
+            f"`{{exclude: [column, ...]}}` (copy all but these), one of the two; got {raw!r}"
+        )
+    kind, value = next(iter(raw.items()))
+    names = entry.columns(f"columns.{kind}", value)
+    selects = (lambda c: c in names) if kind == "include" else (lambda c: c not in names)
+    left_out = [k for k in key if not selects(k)]
+    if left_out:
+        raise entry.error(
+            f"`columns.{kind}` leaves out key column(s) {left_out}: a row cannot be matched "
+            "without its key; keep them in the copy"
+        )
+    if cursor is not None and not selects(cursor):
+        raise entry.error(
+            f"`columns.{kind}` leaves out the `incremental_column` {cursor!r}, which every "
+            "window is verified on; keep it in the copy"
+        )
+    in_where = sorted(c for c in columns_named(where) if not selects(c)) if where else []
+    if in_where:
+        raise entry.error(
+            f"`where` uses column(s) {in_where} that `columns.{kind}` leaves out; the checks "
+            "apply `where` to the target table too, where those columns do not exist"
+        )
+    return {f"columns_{kind}": names}
 
 
 def _differential(entry: _Entry) -> dict:

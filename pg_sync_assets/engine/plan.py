@@ -68,13 +68,46 @@ def _check_where(cur, spec: TableSpec) -> None:
         ) from None
 
 
+def _select_columns(spec: TableSpec, columns: list[Column], key: tuple[str, ...]) -> list[Column]:
+    """The columns `columns:` keeps, in source order; ConfigError for a name the source
+    lacks or a key or cursor column left out (a key chosen by the catalog is only known
+    now; one written in the table list was already refused at load)."""
+    what = spec.columns_key
+    if what is None:
+        return columns
+    names = [c.name for c in columns]
+    unknown = [c for c in (*spec.columns_include, *spec.columns_exclude) if c not in names]
+    if unknown:
+        raise ConfigError(
+            f"{_entry(spec)}: `{what}` names column(s) {unknown} that the source does not have; "
+            f"available columns: {names}"
+        )
+    kept = [c for c in columns if spec.selects(c.name)]
+    left_out = [k for k in key if not spec.selects(k)]
+    if left_out:
+        raise ConfigError(
+            f"{_entry(spec)}: `{what}` leaves out key column(s) {left_out} (the source's primary "
+            "key): a row cannot be matched without its key; keep them, or set `primary_key` to "
+            "other columns that identify a row"
+        )
+    if spec.incremental_column and not spec.selects(spec.incremental_column):
+        raise ConfigError(
+            f"{_entry(spec)}: `{what}` leaves out the `incremental_column` "
+            f"{spec.incremental_column!r}, which every window is verified on; keep it"
+        )
+    if not kept:
+        raise ConfigError(f"{_entry(spec)}: `{what}` leaves no column to copy")
+    return kept
+
+
 def plan_table(cur, spec: TableSpec) -> TablePlan:
     """Read and check the source side of `spec`; raises ConfigError naming the entry."""
     columns = _read_columns(cur, spec)
-    names = [c.name for c in columns]
     key = spec.primary_key
     if not key and spec.source is not None:
         key = primary_key(cur, spec.source)
+    columns = _select_columns(spec, columns, tuple(c for c in key if c in {x.name for x in columns}))
+    names = [c.name for c in columns]
     missing = [k for k in key if k not in names]
     if missing:
         raise ConfigError(

@@ -66,6 +66,10 @@ class TableSpec:
     # Copy only the rows that differ: `auto` when at most half the key buckets differ,
     # `always` whatever differs, `never` (always the full copy). See `differential.py`.
     differential: str = "auto"
+    # `columns: {include: [...]}` or `{exclude: [...]}` (one of the two): the columns left
+    # out are neither read from the source nor created in the target. See `plan.py`.
+    columns_include: tuple[str, ...] = ()
+    columns_exclude: tuple[str, ...] = ()
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)
 
@@ -78,6 +82,19 @@ class TableSpec:
                 object.__setattr__(self, "query", clean_query(self.query))
         except ConfigError as exc:
             raise ConfigError(f"table entry `{self.name}`: {exc}") from None
+
+    def selects(self, column: str) -> bool:
+        """Whether `column` is copied under `columns` (every column without it)."""
+        if self.columns_include:
+            return column in self.columns_include
+        return column not in self.columns_exclude
+
+    @property
+    def columns_key(self) -> str | None:
+        """`columns.include` or `columns.exclude`, for messages; None without `columns`."""
+        if self.columns_include:
+            return "columns.include"
+        return "columns.exclude" if self.columns_exclude else None
 
     @property
     def source_label(self) -> str:

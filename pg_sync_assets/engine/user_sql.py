@@ -124,3 +124,13 @@ def tables_read(query: str) -> list[tuple[str, str]]:
             if ref not in found:
                 found.append(ref)
     return found
+
+
+def columns_named(condition: str) -> set[str]:
+    """The column names a checked `where` refers to (the last part of each reference)."""
+    statement = parse_sql(_WHERE_PREFIX + condition + "\n)")[0].stmt
+    return {
+        node.fields[-1].sval
+        for node in _nodes(statement)
+        if isinstance(node, ast.ColumnRef) and isinstance(node.fields[-1], ast.String)
+    }
