@@ -94,6 +94,12 @@ def describe_entry(entry: TableEntry) -> str:
         lines.append(f"Scope: `WHERE {spec.where}` (copy and checks alike).")
     if spec.delete_missing:
         lines.append("Rows whose key is gone from the source scope are deleted.")
+    if spec.columns_include:
+        lines.append("Copies only the columns " + ", ".join(f"`{c}`" for c in spec.columns_include) + ".")
+    if spec.columns_exclude:
+        lines.append(
+            "Never reads nor copies the columns " + ", ".join(f"`{c}`" for c in spec.columns_exclude) + "."
+        )
     if spec.mode is Mode.INCREMENTAL:
         lines.append(
             f"Hourly partitions on `{spec.incremental_column}` ({spec.timezone}), each run re-reading "
@@ -113,6 +119,8 @@ def definition_metadata(entry: TableEntry) -> dict:
     }
     if spec.where:
         metadata["where"] = spec.where
+    if spec.columns_key:
+        metadata[spec.columns_key] = ", ".join(spec.columns_include or spec.columns_exclude)
     if spec.primary_key:
         metadata["primary_key"] = ", ".join(spec.primary_key)
     return metadata

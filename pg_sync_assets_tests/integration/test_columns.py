@@ -184,3 +184,15 @@ def test_a_selection_loads_into_the_spec():
     (spec,) = parse_config({"tables": [
         {"source": "hr.사람", "target": "hr.사람", "mode": "merge", "columns": {"exclude": ["주민번호"]}}]})
     assert (spec.columns_exclude, spec.columns_include) == (("주민번호",), ())
+
+
+def test_the_asset_says_which_columns_it_leaves_out():
+    from dagster import AssetKey
+
+    from pg_sync_assets import build_defs
+
+    defs = build_defs({"tables": [{"name": "people", "source": "hr.사람", "mode": "merge",
+                                   "columns": {"exclude": ["주민번호", "email"]}}]})
+    spec = defs.resolve_assets_def(AssetKey("people")).specs_by_key[AssetKey("people")]
+    assert spec.metadata["columns.exclude"] == "주민번호, email"
+    assert "Never reads nor copies the columns `주민번호`, `email`." in spec.description
