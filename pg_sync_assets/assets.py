@@ -237,6 +237,8 @@ def result_metadata(result: SyncResult) -> dict:
         metadata["rows_with_null_cursor"] = result.null_cursor_rows
     if result.removed_orphans:
         metadata["removed_orphaned_staging"] = ", ".join(result.removed_orphans)
+    if result.schema_changes:
+        metadata["schema_changes"] = MetadataValue.md("\n".join(f"- {c}" for c in result.schema_changes))
     return metadata
 
 

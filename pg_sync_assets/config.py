@@ -22,6 +22,7 @@ from .connections import check_roles, parse_connections
 from .definition_names import reject_name_collisions
 from .engine.differential import DIFFERENTIAL_CHOICES
 from .engine.errors import ConfigError
+from .engine.evolve import ON_SCHEMA_CHANGE_CHOICES
 from .engine.spec import Mode, TableRef, TableSpec
 from .engine.user_sql import clean_query, clean_where, columns_named
 from .naming import VALID_NAME, derive_asset_name
@@ -43,6 +44,7 @@ TABLE_KEYS = (
     "mode",
     "where",
     "columns",
+    "on_schema_change",
     "delete_missing",
     "verify",
     "incremental_column",
@@ -56,7 +58,14 @@ TABLE_KEYS = (
     *PRESENTATION_KEYS,
 )
 # Keys that `defaults:` may set for every entry (an entry's own value wins).
-DEFAULT_KEYS = ("verify", "lock_timeout", "lock_attempt_timeout", "differential", *PRESENTATION_KEYS)
+DEFAULT_KEYS = (
+    "verify",
+    "lock_timeout",
+    "lock_attempt_timeout",
+    "differential",
+    "on_schema_change",
+    *PRESENTATION_KEYS,
+)
 INCREMENTAL_KEYS = ("incremental_column", "partition_start", "timezone", "lookback")
 SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
 SUPPORTED_MODES = tuple(m.value for m in Mode)
@@ -290,6 +299,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         **_lock_keys(entry),
         **_differential(entry),
         **_column_selection(entry, primary_key, incremental.get("incremental_column"), where),
+        **_choice(entry, "on_schema_change", ON_SCHEMA_CHANGE_CHOICES),
         **incremental,
         name=_asset_name(entry, target),
         verify=verify,
@@ -340,15 +350,19 @@ def _column_selection(entry: _Entry, key: tuple[str, ...], cursor: str | None, w
     return {f"columns_{kind}": names}
 
 
+def _choice(entry: _Entry, key: str, choices: tuple[str, ...]) -> dict:
+    if key not in entry.raw:
+        return {}
+    value = entry.raw[key]
+    if value not in choices:
+        raise entry.error(f"`{key}` must be one of {list(choices)}, got {value!r}")
+    return {key: value}
+
+
 def _differential(entry: _Entry) -> dict:
     """`differential`: auto (default), always or never. Incremental runs copy their window
     and ignore it (so that `defaults:` may set it for a list with incremental tables)."""
-    if "differential" not in entry.raw:
-        return {}
-    value = entry.raw["differential"]
-    if value not in DIFFERENTIAL_CHOICES:
-        raise entry.error(f"`differential` must be one of {list(DIFFERENTIAL_CHOICES)}, got {value!r}")
-    return {"differential": value}
+    return _choice(entry, "differential", DIFFERENTIAL_CHOICES)
 
 
 def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:

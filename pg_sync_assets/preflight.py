@@ -57,7 +57,7 @@ def _check_one(entry: TableEntry, source, target) -> TableReport:
     target.rollback()
     try:
         with source.cursor() as scur, target.cursor() as tcur:
-            plan, target_cols = preflight(scur, tcur, spec)
+            plan, target_cols, changes = preflight(scur, tcur, spec)
     except PgSyncError as exc:
         return TableReport(spec, str(exc))
     finally:
@@ -66,6 +66,8 @@ def _check_one(entry: TableEntry, source, target) -> TableReport:
     origin = f"{entry.source_connection} " + (f"`{spec.source}`" if spec.source else "query")
     key = ", ".join(plan.key) or "no key"
     state = "exists, matches" if target_cols else "will be created"
+    if changes:
+        state = "exists; the next run will: " + "; ".join(c.description for c in changes)
     target_text = f"{entry.target_connection} `{spec.target}`"
     return TableReport(
         spec, None, f"{origin} -> {target_text} ({len(plan.columns)} columns, key: {key}; target {state})"

@@ -1,4 +1,5 @@
-"""The target table's shape: compare it with the source, or create it.
+"""Create a missing target table (comparing an existing one with the source, and
+evolving it, is `evolve.py`).
 
 Creation happens inside the final transaction, so a failed run leaves no empty table
 behind. Enums are recreated in the target with the source's labels (values keep their
@@ -8,52 +9,13 @@ user-defined types must exist in the target under the same name.
 
 from __future__ import annotations
 
-import re
-
 from psycopg2 import sql
 
 from .errors import SchemaMismatchError
 from .introspect import Column
 from .spec import TableRef
 
-_TYPMOD = re.compile(r"\(\d+(,\d+)?\)")
 CREATE_LOCK = "pg_sync_assets:create target"
-
-
-def _unmodified(type_key: str) -> str:
-    return _TYPMOD.sub("", type_key)
-
-
-def schema_differences(source: list[Column], target: list[Column]) -> list[str]:
-    """Human-readable differences that make the target unusable; empty when it fits.
-
-    Extra target columns are allowed (they keep their defaults or NULL); a column the
-    source does not know only matters if it is NOT NULL without a default, which the
-    INSERT reports itself.
-    """
-    by_name = {c.name: c for c in target}
-    problems = []
-    for col in source:
-        other = by_name.get(col.name)
-        if other is None:
-            problems.append(f"column `{col.name}` ({col.type_key}) is missing in the target")
-        elif col.type_key != other.type_key and not (
-            not col.typmod_known and _unmodified(col.type_key) == _unmodified(other.type_key)
-        ):
-            problems.append(
-                f"column `{col.name}` is {col.type_key} in the source but {other.type_key} in the target"
-            )
-    return problems
-
-
-def require_matching_schema(table: TableRef, source: list[Column], target: list[Column]) -> None:
-    problems = schema_differences(source, target)
-    if problems:
-        raise SchemaMismatchError(
-            f"target table `{table}` does not match the source: "
-            + "; ".join(problems)
-            + ". Alter the target table (or drop it to let pg_sync_assets recreate it); nothing was written"
-        )
 
 
 def _ensure_user_types(cur, table: TableRef, columns: list[Column]) -> None:

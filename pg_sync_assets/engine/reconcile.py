@@ -15,7 +15,7 @@ import sys
 from decimal import Decimal
 
 from .differential import apply_differing_rows, copy_differing_rows
-from .errors import ConfigError
+from .errors import ConfigError, SchemaMismatchError
 from .guard import check_final
 from .introspect import table_exists
 from .localize import localize
@@ -35,7 +35,13 @@ def reconcile_table(
     options = options or SyncOptions()
     label = str(spec.target)
     timer = StageTimer(label, source_conn, target_conn)
-    plan, copied = prepare(spec, source_conn, target_conn, timer)
+    plan, copied, changes = prepare(spec, source_conn, target_conn, timer)
+    if changes:
+        raise SchemaMismatchError(
+            f"cannot reconcile `{label}`: its target needs schema changes first ("
+            + "; ".join(c.description for c in changes)
+            + "); materialize the asset (a sync applies them), then reconcile; nothing was written"
+        )
     if not plan.key:
         # Without a key no row can be named: the repair is a verified copy of the whole scope.
         log.info("reconcile `%s`: no key to tell rows apart; copying the whole scope again", label)

@@ -13,8 +13,8 @@ from contextlib import contextmanager
 
 import psycopg2
 
-from .ddl import require_matching_schema
 from .errors import SyncError
+from .evolve import SchemaChange, plan_schema_changes
 from .introspect import Column, table_columns
 from .locks import acquire_table_lock, release_table_lock
 from .plan import TablePlan, plan_table
@@ -37,8 +37,11 @@ def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]
     return {c.name for c in plan.columns if c.generated_expr is not None}
 
 
-def prepare(spec: TableSpec, source_conn, target_conn, timer: StageTimer) -> tuple[TablePlan, list[Column]]:
-    """Open the source snapshot, plan, check the target's shape; the columns to copy.
+def prepare(
+    spec: TableSpec, source_conn, target_conn, timer: StageTimer
+) -> tuple[TablePlan, list[Column], list[SchemaChange]]:
+    """Open the source snapshot, plan, check the target's shape; the columns to copy and
+    the changes `on_schema_change` will make to the target in the final transaction.
 
     The source stays in its REPEATABLE READ transaction: whatever reads it next (copy,
     checksums, localization) sees the same snapshot as the plan.
@@ -48,23 +51,23 @@ def prepare(spec: TableSpec, source_conn, target_conn, timer: StageTimer) -> tup
     source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
     target_conn.autocommit = True
     with timer.stage("plan"), source_conn.cursor() as scur, target_conn.cursor() as tcur:
-        plan, target_cols = preflight(scur, tcur, spec)
+        plan, target_cols, changes = preflight(scur, tcur, spec)
         skip = _generated_in_target(plan, target_cols)
-    return plan, [c for c in plan.columns if c.name not in skip]
+    return plan, [c for c in plan.columns if c.name not in skip], changes
 
 
-def preflight(scur, tcur, spec: TableSpec) -> tuple[TablePlan, list[Column]]:
+def preflight(scur, tcur, spec: TableSpec) -> tuple[TablePlan, list[Column], list[SchemaChange]]:
     """Everything both catalogs can tell before a copy: the source side (`plan_table`),
-    and an existing target's columns and shape. Raises ConfigError or
-    SchemaMismatchError; the start of every run and `python -m pg_sync_assets check`."""
+    an existing target's columns (and the schema changes `on_schema_change` allows) and
+    its shape. Raises ConfigError or SchemaMismatchError; the start of every run and
+    `python -m pg_sync_assets check`."""
     plan = plan_table(scur, spec)
     target_cols = table_columns(tcur, spec.target)
-    if target_cols:
-        require_matching_schema(spec.target, list(plan.columns), target_cols)
+    changes = plan_schema_changes(spec, list(plan.columns), target_cols, plan.key) if target_cols else []
     shape = read_target_shape(tcur, spec.target)
     if shape is not None:
         require_writable_target(spec.target, shape, spec.mode, plan.key)
-    return plan, target_cols
+    return plan, target_cols, changes
 
 
 @contextmanager

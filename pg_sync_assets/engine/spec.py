@@ -70,6 +70,8 @@ class TableSpec:
     # out are neither read from the source nor created in the target. See `plan.py`.
     columns_include: tuple[str, ...] = ()
     columns_exclude: tuple[str, ...] = ()
+    # What a run may change in an existing target: `fail`, `add_columns`, `evolve` (`evolve.py`).
+    on_schema_change: str = "fail"
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)
 

@@ -20,6 +20,7 @@ from psycopg2 import sql
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
 from .ddl import create_target_table
 from .differential import DifferentialStats, compare, eligible, run_differential, stats
+from .evolve import SchemaChange, apply_schema_changes
 from .guard import (
     LoadVerification,
     check_final,
@@ -80,6 +81,7 @@ class SyncResult:
     hour_counts: dict[str, int] = field(default_factory=dict)  # partition key -> rows copied
     null_cursor_rows: int | None = None  # rows no window can reach (incremental column NULL)
     differential: DifferentialStats | None = None  # what the comparison before the copy found
+    schema_changes: tuple[str, ...] = ()  # what `on_schema_change` changed in the target
 
     @property
     def copy_rows_per_second(self) -> float:
@@ -88,7 +90,14 @@ class SyncResult:
 
 
 def _apply(
-    cur, spec: TableSpec, plan: TablePlan, staging: str, copied: list[Column], rows: int, options: SyncOptions
+    cur,
+    spec: TableSpec,
+    plan: TablePlan,
+    staging: str,
+    copied: list[Column],
+    rows: int,
+    options: SyncOptions,
+    changes: list[SchemaChange],
 ) -> tuple[MergeCounts, bool, int]:
     """The final transaction's statements; the caller commits or rolls back."""
     cur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
@@ -102,7 +111,9 @@ def _apply(
     else:
         require_writable_target(spec.target, shape, spec.mode, plan.key)
         truncates = spec.mode is Mode.FULL_REFRESH and not shape.referenced_by
-        lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates else "ROW EXCLUSIVE")
+        # ALTER TABLE takes ACCESS EXCLUSIVE: take it in the lock's short tries, not by upgrading.
+        lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates or changes else "ROW EXCLUSIVE")
+        apply_schema_changes(cur, changes)
     if spec.mode is Mode.FULL_REFRESH:
         counts = replace_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows, shape)
         if counts.method == TRUNCATE_INSERT:  # the table holds exactly what was inserted
@@ -134,7 +145,7 @@ def sync_table(
     """
     log = log or _log
     timer = StageTimer(str(spec.target), source_conn, target_conn)
-    plan, copied = prepare(spec, source_conn, target_conn, timer)
+    plan, copied, changes = prepare(spec, source_conn, target_conn, timer)
     cursor_column = None
     if window is not None:
         cursor_column = next(c for c in plan.columns if c.name == spec.incremental_column)
@@ -142,11 +153,11 @@ def sync_table(
     with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
             result, found = None, None
-            if eligible(spec, plan, window):
+            if eligible(spec, plan, window) and not changes:  # a changed shape: copy it all
                 result, found = _differential(spec, plan, staging, copied, scur, tcur, timer, options, log)
             if result is None:
                 result = _copy_and_apply(
-                    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column
+                    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes
                 )
                 result["differential"] = found
     return SyncResult(
@@ -156,6 +167,7 @@ def sync_table(
         removed_orphans=orphans,
         window=window,
         lookback=spec.lookback if window is not None else 0,
+        schema_changes=tuple(c.description for c in changes),
     )
 
 
@@ -213,7 +225,9 @@ def _window_counts(spec: TableSpec, scur, tcur, staging: str, column: Column) ->
     return counts, scur.fetchone()[0]
 
 
-def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column) -> dict:
+def _copy_and_apply(
+    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes
+) -> dict:
     label = str(spec.target)
     target_conn = tcur.connection
     copied_names = [c.name for c in copied]
@@ -253,7 +267,7 @@ def _copy_and_apply(spec, plan, staging, copied, scur, tcur, timer, options, log
         with timer.stage("merge"):
             try:
                 counts, created, target_rows = _apply(
-                    tcur, spec, plan, staging, copied, copied_result.rows, options
+                    tcur, spec, plan, staging, copied, copied_result.rows, options, changes
                 )
             except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
                 # A unique index that is not the key, or a full refresh's rebuilt key index.
