@@ -33,7 +33,6 @@ from pydantic import Field
 from .checks import compared_window, evaluate_checks, table_check_specs
 from .engine import (
     ConfigError,
-    Mode,
     SchemaMismatchError,
     SyncResult,
     TableSpec,
@@ -100,10 +99,15 @@ def describe_entry(entry: TableEntry) -> str:
         lines.append(
             "Never reads nor copies the columns " + ", ".join(f"`{c}`" for c in spec.columns_exclude) + "."
         )
-    if spec.mode is Mode.INCREMENTAL:
+    if spec.hourly:
         lines.append(
             f"Hourly partitions on `{spec.incremental_column}` ({spec.timezone}), each run re-reading "
             f"the {spec.lookback} hour(s) before its window for late rows."
+        )
+    elif spec.by_integer_cursor:
+        lines.append(
+            f"Append-only: each run syncs the rows whose `{spec.incremental_column}` is above the "
+            f"target's maximum less {spec.lookback_rows} row(s)."
         )
     return "\n\n".join(lines)
 
@@ -235,6 +239,14 @@ def result_metadata(result: SyncResult) -> dict:
         metadata["partition_window"] = f"[{_fmt(result.window.start)}, {_fmt(result.window.end)})"
         metadata["window"] = compared_window(result)
         metadata["rows_with_null_cursor"] = result.null_cursor_rows
+    if result.plan.spec.by_integer_cursor:
+        column = result.plan.spec.incremental_column
+        metadata["cursor_after"] = (
+            "every row (the target was empty)"
+            if result.cursor_after is None
+            else f"`{column}` > {result.cursor_after}"
+        )
+        metadata["rows_with_null_cursor"] = result.null_cursor_rows
     if result.removed_orphans:
         metadata["removed_orphaned_staging"] = ", ".join(result.removed_orphans)
     if result.schema_changes:
@@ -253,8 +265,9 @@ class SyncRunConfig(Config):
 
 
 def table_partitions(spec: TableSpec) -> HourlyPartitionsDefinition | None:
-    """Hourly partitions for `incremental` tables (Dagster's standard key format)."""
-    if spec.mode is not Mode.INCREMENTAL:
+    """Hourly partitions for `incremental` tables on a time column (Dagster's standard key
+    format); an integer cursor's asset has none."""
+    if not spec.hourly:
         return None
     return HourlyPartitionsDefinition(start_date=spec.partition_start, timezone=spec.timezone)
 
@@ -300,7 +313,7 @@ def _sync(
         if config.reconcile:  # the whole table, whatever partition the run names
             return reconcile_table(spec, source_conn, target_conn, log=context.log)
         window = None
-        if spec.mode is Mode.INCREMENTAL:
+        if spec.hourly:
             time_window = context.partition_time_window
             window = Window(time_window.start, time_window.end)
         return sync_table(spec, source_conn, target_conn, log=context.log, window=window)

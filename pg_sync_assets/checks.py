@@ -62,8 +62,13 @@ def verified_by_sync(result: SyncResult | None) -> TableComparison | None:
         target=ScopeChecksum(v.final.rows + v.rows_only_in_target, v.final.checksum),
         columns=tuple(result.plan.column_names),
         basis="verified inside the materialization, against the source snapshot it copied",
-        window=compared_window(result) if result.window is not None else None,
+        window=compared_window(result) if result.window is not None else _cursor_range(result),
     )
+
+
+def _cursor_range(result: SyncResult) -> str | None:
+    """An integer cursor's synced range, `(floor, ∞)`; None when every row was synced."""
+    return None if result.cursor_after is None else f"({result.cursor_after}, ∞)"
 
 
 def null_cursor_result(
@@ -80,8 +85,10 @@ def null_cursor_result(
     description = (
         "every source row in scope has a value in the incremental column"
         if rows == 0
-        else f"{rows} source rows have `{spec.incremental_column}` NULL: no hourly window loads them; "
-        f"include them with a reconcile (`reconcile: true`) or a `merge` table with a `where` on them"
+        else f"{rows} source rows have `{spec.incremental_column}` NULL: no "
+        + ("hourly window" if spec.hourly else "run")
+        + " loads them; "
+        "include them with a reconcile (`reconcile: true`) or a `merge` table with a `where` on them"
     )
     return AssetCheckResult(
         asset_key=table_asset_key(entry),
@@ -133,7 +140,7 @@ def repair_hint(entry: TableEntry, keyed: bool = True) -> str:
             f"`{spec.target}` has no key, so the differing rows cannot be named; copy the whole scope "
             f"again: `{CLI.format(verb='asset materialize')} --select {selection}`"
         )
-    if spec.mode is Mode.INCREMENTAL:
+    if spec.hourly:
         return (
             "to repair only the differing rows of the whole table run "
             f"`{CLI.format(verb='job execute')} -j {names.reconcile_job(entry)}`"

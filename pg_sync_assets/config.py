@@ -51,6 +51,7 @@ TABLE_KEYS = (
     "partition_start",
     "timezone",
     "lookback",
+    "lookback_rows",
     "schedule",
     "lock_timeout",
     "lock_attempt_timeout",
@@ -66,7 +67,7 @@ DEFAULT_KEYS = (
     "on_schema_change",
     *PRESENTATION_KEYS,
 )
-INCREMENTAL_KEYS = ("incremental_column", "partition_start", "timezone", "lookback")
+INCREMENTAL_KEYS = ("incremental_column", "partition_start", "timezone", "lookback", "lookback_rows")
 SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
 SUPPORTED_MODES = tuple(m.value for m in Mode)
 PARTITION_FORMAT = "%Y-%m-%d-%H:%M"
@@ -375,10 +376,14 @@ def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
                 "remove them, or set `mode: incremental`"
             )
         return {}
-    column, start = (
-        entry.text("incremental_column", required=True),
-        entry.text("partition_start", required=True),
-    )
+    column, start = entry.text("incremental_column", required=True), entry.text("partition_start")
+    if start is None:
+        return _integer_cursor_keys(entry, column)
+    if "lookback_rows" in entry.raw:
+        raise entry.error(
+            "`lookback_rows` applies to an integer cursor (no `partition_start`); hourly partitions "
+            "use `lookback` (hours)"
+        )
     try:
         on_the_hour = datetime.strptime(start, PARTITION_FORMAT).minute == 0
     except ValueError:
@@ -404,6 +409,20 @@ def _incremental_keys(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
             "hour every hour; set the minute with `schedules: {minute_of_hour: N}`"
         )
     return {"incremental_column": column, "partition_start": start, "timezone": zone, "lookback": lookback}
+
+
+def _integer_cursor_keys(entry: _Entry, column: str) -> dict:
+    """`incremental` without `partition_start`: an integer cursor with `lookback_rows`."""
+    hourly = [k for k in ("timezone", "lookback") if k in entry.raw]
+    if hourly:
+        raise entry.error(
+            f"{hourly} apply to hourly partitions: set `partition_start` (without it, "
+            f"`{column}` is an integer cursor, and `lookback_rows` re-reads the newest rows)"
+        )
+    rows = entry.raw.get("lookback_rows", 0)
+    if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+        raise entry.error(f"`lookback_rows` must be a whole number of rows, 0 or more, got {rows!r}")
+    return {"incremental_column": column, "lookback_rows": rows}
 
 
 def _lock_keys(entry: _Entry) -> dict:

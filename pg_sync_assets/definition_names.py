@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .engine.errors import ConfigError
-from .engine.spec import Mode
 from .project import TableEntry
 
 
@@ -83,11 +82,11 @@ class Names:
 
     def op_names(self, entry: TableEntry) -> list[str]:
         """The ops named after this table, besides its asset's own."""
-        return [self.reconcile_op(entry)] if entry.spec.mode is Mode.INCREMENTAL else []
+        return [self.reconcile_op(entry)] if entry.spec.hourly else []
 
     def runnable_names(self, entry: TableEntry) -> list[str]:
         """The jobs and schedules named after this table."""
-        if entry.spec.mode is Mode.INCREMENTAL:
+        if entry.spec.hourly:
             return [
                 self.sync_job(entry),
                 self.hourly_schedule(entry),

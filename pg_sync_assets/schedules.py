@@ -36,7 +36,7 @@ from dagster import (
 
 from .assets import SyncRunConfig, result_metadata, retry_policy
 from .definition_names import Names
-from .engine import Mode, reconcile_table
+from .engine import reconcile_table
 from .keys import resources_of, table_asset_key
 from .project import Project, ScheduleSettings, TableEntry
 
@@ -151,10 +151,10 @@ def incremental_jobs(
 def build_jobs_and_schedules(project: Project):
     settings, names = project.schedules, Names.of(project.name)
     status = DefaultScheduleStatus.RUNNING if settings.running else DefaultScheduleStatus.STOPPED
-    batch = [e for e in project.tables if e.spec.mode is not Mode.INCREMENTAL]
+    batch = [e for e in project.tables if not e.spec.hourly]  # integer cursors run like batch tables
     jobs, schedules = batch_jobs(batch, names, settings, status)
     for entry in project.tables:
-        if entry.spec.mode is Mode.INCREMENTAL:
+        if entry.spec.hourly:
             more_jobs, more_schedules = incremental_jobs(entry, names, settings, status)
             jobs += more_jobs
             schedules += more_schedules

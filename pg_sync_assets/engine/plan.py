@@ -17,6 +17,8 @@ from .sql import source_scope
 
 # The column types an hourly window can be expressed in exactly (`window.py`).
 CURSOR_TYPES = ("timestamp with time zone", "timestamp without time zone", "date")
+# The column types of an integer cursor (`incremental` without partitions).
+INTEGER_CURSOR_TYPES = ("smallint", "integer", "bigint")
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,16 @@ def plan_table(cur, spec: TableSpec) -> TablePlan:
             f"{_entry(spec)}: `incremental_column` {spec.incremental_column!r} does not exist "
             f"in the source; available columns: {names}"
         )
-    if spec.incremental_column:
+    if spec.incremental_column and spec.by_integer_cursor:
+        cursor = columns[names.index(spec.incremental_column)]
+        if cursor.type_key not in INTEGER_CURSOR_TYPES:
+            raise ConfigError(
+                f"{_entry(spec)}: `incremental_column` {spec.incremental_column!r} is "
+                f"{cursor.type_key}; without `partition_start` it must be an integer column "
+                f"({', '.join(INTEGER_CURSOR_TYPES)}); for hourly partitions on a time column, "
+                "set `partition_start`"
+            )
+    elif spec.incremental_column:
         cursor = columns[names.index(spec.incremental_column)]
         if re.sub(r"\(\d+\)", "", cursor.type_key) not in CURSOR_TYPES:
             raise ConfigError(

@@ -60,6 +60,7 @@ class TableSpec:
     partition_start: str | None = None
     timezone: str = "UTC"
     lookback: int = 0
+    lookback_rows: int = 0  # integer cursor: rows re-read below the target's maximum
     schedule: str | None = None
     lock_timeout: float = 600.0  # seconds a run waits, in all, for the locks it needs
     lock_attempt_timeout: float = 2.0  # seconds one try at the final table's lock may queue readers
@@ -84,6 +85,17 @@ class TableSpec:
                 object.__setattr__(self, "query", clean_query(self.query))
         except ConfigError as exc:
             raise ConfigError(f"table entry `{self.name}`: {exc}") from None
+
+    @property
+    def hourly(self) -> bool:
+        """`incremental` with hourly partitions on a time column."""
+        return self.mode is Mode.INCREMENTAL and self.partition_start is not None
+
+    @property
+    def by_integer_cursor(self) -> bool:
+        """`incremental` without partitions: the rows above the target's maximum of an
+        integer column, less `lookback_rows` (`window.integer_cursor_floor`)."""
+        return self.mode is Mode.INCREMENTAL and self.partition_start is None
 
     def selects(self, column: str) -> bool:
         """Whether `column` is copied under `columns` (every column without it)."""

@@ -18,6 +18,7 @@ from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
+from .cursor import above, integer_cursor_floor
 from .ddl import create_target_table
 from .differential import DifferentialStats, compare, eligible, run_differential, stats
 from .evolve import SchemaChange, apply_schema_changes
@@ -82,6 +83,7 @@ class SyncResult:
     null_cursor_rows: int | None = None  # rows no window can reach (incremental column NULL)
     differential: DifferentialStats | None = None  # what the comparison before the copy found
     schema_changes: tuple[str, ...] = ()  # what `on_schema_change` changed in the target
+    cursor_after: int | None = None  # an integer cursor's floor: rows above it were synced
 
     @property
     def copy_rows_per_second(self) -> float:
@@ -146,10 +148,14 @@ def sync_table(
     log = log or _log
     timer = StageTimer(str(spec.target), source_conn, target_conn)
     plan, copied, changes = prepare(spec, source_conn, target_conn, timer)
-    cursor_column = None
+    cursor_column, cursor_after = None, None
     if window is not None:
         cursor_column = next(c for c in plan.columns if c.name == spec.incremental_column)
         spec = replace(spec, window=window_condition(cursor_column, window, spec.timezone, spec.lookback))
+    elif spec.by_integer_cursor:
+        cursor_after = integer_cursor_floor(target_conn, spec)
+        if cursor_after is not None:
+            spec = replace(spec, window=above(spec.incremental_column, cursor_after))
     with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
             result, found = None, None
@@ -168,6 +174,7 @@ def sync_table(
         window=window,
         lookback=spec.lookback if window is not None else 0,
         schema_changes=tuple(c.description for c in changes),
+        cursor_after=cursor_after,
     )
 
 
@@ -211,18 +218,21 @@ def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
     return {**result, "method": DIFFERENTIAL}, None
 
 
-def _window_counts(spec: TableSpec, scur, tcur, staging: str, column: Column) -> tuple[dict[str, int], int]:
-    """Rows copied per partition hour (from staging: exactly what was copied) and rows
-    whose cursor is NULL in the source scope (same snapshot as the copy)."""
+def _hour_counts(spec: TableSpec, tcur, staging: str, column: Column) -> dict[str, int]:
+    """Rows copied per partition hour (from staging: exactly what was copied)."""
     tcur.execute(
         sql.SQL("SELECT {} AS h, count(*) FROM {} GROUP BY h").format(
             hour_bucket(column, spec.timezone), sql.Identifier(STAGING_SCHEMA, staging)
         )
     )
-    counts = {partition_key(hour): n for hour, n in tcur.fetchall() if hour is not None}
-    is_null = sql.SQL("{} IS NULL").format(sql.Identifier(column.name))
+    return {partition_key(hour): n for hour, n in tcur.fetchall() if hour is not None}
+
+
+def _null_cursor_rows(spec: TableSpec, scur) -> int:
+    """Source rows in scope whose cursor is NULL (same snapshot as the copy): no run loads them."""
+    is_null = sql.SQL("{} IS NULL").format(sql.Identifier(spec.incremental_column))
     scur.execute(source_scope(replace(spec, window=None), sql.SQL("count(*)"), is_null))
-    return counts, scur.fetchone()[0]
+    return scur.fetchone()[0]
 
 
 def _copy_and_apply(
@@ -260,9 +270,11 @@ def _copy_and_apply(
                 require_staged_equal(label, expected_copied, staged.result())
                 target_conn.rollback()
         hour_counts, null_rows = {}, None
-        if cursor_column is not None:
+        if cursor_column is not None or spec.by_integer_cursor:
             with timer.stage("window_counts"):
-                hour_counts, null_rows = _window_counts(spec, scur, tcur, staging, cursor_column)
+                if cursor_column is not None:
+                    hour_counts = _hour_counts(spec, tcur, staging, cursor_column)
+                null_rows = _null_cursor_rows(spec, scur)
                 target_conn.rollback()
         with timer.stage("merge"):
             try:

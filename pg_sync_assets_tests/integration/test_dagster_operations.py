@@ -40,6 +40,13 @@ tables:
     source: public.customers
     target: copies.customers
     schedule: "30 4 * * *"
+  - name: events_by_id
+    source: public.events
+    target: copies.events
+    mode: incremental
+    incremental_column: id
+    lookback_rows: 10
+    schedule: "*/15 * * * *"
 """
 
 
@@ -53,7 +60,7 @@ def test_every_schedule_ticks_and_the_run_it_requests_succeeds(project, dbs):
     schedules = defs.get_repository_def().schedule_defs
     assert {s.name for s in schedules} == {
         "sync_daily_schedule", "sync_nightly_schedule", "reconcile_daily", "sync_events_hourly",
-        "reconcile_events_daily"}
+        "reconcile_events_daily", "sync_events_by_id_schedule"}
     # first the loads, then the reconciles that compare against them
     for schedule in sorted(schedules, key=lambda s: s.name.startswith("reconcile")):
         tick = schedule.evaluate_tick(build_schedule_context(
@@ -69,6 +76,7 @@ def test_every_schedule_ticks_and_the_run_it_requests_succeeds(project, dbs):
             assert request.partition_key == "2026-11-20-05:00"
     assert dbs.tgt("SELECT count(*) FROM events") == dbs.src("SELECT count(*) FROM events")
     assert dbs.tgt("SELECT count(*) FROM copies.customers") == [(2,)]
+    assert dbs.tgt("SELECT count(*) FROM copies.events") == [(600,)]
 
 
 def test_reconcile_all_handles_keyless_tables_views_and_materialized_views(project, dbs):
