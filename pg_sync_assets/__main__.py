@@ -1,12 +1,15 @@
-"""`python -m pg_sync_assets check [--config FILE]`: see `preflight.py`."""
+"""`python -m pg_sync_assets check [--config FILE]`: list the tables of the list's
+patterns (`patterns.py`, writes the state file), then check every table (`preflight.py`)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from .config import config_path, load_project
+from .config import config_path, load_project, parse_yaml, read_table_list
 from .engine import ConfigError
+from .patterns import refresh_state
 from .preflight import run_check
 
 
@@ -17,7 +20,11 @@ def main(argv: list[str]) -> int:
     check.add_argument("--config", help="the table list (default: PG_SYNC_CONFIG)")
     args = parser.parse_args(argv)
     try:
-        project = load_project(args.config or config_path())
+        path = Path(args.config or config_path())
+        status = refresh_state(parse_yaml(read_table_list(path), str(path)), path, print)
+        if status:
+            return status
+        project = load_project(path)
     except ConfigError as exc:
         print(exc)
         return 2

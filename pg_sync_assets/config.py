@@ -26,6 +26,7 @@ from .engine.evolve import ON_SCHEMA_CHANGE_CHOICES
 from .engine.spec import Mode, TableRef, TableSpec
 from .engine.user_sql import clean_query, clean_where, columns_named
 from .naming import VALID_NAME, derive_asset_name
+from .patterns import expand, is_pattern, read_state, state_path
 from .presentation import PRESENTATION_KEYS, presentation_keys
 from .project import Project, ScheduleSettings, TableEntry
 
@@ -112,17 +113,22 @@ def load_config(path: Path | str) -> list[TableSpec]:
     return load_project(path).specs
 
 
-def load_project(path: Path | str) -> Project:
-    """Connections, tables and schedule settings of one YAML file."""
-    path = Path(path)
+def read_table_list(path: Path) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(
             f"cannot read the table list `{path}` ({exc.strerror}); set {CONFIG_ENV} to "
             "the path of your tables YAML file"
         ) from None
-    return parse_project(parse_yaml(text, str(path)), source_name=str(path))
+
+
+def load_project(path: Path | str) -> Project:
+    """Connections, tables and schedule settings of one YAML file (patterns expanded from
+    the state file beside it)."""
+    path = Path(path)
+    text = read_table_list(path)
+    return parse_project(parse_yaml(text, str(path)), source_name=str(path), state_file=state_path(path))
 
 
 def parse_yaml(text: str, source_name: str) -> Any:
@@ -159,8 +165,9 @@ def parse_config(document: Any, source_name: str = "<config>") -> list[TableSpec
     return parse_project(document, source_name).specs
 
 
-def parse_project(document: Any, source_name: str = "<config>") -> Project:
-    """A loaded table list document (or a component's attributes) -> Project."""
+def parse_project(document: Any, source_name: str = "<config>", state_file: Path | None = None) -> Project:
+    """A loaded table list document (or a component's attributes) -> Project; pattern
+    entries expand from `state_file` (`patterns.py`)."""
     where = f"`{source_name}`"
     if not isinstance(document, dict) or not isinstance(document.get("tables"), list):
         raise ConfigError(f"{where}: expected a top-level `tables:` list of table entries")
@@ -177,10 +184,21 @@ def parse_project(document: Any, source_name: str = "<config>") -> Project:
         )
     connections = parse_connections(document.get("connections"), where)
     defaults = _defaults(document.get("defaults"), where)
-    entries = [
-        _parse_entry({**defaults, **entry} if isinstance(entry, dict) else entry, i + 1, where)
-        for i, entry in enumerate(document["tables"])
-    ]
+    entries = []
+    state = read_state(state_file)
+    for number, entry in enumerate(document["tables"], start=1):
+        raw = {**defaults, **entry} if isinstance(entry, dict) else entry
+        if not (isinstance(raw, dict) and is_pattern(raw.get("source"))):
+            entries.append(_parse_entry(raw, number, where))
+            continue
+        label = f"{where}, table entry {number} (`{raw['source']}`)"
+        tables = expand(raw, label, state, state_file)
+        if not tables:
+            raise ConfigError(
+                f"{label}: the pattern matched no table when `python -m pg_sync_assets check` last "
+                "listed them; fix the pattern (or its `exclude`), or run `check` again"
+            )
+        entries.extend(_parse_entry(one, number, where) for one in tables)
     entries = [replace(e, list_name=name) for e in entries]
     check_roles(connections, [(e.name, e.source_connection, e.target_connection) for e in entries], where)
     _reject_duplicates(entries, where)

@@ -170,6 +170,24 @@ def table_exists(cur, table: TableRef) -> bool:
     return cur.fetchone() is not None
 
 
+_MATCHING_QUERY = """
+SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname LIKE %(schema)s AND c.relname LIKE %(table)s AND c.relkind = ANY(%(kinds)s)
+  AND NOT c.relispartition
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'sync_staging') AND n.nspname NOT LIKE 'pg\\_%%'
+ORDER BY 1, 2
+"""
+
+
+def tables_like(cur, schema_like: str, table_like: str, views: bool) -> list[TableRef]:
+    """Tables (and partitioned tables; views and materialized views with `views`) whose
+    schema and name match the LIKE patterns; partitions are left to their parent, and
+    the system and staging schemas are never listed."""
+    kinds = ["r", "p", "v", "m"] if views else ["r", "p"]
+    cur.execute(_MATCHING_QUERY, {"schema": schema_like, "table": table_like, "kinds": kinds})
+    return [TableRef(schema, name) for schema, name in cur.fetchall()]
+
+
 def table_columns(cur, table: TableRef) -> list[Column]:
     """The columns of `table` in order; empty when the table does not exist."""
     cur.execute(_TABLE_COLUMNS_QUERY, (table.schema, table.name))
