@@ -93,6 +93,11 @@ def describe_entry(entry: TableEntry) -> str:
         lines.append(f"Scope: `WHERE {spec.where}` (copy and checks alike).")
     if spec.delete_missing:
         lines.append("Rows whose key is gone from the source scope are deleted.")
+    if spec.snapshot_group:
+        lines.append(
+            f"Synced with the other tables of snapshot group `{spec.snapshot_group}`: one source "
+            "snapshot, one target transaction."
+        )
     if spec.columns_include:
         lines.append("Copies only the columns " + ", ".join(f"`{c}`" for c in spec.columns_include) + ".")
     if spec.columns_exclude:
@@ -123,6 +128,8 @@ def definition_metadata(entry: TableEntry) -> dict:
     }
     if spec.where:
         metadata["where"] = spec.where
+    if spec.snapshot_group:
+        metadata["snapshot_group"] = spec.snapshot_group
     if spec.columns_key:
         metadata[spec.columns_key] = ", ".join(spec.columns_include or spec.columns_exclude)
     if spec.primary_key:
@@ -319,31 +326,52 @@ def _sync(
         return sync_table(spec, source_conn, target_conn, log=context.log, window=window)
 
 
+def table_asset_spec(entry: TableEntry) -> AssetSpec:
+    """The asset of one table entry, as its step declares it."""
+    return AssetSpec(
+        table_asset_key(entry),
+        description=entry.description or describe_entry(entry),
+        metadata=definition_metadata(entry),
+        kinds={"postgres"},
+        deps=[source_asset_key(entry.source_connection, t) for t in source_tables(entry.spec)],
+        group_name=entry.group_name,
+        owners=list(entry.owners),
+        tags=dict(entry.tags),
+        code_version=entry.code_version,
+    )
+
+
+def materialize_result(
+    context: AssetExecutionContext, entry: TableEntry, result: SyncResult
+) -> MaterializeResult:
+    """Log what the sync did; its materialization with metadata and column lineage."""
+    changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in _change_counts(result).items())
+    context.log.info(
+        "`%s`: %d rows copied (%.0f rows/s); %s",
+        result.table,
+        result.rows_copied,
+        result.copy_rows_per_second,
+        changes,
+    )
+    metadata = result_metadata(result)
+    lineage = column_lineage(entry, result)
+    if lineage is not None:
+        metadata["dagster/column_lineage"] = lineage
+    return MaterializeResult(asset_key=table_asset_key(entry), metadata=metadata)
+
+
 def build_table_asset(entry: TableEntry) -> AssetsDefinition:
     """The asset that syncs `entry` and checks it, in one step.
 
     Incremental tables are partitioned by hour; a range of partitions runs as one pass
     (one COPY, one merge) over the whole range.
     """
-    spec = entry.spec
-    partitions = table_partitions(spec)
+    partitions = table_partitions(entry.spec)
     key = table_asset_key(entry)
 
     @multi_asset(
         name=entry.ident,
-        specs=[
-            AssetSpec(
-                key,
-                description=entry.description or describe_entry(entry),
-                metadata=definition_metadata(entry),
-                kinds={"postgres"},
-                deps=[source_asset_key(entry.source_connection, t) for t in source_tables(spec)],
-                group_name=entry.group_name,
-                owners=list(entry.owners),
-                tags=dict(entry.tags),
-                code_version=entry.code_version,
-            )
-        ],
+        specs=[table_asset_spec(entry)],
         check_specs=table_check_specs(entry),
         can_subset=True,
         required_resource_keys={entry.source_connection, entry.target_connection},
@@ -357,19 +385,7 @@ def build_table_asset(entry: TableEntry) -> AssetsDefinition:
         if key in context.selected_asset_keys:
             result = sync_or_fail(context, entry, config)
             record_partition_counts(context, entry, result)
-            changes = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in _change_counts(result).items())
-            context.log.info(
-                "`%s`: %d rows copied (%.0f rows/s); %s",
-                result.table,
-                result.rows_copied,
-                result.copy_rows_per_second,
-                changes,
-            )
-            metadata = result_metadata(result)
-            lineage = column_lineage(entry, result)
-            if lineage is not None:
-                metadata["dagster/column_lineage"] = lineage
-            yield MaterializeResult(asset_key=key, metadata=metadata)
+            yield materialize_result(context, entry, result)
         yield from evaluate_checks(context, entry, result)
 
     return _table

@@ -18,6 +18,7 @@ from dagster import Definitions, ExecutorDefinition
 from .assets import build_source_assets, build_table_asset
 from .config import load_project, parse_project, parse_yaml
 from .executor import EXECUTOR
+from .group_assets import build_group_asset
 from .project import Project
 from .resources import connection_resource
 from .schedules import build_jobs_and_schedules
@@ -56,8 +57,17 @@ def build_defs(
         name: connection_resource(project.connections[name], readonly)
         for name, readonly in project.used_connections().items()
     }
+    groups: dict[str, list] = {}
+    for entry in project.tables:
+        if entry.spec.snapshot_group is not None:
+            groups.setdefault(entry.spec.snapshot_group, []).append(entry)
+    alone = [e for e in project.tables if e.spec.snapshot_group is None]
     return Definitions(
-        assets=[*build_source_assets(list(project.tables)), *map(build_table_asset, project.tables)],
+        assets=[
+            *build_source_assets(list(project.tables)),
+            *map(build_table_asset, alone),
+            *(build_group_asset(group, entries) for group, entries in groups.items()),
+        ],
         jobs=jobs,
         schedules=schedules,
         resources=resources,

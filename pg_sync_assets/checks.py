@@ -19,7 +19,7 @@ from dagster import (
     Failure,
 )
 
-from .definition_names import Names
+from .definition_names import Names, asset_op
 from .engine import Mode, SyncResult, TableSpec
 from .engine.errors import ConfigError
 from .engine.localize import Difference, localize_table
@@ -148,7 +148,7 @@ def repair_hint(entry: TableEntry, keyed: bool = True) -> str:
     return (
         f"to repair only the differing rows run `{CLI.format(verb='job execute')} -j {names.reconcile_all}` "
         f"(every table) or `{CLI.format(verb='asset materialize')} --select {selection} --config-json "
-        f'\'{{"ops": {{"{entry.ident}": {{"config": {{"reconcile": true}}}}}}}}\'` (this table)'
+        f'\'{{"ops": {{"{asset_op(entry)}": {{"config": {{"reconcile": true}}}}}}}}\'` (this table)'
     )
 
 
@@ -259,7 +259,8 @@ def evaluate_checks(
     """The selected checks of `entry`: from `result`'s pre-commit comparison when this step
     synced the table with verification, else compared live."""
     spec = entry.spec
-    selected = {k.name for k in context.selected_asset_check_keys}
+    key = table_asset_key(entry)  # a snapshot group's step holds the checks of several tables
+    selected = {k.name for k in context.selected_asset_check_keys if k.asset_key == key}
     results = []
     if selected & {"row_count", "checksum"}:
         comparison = verified_by_sync(result)

@@ -46,6 +46,7 @@ TABLE_KEYS = (
     "where",
     "columns",
     "on_schema_change",
+    "snapshot_group",
     "delete_missing",
     "verify",
     "incremental_column",
@@ -202,6 +203,7 @@ def parse_project(document: Any, source_name: str = "<config>", state_file: Path
     entries = [replace(e, list_name=name) for e in entries]
     check_roles(connections, [(e.name, e.source_connection, e.target_connection) for e in entries], where)
     _reject_duplicates(entries, where)
+    _check_groups(entries, where)
     reject_name_collisions(entries, name, where)
     return Project(
         tables=tuple(entries),
@@ -319,6 +321,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         **_differential(entry),
         **_column_selection(entry, primary_key, incremental.get("incremental_column"), where),
         **_choice(entry, "on_schema_change", ON_SCHEMA_CHANGE_CHOICES),
+        **_snapshot_group(entry, mode, schedule),
         **incremental,
         name=_asset_name(entry, target),
         verify=verify,
@@ -367,6 +370,48 @@ def _column_selection(entry: _Entry, key: tuple[str, ...], cursor: str | None, w
             "apply `where` to the target table too, where those columns do not exist"
         )
     return {f"columns_{kind}": names}
+
+
+def _snapshot_group(entry: _Entry, mode: Mode, schedule: str | None) -> dict:
+    group = entry.text("snapshot_group")
+    if group is None:
+        return {}
+    if not VALID_NAME.match(group):
+        raise entry.error(
+            f"`snapshot_group` names a step: use only letters A-Z, a-z, digits and _, got {group!r}"
+        )
+    if mode is Mode.INCREMENTAL:
+        raise entry.error(
+            "`snapshot_group` applies to `full_refresh` and `merge` tables (an incremental table "
+            "copies its own window)"
+        )
+    if schedule is not None:
+        raise entry.error(
+            "a table of a `snapshot_group` runs with its group (in `sync_all` and `sync_daily`); "
+            "remove its `schedule`"
+        )
+    return {"snapshot_group": group}
+
+
+def _check_groups(entries: list[TableEntry], where: str) -> None:
+    """The tables of a snapshot group share one source snapshot and one target transaction:
+    one source connection, one target connection."""
+    first: dict[str, TableEntry] = {}
+    for entry in entries:
+        group = entry.spec.snapshot_group
+        if group is None:
+            continue
+        other = first.setdefault(group, entry)
+        if (other.source_connection, other.target_connection) != (
+            entry.source_connection,
+            entry.target_connection,
+        ):
+            raise ConfigError(
+                f"{where}: snapshot group `{group}` holds `{other.name}` ({other.source_connection} -> "
+                f"{other.target_connection}) and `{entry.name}` ({entry.source_connection} -> "
+                f"{entry.target_connection}); one group reads one snapshot and writes one transaction, "
+                "so its tables must share their connections"
+            )
 
 
 def _choice(entry: _Entry, key: str, choices: tuple[str, ...]) -> dict:

@@ -98,6 +98,12 @@ class Names:
         return []
 
 
+def asset_op(entry: TableEntry) -> str:
+    """The op (the step) that materializes `entry`: its own, or its snapshot group's."""
+    group = entry.spec.snapshot_group
+    return f"snapshot_group_{group}" if group is not None else entry.ident
+
+
 def reject_name_collisions(entries: list[TableEntry], list_name: str | None, where: str) -> None:
     """ConfigError naming the entries whose definitions would share a name."""
     names = Names.of(list_name)

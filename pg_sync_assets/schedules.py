@@ -35,7 +35,7 @@ from dagster import (
 )
 
 from .assets import SyncRunConfig, result_metadata, retry_policy
-from .definition_names import Names
+from .definition_names import Names, asset_op
 from .engine import reconcile_table
 from .keys import resources_of, table_asset_key
 from .project import Project, ScheduleSettings, TableEntry
@@ -44,7 +44,7 @@ RECONCILE_CRON = "0 3 * * *"
 
 
 def _reconcile_config(entries: list[TableEntry]) -> RunConfig:
-    return RunConfig(ops={entry.ident: SyncRunConfig(reconcile=True) for entry in entries})
+    return RunConfig(ops={asset_op(entry): SyncRunConfig(reconcile=True) for entry in entries})
 
 
 def batch_jobs(

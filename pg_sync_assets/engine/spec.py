@@ -73,6 +73,9 @@ class TableSpec:
     columns_exclude: tuple[str, ...] = ()
     # What a run may change in an existing target: `fail`, `add_columns`, `evolve` (`evolve.py`).
     on_schema_change: str = "fail"
+    # Tables of one snapshot group are synced together: one source snapshot, one target
+    # transaction, in foreign-key order (`group.py`).
+    snapshot_group: str | None = None
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)
 

@@ -5,6 +5,7 @@ catalog into the state file beside the table list, loading expands each pattern 
 from __future__ import annotations
 
 import json
+import threading
 
 import psycopg2
 import pytest
@@ -160,3 +161,44 @@ def test_bad_pattern_entries_fail_at_load(entry, message, tmp_path):
 ])
 def test_globs_become_like_patterns_with_the_rest_literal(glob, like):
     assert _like(glob) == like
+
+
+def test_a_pattern_in_one_snapshot_group_keeps_foreign_keys_with_a_writer_on_the_source(project, dbs, capsys):
+    project.write_text(CONFIG + "    snapshot_group: film\n")
+    assert _check(project, capsys)[0] == 0
+    defs = build_definitions()
+    instance = DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("sync_all").execute_in_process(instance=instance).success
+    # the target's foreign keys, as `pg_dump -s` would have made them
+    dbs.tgt("ALTER TABLE backup.film ADD FOREIGN KEY (language_id) REFERENCES backup.language ON DELETE RESTRICT;"
+            "ALTER TABLE backup.film_actor ADD FOREIGN KEY (film_id) REFERENCES backup.film ON DELETE RESTRICT;"
+            "ALTER TABLE backup.film_actor ADD FOREIGN KEY (actor_id) REFERENCES backup.actor ON DELETE CASCADE")
+    stop, written = threading.Event(), [0]
+
+    def write() -> None:
+        n = 1000
+        while not stop.is_set():
+            n += 1
+            dbs.src("INSERT INTO film.language VALUES (%s, 'l'); "
+                    "INSERT INTO film.film (film_id, title, language_id) VALUES (%s, 'f', %s); "
+                    "INSERT INTO film.actor VALUES (%s, 'a'); INSERT INTO film.film_actor VALUES (%s, %s); "
+                    "DELETE FROM film.film WHERE film_id = %s; DELETE FROM film.language WHERE language_id = %s",
+                    (n, n, n, n, n, n, n - 3, n - 3))
+            written[0] += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    runs = []
+    try:
+        while (len(runs) < 3 or written[0] < 10) and len(runs) < 30 and writer.is_alive():
+            runs.append(defs.resolve_job_def("sync_all").execute_in_process(instance=instance, raise_on_error=False))
+    finally:
+        stop.set()
+        writer.join()
+
+    assert written[0] >= 10, "the writer did not overlap the runs"
+    for run in runs:
+        assert run.success, [e.message for e in run.all_events if e.is_failure]
+        assert {e.step_key for e in run.all_events if e.event_type_value == "STEP_SUCCESS"} == {
+            "snapshot_group_film"}
+        assert all(c.passed for c in run.get_asset_check_evaluations())

@@ -1,0 +1,251 @@
+"""A snapshot group: several tables read in one source snapshot and changed in one target
+transaction, so related tables (orders and their items, a parent and its children)
+never disagree in the target, and a failure leaves every one of them as it was.
+
+1. One REPEATABLE READ snapshot on the source for every member: plan, copy, checksums.
+2. Each member's table lock and staging table (locks taken in name order, so two groups
+   sharing tables cannot deadlock); each member copied into its staging table and the
+   staged rows verified against the snapshot.
+3. One final transaction: the members' writes in foreign-key order of the target tables,
+   parents first for inserts and updates, children first for deletes (a child row never
+   lands before its parent, and a parent row is deleted only after the children that
+   left the source); then each final table verified against the snapshot; one commit.
+
+Members always take the full copy (no differential comparison) and must share their
+source and target connections (one snapshot, one transaction).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from psycopg2 import sql
+
+from .copy import source_copy_statement, staging_copy_statement, stream_copy
+from .ddl import create_target_table
+from .evolve import SchemaChange, apply_schema_changes
+from .guard import check_final, require_staged_equal, source_snapshot_checksums, staged_checksum
+from .introspect import Column
+from .locks import limit_lock_wait, lock_final_table
+from .merge import (
+    MergeCounts,
+    delete_missing,
+    delete_rows,
+    merge_from_staging,
+    not_staged,
+    replace_from_staging,
+)
+from .plan import TablePlan
+from .run import _generated_in_target, end_run_transactions, preflight, require_read_only_source, staged_run
+from .spec import Mode, TableSpec
+from .stages import StageTimer
+from .staging import STAGING_SCHEMA
+from .sync import SyncResult
+from .target import TargetShape, read_target_shape, require_writable_target
+
+_log = logging.getLogger("pg_sync_assets")
+
+_FK_EDGES = """
+SELECT cn.nspname, c.relname, pn.nspname, p.relname
+FROM pg_constraint k
+JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE k.contype = 'f' AND k.conrelid <> k.confrelid AND k.conparentid = 0
+"""
+
+
+@dataclass
+class _Member:
+    spec: TableSpec
+    plan: TablePlan
+    copied: list[Column]
+    changes: list[SchemaChange]
+    timer: StageTimer
+    staging: str = ""
+    orphans: tuple[str, ...] = ()
+    rows: int = 0
+    bytes: int = 0
+    expected: object = None
+    shape: TargetShape | None = None
+    created: bool = False
+    counts: MergeCounts | None = None
+
+
+def parents_first(
+    specs: list[TableSpec], edges: list[tuple[tuple[str, str], tuple[str, str]]]
+) -> list[TableSpec]:
+    """`specs` ordered so that a table comes after the tables its foreign keys point at
+    (among the members); members in a cycle keep their given order."""
+    by_target = {(s.target.schema, s.target.name): s for s in specs}
+    parents = {key: set() for key in by_target}
+    for child, parent in edges:
+        if child in by_target and parent in by_target:
+            parents[child].add(parent)
+    ordered: list[TableSpec] = []
+    placed: set = set()
+    while len(ordered) < len(specs):
+        ready = [k for k in by_target if k not in placed and parents[k] <= placed]
+        if not ready:  # a cycle: the rest in the given order
+            ready = [k for k in by_target if k not in placed]
+        for key in ready:
+            ordered.append(by_target[key])
+            placed.add(key)
+    return ordered
+
+
+def sync_group(specs: list[TableSpec], source_conn, target_conn, *, log=None) -> list[SyncResult]:
+    """Sync `specs` as one snapshot group; see the module docstring. The results follow
+    the order of `specs`."""
+    log = log or _log
+    members = _prepare(specs, source_conn, target_conn)
+    with ExitStack() as stack:
+        for member in sorted(members, key=lambda m: str(m.spec.target)):
+            member.staging, member.orphans = stack.enter_context(
+                staged_run(member.spec, target_conn, member.copied, member.timer, log)
+            )
+        try:
+            with source_conn.cursor() as scur, target_conn.cursor() as tcur:
+                for member in members:
+                    _copy_and_verify(member, scur, tcur)
+                order = _write_order(members, tcur)
+                _apply_all(order, tcur)
+                results = _verify_all(members, tcur)
+                require_read_only_source(scur, ", ".join(str(m.spec.target) for m in members))
+                target_conn.commit()
+        finally:
+            end_run_transactions(source_conn, target_conn)
+    return results
+
+
+def _prepare(specs: list[TableSpec], source_conn, target_conn) -> list[_Member]:
+    """Plan every member in one source snapshot (the transaction stays open)."""
+    source_conn.rollback()
+    target_conn.rollback()
+    source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+    target_conn.autocommit = True
+    members = []
+    with source_conn.cursor() as scur, target_conn.cursor() as tcur:
+        for spec in specs:
+            timer = StageTimer(str(spec.target), source_conn, target_conn)
+            with timer.stage("plan"):
+                plan, target_cols, changes = preflight(scur, tcur, spec)
+            skip = _generated_in_target(plan, target_cols)
+            copied = [c for c in plan.columns if c.name not in skip]
+            members.append(_Member(spec, plan, copied, changes, timer))
+    return members
+
+
+def _copy_and_verify(member: _Member, scur, tcur) -> None:
+    spec, target_conn = member.spec, tcur.connection
+    names = [c.name for c in member.copied]
+    with member.timer.stage("copy"):
+        target_conn.autocommit = False
+        tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, member.staging)))
+        done = stream_copy(
+            scur,
+            tcur,
+            source_copy_statement(spec, member.copied),
+            staging_copy_statement(member.staging, member.copied),
+        )
+        target_conn.commit()
+        member.rows, member.bytes = done.rows, done.bytes
+    with member.timer.stage("verify_copy"), ThreadPoolExecutor(max_workers=1) as pool:
+        staged = pool.submit(staged_checksum, tcur, member.staging, names)
+        member.expected, expected_copied = source_snapshot_checksums(
+            scur, spec, member.plan.column_names, names
+        )
+        require_staged_equal(str(spec.target), expected_copied, staged.result())
+        target_conn.rollback()
+
+
+def _write_order(members: list[_Member], tcur) -> list[_Member]:
+    tcur.execute(_FK_EDGES)
+    edges = [((a, b), (c, d)) for a, b, c, d in tcur.fetchall()]
+    ordered = parents_first([m.spec for m in members], edges)
+    return [next(m for m in members if m.spec is spec) for spec in ordered]
+
+
+def _apply_all(order: list[_Member], tcur) -> None:
+    """Writes of every member in one transaction: inserts and updates parents first,
+    then deletes children first."""
+    for member in order:
+        with member.timer.stage("merge"):
+            _upsert(member, tcur)
+    for member in reversed(order):
+        with member.timer.stage("merge"):
+            _delete(member, tcur)
+
+
+def _upsert(member: _Member, cur) -> None:
+    spec, plan = member.spec, member.plan
+    cur.execute("SELECT set_config('work_mem', '256MB', true)")
+    shape = read_target_shape(cur, spec.target)
+    member.created = shape is None
+    if member.created:
+        limit_lock_wait(cur, spec.lock_timeout)
+        create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
+        shape = read_target_shape(cur, spec.target)
+    else:
+        require_writable_target(spec.target, shape, spec.mode, plan.key)
+        truncates = spec.mode is Mode.FULL_REFRESH and not shape.referenced_by
+        lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates or member.changes else "ROW EXCLUSIVE")
+        apply_schema_changes(cur, member.changes)
+    member.shape = shape
+    key = plan.key_columns()
+    if spec.mode is Mode.FULL_REFRESH and not shape.referenced_by:
+        member.counts = replace_from_staging(
+            cur, spec.target, member.staging, member.copied, key, member.rows, shape
+        )
+        return
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, member.staging)))
+    member.counts = merge_from_staging(
+        cur, spec.target, member.staging, member.copied, key, member.rows, shape
+    )
+
+
+def _delete(member: _Member, cur) -> None:
+    spec, counts, key = member.spec, member.counts, member.plan.key_columns()
+    deleted = None
+    if spec.mode is Mode.FULL_REFRESH and member.shape.referenced_by:
+        deleted = delete_rows(cur, spec.target, not_staged(member.staging, key), member.shape)
+    elif spec.mode is not Mode.FULL_REFRESH and spec.delete_missing:
+        deleted = delete_missing(cur, spec, member.staging, key, member.shape)
+    if deleted is not None:
+        member.counts = MergeCounts(counts.inserted, counts.updated, deleted, counts.method)
+
+
+def _verify_all(members: list[_Member], tcur) -> list[SyncResult]:
+    results = []
+    for member in members:
+        spec, plan = member.spec, member.plan
+        verification = None
+        if spec.verify:
+            with member.timer.stage("verify_final"):
+                verification = check_final(
+                    tcur, spec, plan.column_names, member.staging, plan.key_columns(), member.expected
+                )
+        tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+        counts = member.counts
+        results.append(
+            SyncResult(
+                table=str(spec.target),
+                mode=spec.mode,
+                rows_copied=member.rows,
+                bytes_copied=member.bytes,
+                inserted=counts.inserted,
+                updated=counts.updated,
+                deleted=counts.deleted,
+                target_rows=tcur.fetchone()[0],
+                created_target=member.created,
+                plan=plan,
+                verification=verification,
+                stage_seconds=dict(member.timer.seconds),
+                removed_orphans=member.orphans,
+                method=counts.method,
+                schema_changes=tuple(c.description for c in member.changes),
+            )
+        )
+    return results

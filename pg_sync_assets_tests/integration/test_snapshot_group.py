@@ -1,0 +1,202 @@
+"""Snapshot groups: related tables read in one source snapshot, written in one target
+transaction in foreign-key order, verified before that one commit; a failure leaves
+every table of the group as it was."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from dagster import AssetKey, DagsterInstance
+
+from pg_sync_assets import build_defs
+from pg_sync_assets.config import parse_config
+from pg_sync_assets.engine import ConfigError, Mode, SyncError, TableRef, TableSpec, VerificationError, connect
+from pg_sync_assets.engine.group import parents_first, sync_group
+from pg_sync_assets_tests.support import compare, run_sync, table_text
+
+SHOP = """
+CREATE SCHEMA shop;
+CREATE TABLE shop.customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES shop.customers ON DELETE CASCADE,
+                          total numeric(10,2));
+CREATE TABLE shop.items (order_id int REFERENCES shop.orders ON DELETE CASCADE, line int, sku text,
+                         PRIMARY KEY (order_id, line));
+INSERT INTO shop.customers SELECT i, '고객 ' || i FROM generate_series(1, 20) AS i;
+INSERT INTO shop.orders SELECT i, 1 + i % 20, i * 1.5 FROM generate_series(1, 100) AS i;
+INSERT INTO shop.items SELECT o, l, 'sku-' || o || '-' || l FROM generate_series(1, 100) AS o, generate_series(1, 3) AS l;
+"""
+
+# The target made beforehand, the way `pg_dump -s` makes it: with the foreign keys, RESTRICT.
+TARGET_SCHEMA = """
+CREATE SCHEMA shop;
+CREATE TABLE shop.customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES shop.customers ON DELETE RESTRICT,
+                          total numeric(10,2));
+CREATE TABLE shop.items (order_id int REFERENCES shop.orders ON DELETE RESTRICT, line int, sku text,
+                         PRIMARY KEY (order_id, line));
+"""
+
+NAMES = ("customers", "orders", "items")
+
+
+def _specs(mode: Mode = Mode.FULL_REFRESH) -> list[TableSpec]:
+    # children first on purpose: the group orders the writes itself
+    return [TableSpec(name=n, source=TableRef("shop", n), target=TableRef("shop", n), mode=mode,
+                      snapshot_group="shop", delete_missing=mode is Mode.MERGE) for n in reversed(NAMES)]
+
+
+def _group(dbs, specs):
+    source = connect(dbs.source, readonly=True, role="source")
+    target = connect(dbs.target, readonly=False, role="target")
+    try:
+        return sync_group(specs, source, target)
+    finally:
+        source.close()
+        target.close()
+
+
+def _rows(url) -> list[list[str]]:
+    return [sorted(table_text(url, TableRef("shop", n), "id" if n != "items" else "order_id")) for n in NAMES]
+
+
+CHANGE = """
+INSERT INTO shop.customers VALUES (21, '새 고객');
+INSERT INTO shop.orders VALUES (101, 21, 9.99);
+INSERT INTO shop.items VALUES (101, 1, 'new');
+DELETE FROM shop.customers WHERE id = 5;   -- cascades to its orders and their items
+"""
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.MERGE])
+def test_a_group_writes_parents_before_children_and_deletes_children_first(dbs, mode):
+    dbs.src(SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    first = _group(dbs, _specs(mode))
+    assert [r.target_rows for r in first] == [300, 100, 20]
+    dbs.src(CHANGE)
+
+    # table by table, the child lands before its parent (or the parent goes first): refused
+    with pytest.raises(SyncError):
+        run_sync(dbs, _specs(mode)[0])
+    results = _group(dbs, _specs(mode))
+
+    assert _rows(dbs.target) == _rows(dbs.source)
+    assert all(r.verification.final == r.verification.source for r in results)
+    assert [r.table for r in results] == ["shop.items", "shop.orders", "shop.customers"]
+    assert results[2].inserted == 1 and results[2].deleted == 1
+
+
+def test_a_failure_in_one_table_leaves_every_table_of_the_group_as_it_was(dbs):
+    dbs.src(SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    _group(dbs, _specs())
+    before = _rows(dbs.target)
+    dbs.src(CHANGE)
+    dbs.tgt("CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN NEW.sku := NEW.sku || '!'; RETURN NEW; END $$; "
+            "CREATE TRIGGER corrupt BEFORE INSERT ON shop.items FOR EACH ROW EXECUTE FUNCTION corrupt()")
+
+    with pytest.raises(VerificationError, match="`shop.items`"):
+        _group(dbs, _specs())
+
+    assert _rows(dbs.target) == before
+
+
+def test_a_writer_on_the_source_during_the_run_causes_no_violation_and_no_difference(dbs):
+    dbs.src(SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    _group(dbs, _specs())
+    stop, written = threading.Event(), [0]
+
+    def write() -> None:
+        n = 1000
+        while not stop.is_set():
+            n += 1
+            dbs.src("INSERT INTO shop.customers VALUES (%s, 'c'); INSERT INTO shop.orders VALUES (%s, %s, 1); "
+                    "INSERT INTO shop.items VALUES (%s, 1, 'x'); DELETE FROM shop.customers WHERE id = %s",
+                    (n, n, n, n, n - 500))
+            written[0] += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        results = [_group(dbs, _specs(mode)) for mode in (Mode.FULL_REFRESH, Mode.MERGE, Mode.FULL_REFRESH)]
+    finally:
+        stop.set()
+        writer.join()
+    assert written[0] > 10, "the writer did not overlap the runs"
+    assert all(r.verification.final == r.verification.source for rs in results for r in rs)
+    # every committed state of the target satisfied its foreign keys (they are enforced),
+    # and a last run on the quiet source leaves all three equal
+    _group(dbs, _specs())
+    assert all(compare(dbs, s).checksums_match for s in _specs())
+
+
+def test_foreign_keys_order_the_writes_and_a_cycle_keeps_the_given_order():
+    a, b, c = (TableSpec(name=n, source=TableRef("s", n), target=TableRef("s", n)) for n in "abc")
+    edges = [(("s", "c"), ("s", "b")), (("s", "b"), ("s", "a")), (("s", "x"), ("s", "a"))]
+    assert [s.name for s in parents_first([c, b, a], edges)] == ["a", "b", "c"]
+    cycle = [(("s", "a"), ("s", "b")), (("s", "b"), ("s", "a"))]
+    assert [s.name for s in parents_first([b, a, c], cycle)] == ["c", "b", "a"]
+
+
+CONFIG = {
+    "tables": [
+        {"source": f"shop.{n}", "mode": "full_refresh", "snapshot_group": "shop"} for n in NAMES
+    ] + [{"name": "customer_copy", "source": "shop.customers", "target": "copies.customers"}],
+}
+
+
+def test_a_group_is_one_step_that_can_still_run_one_member(dbs, monkeypatch):
+    dbs.src(SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", dbs.source)
+    monkeypatch.setenv("PG_SYNC_TARGET_URL", dbs.target)
+    defs = build_defs(CONFIG)
+    instance = DagsterInstance.ephemeral()
+
+    result = defs.resolve_job_def("sync_all").execute_in_process(instance=instance)
+
+    assert result.success
+    steps = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+    assert steps == {"snapshot_group_shop", "customer_copy"}
+    checks = result.get_asset_check_evaluations()
+    assert len(checks) == 8 and all(c.passed for c in checks)
+    assert _rows(dbs.target) == _rows(dbs.source)
+
+    dbs.src("UPDATE shop.orders SET total = 0 WHERE id = 1")
+    one = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, asset_selection=[AssetKey("orders")])
+    assert one.success
+    assert [m.asset_key for m in one.asset_materializations_for_node("snapshot_group_shop")] == [
+        AssetKey("orders")]
+    assert dbs.tgt("SELECT total FROM shop.orders WHERE id = 1") == [(0,)]
+
+    # every job resolves (the UI loads them all), and reconcile_all repairs the group's tables
+    assert {j.name for j in defs.resolve_all_job_defs()} >= {"sync_all", "reconcile_all", "verify_all"}
+    dbs.tgt("UPDATE shop.items SET sku = 'wrong' WHERE order_id = 2")
+    repaired = defs.resolve_job_def("reconcile_all").execute_in_process(instance=instance)
+    assert repaired.success
+    assert _rows(dbs.target) == _rows(dbs.source)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ({"mode": "incremental", "incremental_column": "id"}, "`snapshot_group` applies to `full_refresh` and `merge`"),
+    ({"schedule": "0 1 * * *"}, "runs with its group (in `sync_all` and `sync_daily`); remove its `schedule`"),
+    ({"snapshot_group": "shop-1"}, "`snapshot_group` names a step: use only letters"),
+])
+def test_bad_group_settings_fail_at_load(extra, message):
+    entry = {"source": "shop.orders", "snapshot_group": "shop", **extra}
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("`", "`")):
+        parse_config({"tables": [entry]})
+
+
+def test_a_group_cannot_span_two_connections():
+    document = {
+        "connections": {"other": {"url": {"env": "OTHER_URL"}}},
+        "tables": [{"source": "shop.orders", "snapshot_group": "shop"},
+                   {"source": "shop.items", "snapshot_group": "shop", "source_connection": "other"}],
+    }
+    with pytest.raises(ConfigError, match="snapshot group `shop` holds `orders` .* and `items`"):
+        parse_config(document)
