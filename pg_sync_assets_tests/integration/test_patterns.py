@@ -202,3 +202,13 @@ def test_a_pattern_in_one_snapshot_group_keeps_foreign_keys_with_a_writer_on_the
         assert {e.step_key for e in run.all_events if e.event_type_value == "STEP_SUCCESS"} == {
             "snapshot_group_film"}
         assert all(c.passed for c in run.get_asset_check_evaluations())
+
+
+def test_every_schema_with_excludes(project, dbs, capsys):
+    project.write_text("tables:\n  - source: '*.*'\n    exclude: [public.*, film.audit_*, film.payment]\n"
+                       "    target: backup.*\n")
+    status, out = _check(project, capsys)
+    assert status == 0, out
+    assert out.splitlines()[0] == "pattern *.* (source): 4 tables"
+    assert sorted(e.spec.source.name for e in load_project(project).tables) == ["actor", "film", "film_actor",
+                                                                                 "language"]
