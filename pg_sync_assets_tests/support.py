@@ -22,9 +22,10 @@ from pg_sync_assets.engine.verify import TableComparison, compare_table
 
 
 @contextmanager
-def sessions(dbs, target_readonly: bool = False) -> Iterator[tuple]:
-    """(source, target) engine sessions on a database pair, closed afterwards."""
-    source = connect(dbs.source, readonly=True, role="source")
+def sessions(dbs, target_readonly: bool = False, source_url: str | None = None) -> Iterator[tuple]:
+    """(source, target) engine sessions on a database pair (the source as another role
+    with `source_url`), closed afterwards."""
+    source = connect(source_url or dbs.source, readonly=True, role="source")
     target = connect(dbs.target, readonly=target_readonly, role="target")
     try:
         yield source, target

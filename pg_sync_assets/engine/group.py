@@ -25,11 +25,9 @@ from dataclasses import dataclass
 from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
-from .ddl import create_target_table
-from .evolve import SchemaChange, apply_schema_changes
+from .evolve import SchemaChange
 from .guard import check_final, require_staged_equal, source_snapshot_checksums, staged_checksum
 from .introspect import Column
-from .locks import limit_lock_wait, lock_final_table
 from .merge import (
     MergeCounts,
     delete_missing,
@@ -43,8 +41,8 @@ from .run import _generated_in_target, end_run_transactions, preflight, require_
 from .spec import Mode, TableSpec
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
-from .sync import SyncResult
-from .target import TargetShape, read_target_shape, require_writable_target
+from .sync import SyncOptions, SyncResult, open_final_table
+from .target import TargetShape
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -181,18 +179,7 @@ def _apply_all(order: list[_Member], tcur) -> None:
 
 def _upsert(member: _Member, cur) -> None:
     spec, plan = member.spec, member.plan
-    cur.execute("SELECT set_config('work_mem', '256MB', true)")
-    shape = read_target_shape(cur, spec.target)
-    member.created = shape is None
-    if member.created:
-        limit_lock_wait(cur, spec.lock_timeout)
-        create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
-        shape = read_target_shape(cur, spec.target)
-    else:
-        require_writable_target(spec.target, shape, spec.mode, plan.key)
-        truncates = spec.mode is Mode.FULL_REFRESH and not shape.referenced_by
-        lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates or member.changes else "ROW EXCLUSIVE")
-        apply_schema_changes(cur, member.changes)
+    shape, member.created = open_final_table(cur, spec, plan, member.changes, SyncOptions().merge_work_mem)
     member.shape = shape
     key = plan.key_columns()
     if spec.mode is Mode.FULL_REFRESH and not shape.referenced_by:

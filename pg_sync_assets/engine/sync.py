@@ -48,7 +48,7 @@ from .spec import Mode, TableSpec
 from .sql import source_scope
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
-from .target import read_target_shape, require_writable_target
+from .target import TargetShape, read_target_shape, require_writable_target
 from .window import Window, hour_bucket, partition_key, window_condition
 
 _log = logging.getLogger("pg_sync_assets")
@@ -91,6 +91,26 @@ class SyncResult:
         return self.rows_copied / seconds if seconds > 0 else 0.0
 
 
+def open_final_table(
+    cur, spec: TableSpec, plan: TablePlan, changes: list[SchemaChange], work_mem: str
+) -> tuple[TargetShape, bool]:
+    """In the final transaction: create the target, or check it, lock it and apply the
+    planned schema changes; (its shape, whether it was created)."""
+    cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+    shape = read_target_shape(cur, spec.target)
+    if shape is None:
+        # Creating the table takes no lock anyone else waits for.
+        limit_lock_wait(cur, spec.lock_timeout)
+        create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
+        return read_target_shape(cur, spec.target), True
+    require_writable_target(spec.target, shape, spec.mode, plan.key)
+    truncates = spec.mode is Mode.FULL_REFRESH and not shape.referenced_by
+    # ALTER TABLE takes ACCESS EXCLUSIVE: take it in the lock's short tries, not by upgrading.
+    lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates or changes else "ROW EXCLUSIVE")
+    apply_schema_changes(cur, changes)
+    return shape, False
+
+
 def _apply(
     cur,
     spec: TableSpec,
@@ -102,20 +122,7 @@ def _apply(
     changes: list[SchemaChange],
 ) -> tuple[MergeCounts, bool, int]:
     """The final transaction's statements; the caller commits or rolls back."""
-    cur.execute("SELECT set_config('work_mem', %s, true)", (options.merge_work_mem,))
-    shape = read_target_shape(cur, spec.target)
-    created = shape is None
-    if created:
-        # Creating the table takes no lock anyone else waits for.
-        limit_lock_wait(cur, spec.lock_timeout)
-        create_target_table(cur, spec.target, list(plan.columns), plan.key, spec.incremental_column)
-        shape = read_target_shape(cur, spec.target)
-    else:
-        require_writable_target(spec.target, shape, spec.mode, plan.key)
-        truncates = spec.mode is Mode.FULL_REFRESH and not shape.referenced_by
-        # ALTER TABLE takes ACCESS EXCLUSIVE: take it in the lock's short tries, not by upgrading.
-        lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates or changes else "ROW EXCLUSIVE")
-        apply_schema_changes(cur, changes)
+    shape, created = open_final_table(cur, spec, plan, changes, options.merge_work_mem)
     if spec.mode is Mode.FULL_REFRESH:
         counts = replace_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows, shape)
         if counts.method == TRUNCATE_INSERT:  # the table holds exactly what was inserted

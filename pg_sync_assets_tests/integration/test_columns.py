@@ -14,10 +14,10 @@ import pytest
 from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.config import parse_config
-from pg_sync_assets.engine import ConfigError, Mode, TableRef, TableSpec, connect, sync_table
+from pg_sync_assets.engine import ConfigError, Mode, TableRef, TableSpec, sync_table
 from pg_sync_assets.engine.localize import localize_table
 from pg_sync_assets.engine.verify import compare_table
-from pg_sync_assets_tests.support import table_text
+from pg_sync_assets_tests.support import sessions, table_text
 
 PEOPLE = TableRef("hr", "사람")
 COPIED = ["id", "name", "updated_at"]
@@ -53,23 +53,13 @@ def _spec(mode: Mode, **kw) -> TableSpec:
 
 
 def _sync(source_url: str, dbs, spec: TableSpec):
-    source = connect(source_url, readonly=True, role="source")
-    target = connect(dbs.target, readonly=False, role="target")
-    try:
+    with sessions(dbs, source_url=source_url) as (source, target):
         return sync_table(spec, source, target)
-    finally:
-        source.close()
-        target.close()
 
 
 def _compare(source_url: str, dbs, spec: TableSpec):
-    source = connect(source_url, readonly=True, role="source")
-    target = connect(dbs.target, readonly=True, role="target")
-    try:
+    with sessions(dbs, target_readonly=True, source_url=source_url) as (source, target):
         return compare_table(spec, source, target)
-    finally:
-        source.close()
-        target.close()
 
 
 def _target_columns(dbs) -> list[str]:
@@ -115,13 +105,8 @@ def test_the_full_copy_and_localization_read_only_the_copied_columns(dbs, reader
     assert _sync(reader, dbs, spec).method == "merge"
     dbs.tgt('UPDATE hr."사람" SET name = \'틀림\' WHERE id = 8')
 
-    source = connect(reader, readonly=True, role="source")
-    target = connect(dbs.target, readonly=True, role="target")
-    try:
+    with sessions(dbs, target_readonly=True, source_url=reader) as (source, target):
         diff = localize_table(spec, source, target, rows_hint=200)
-    finally:
-        source.close()
-        target.close()
     assert (diff.changed, diff.missing, diff.extra) == (["(8)"], [], [])
 
 

@@ -11,9 +11,9 @@ from dagster import AssetKey, DagsterInstance
 
 from pg_sync_assets import build_defs
 from pg_sync_assets.config import parse_config
-from pg_sync_assets.engine import ConfigError, Mode, SyncError, TableRef, TableSpec, VerificationError, connect
+from pg_sync_assets.engine import ConfigError, Mode, SyncError, TableRef, TableSpec, VerificationError
 from pg_sync_assets.engine.group import parents_first, sync_group
-from pg_sync_assets_tests.support import compare, run_sync, table_text
+from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text
 
 SHOP = """
 CREATE SCHEMA shop;
@@ -47,13 +47,8 @@ def _specs(mode: Mode = Mode.FULL_REFRESH) -> list[TableSpec]:
 
 
 def _group(dbs, specs):
-    source = connect(dbs.source, readonly=True, role="source")
-    target = connect(dbs.target, readonly=False, role="target")
-    try:
+    with sessions(dbs) as (source, target):
         return sync_group(specs, source, target)
-    finally:
-        source.close()
-        target.close()
 
 
 def _rows(url) -> list[list[str]]:
