@@ -30,7 +30,7 @@ BACKOFFS = ("exponential", "linear")
 
 
 def presentation_keys(entry) -> dict[str, Any]:
-    """TableEntry keyword arguments from `entry` (config's `_Entry`: `.raw`, `.error`, `.text`)."""
+    """TableEntry keyword arguments from `entry` (an `entry_keys.EntryReader`: `.raw`, `.error`, `.text`)."""
     return {
         "source_connection": entry.text("source_connection") or SOURCE,
         "target_connection": entry.text("target_connection") or TARGET,

@@ -37,7 +37,7 @@ from .merge import (
     replace_from_staging,
 )
 from .plan import TablePlan
-from .run import _generated_in_target, end_run_transactions, preflight, require_read_only_source, staged_run
+from .run import end_run_transactions, open_snapshot, plan_copy, require_read_only_source, staged_run
 from .spec import Mode, TableSpec
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
@@ -94,10 +94,12 @@ def parents_first(
     return ordered
 
 
-def sync_group(specs: list[TableSpec], source_conn, target_conn, *, log=None) -> list[SyncResult]:
+def sync_group(
+    specs: list[TableSpec], source_conn, target_conn, *, options: SyncOptions | None = None, log=None
+) -> list[SyncResult]:
     """Sync `specs` as one snapshot group; see the module docstring. The results follow
     the order of `specs`."""
-    log = log or _log
+    log, options = log or _log, options or SyncOptions()
     members = _prepare(specs, source_conn, target_conn)
     with ExitStack() as stack:
         for member in sorted(members, key=lambda m: str(m.spec.target)):
@@ -109,7 +111,7 @@ def sync_group(specs: list[TableSpec], source_conn, target_conn, *, log=None) ->
                 for member in members:
                     _copy_and_verify(member, scur, tcur)
                 order = _write_order(members, tcur)
-                _apply_all(order, tcur)
+                _apply_all(order, tcur, options.merge_work_mem)
                 results = _verify_all(members, tcur)
                 require_read_only_source(scur, ", ".join(str(m.spec.target) for m in members))
                 target_conn.commit()
@@ -120,19 +122,13 @@ def sync_group(specs: list[TableSpec], source_conn, target_conn, *, log=None) ->
 
 def _prepare(specs: list[TableSpec], source_conn, target_conn) -> list[_Member]:
     """Plan every member in one source snapshot (the transaction stays open)."""
-    source_conn.rollback()
-    target_conn.rollback()
-    source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
-    target_conn.autocommit = True
+    open_snapshot(source_conn, target_conn)
     members = []
     with source_conn.cursor() as scur, target_conn.cursor() as tcur:
         for spec in specs:
             timer = StageTimer(str(spec.target), source_conn, target_conn)
             with timer.stage("plan"):
-                plan, target_cols, changes = preflight(scur, tcur, spec)
-            skip = _generated_in_target(plan, target_cols)
-            copied = [c for c in plan.columns if c.name not in skip]
-            members.append(_Member(spec, plan, copied, changes, timer))
+                members.append(_Member(spec, *plan_copy(scur, tcur, spec), timer))
     return members
 
 
@@ -162,24 +158,24 @@ def _copy_and_verify(member: _Member, scur, tcur) -> None:
 def _write_order(members: list[_Member], tcur) -> list[_Member]:
     tcur.execute(_FK_EDGES)
     edges = [((a, b), (c, d)) for a, b, c, d in tcur.fetchall()]
-    ordered = parents_first([m.spec for m in members], edges)
-    return [next(m for m in members if m.spec is spec) for spec in ordered]
+    by_target = {m.spec.target: m for m in members}
+    return [by_target[spec.target] for spec in parents_first([m.spec for m in members], edges)]
 
 
-def _apply_all(order: list[_Member], tcur) -> None:
+def _apply_all(order: list[_Member], tcur, work_mem: str) -> None:
     """Writes of every member in one transaction: inserts and updates parents first,
     then deletes children first."""
     for member in order:
         with member.timer.stage("merge"):
-            _upsert(member, tcur)
+            _upsert(member, tcur, work_mem)
     for member in reversed(order):
         with member.timer.stage("merge"):
             _delete(member, tcur)
 
 
-def _upsert(member: _Member, cur) -> None:
+def _upsert(member: _Member, cur, work_mem: str) -> None:
     spec, plan = member.spec, member.plan
-    shape, member.created = open_final_table(cur, spec, plan, member.changes, SyncOptions().merge_work_mem)
+    shape, member.created = open_final_table(cur, spec, plan, member.changes, work_mem)
     member.shape = shape
     key = plan.key_columns()
     if spec.mode is Mode.FULL_REFRESH and not shape.referenced_by:

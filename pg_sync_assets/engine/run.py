@@ -46,13 +46,24 @@ def prepare(
     The source stays in its REPEATABLE READ transaction: whatever reads it next (copy,
     checksums, localization) sees the same snapshot as the plan.
     """
+    open_snapshot(source_conn, target_conn)
+    with timer.stage("plan"), source_conn.cursor() as scur, target_conn.cursor() as tcur:
+        return plan_copy(scur, tcur, spec)
+
+
+def open_snapshot(source_conn, target_conn) -> None:
+    """End whatever is open; the source in a read-only REPEATABLE READ transaction (its
+    snapshot starts with the next query), the target in autocommit."""
     source_conn.rollback()
     target_conn.rollback()
     source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
     target_conn.autocommit = True
-    with timer.stage("plan"), source_conn.cursor() as scur, target_conn.cursor() as tcur:
-        plan, target_cols, changes = preflight(scur, tcur, spec)
-        skip = _generated_in_target(plan, target_cols)
+
+
+def plan_copy(scur, tcur, spec: TableSpec) -> tuple[TablePlan, list[Column], list[SchemaChange]]:
+    """`preflight`, then the columns to copy: all but those the target generates itself."""
+    plan, target_cols, changes = preflight(scur, tcur, spec)
+    skip = _generated_in_target(plan, target_cols)
     return plan, [c for c in plan.columns if c.name not in skip], changes
 
 
