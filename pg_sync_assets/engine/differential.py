@@ -31,6 +31,7 @@ from .localize import Difference, localize
 from .locks import lock_final_table
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
+from .record import recordable, recorded_checksum, take_horizon, write_record
 from .run import require_read_only_source
 from .spec import Mode, TableSpec
 from .sql import key_in, pin_text_settings
@@ -88,15 +89,18 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         tcur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(spec.target.ident))
         if not tcur.fetchone()[0]:
             return None
-        source_total, target_total = _totals(spec, plan, scur, tcur)
+        source_total, (target_total, recorded_at, horizon) = _totals(spec, plan, scur, tcur)
         if source_total == target_total:
-            # The common case of a scheduled run: one scan a side, both servers at once.
+            # The common case of a scheduled run: one scan of the source, and of the target
+            # only when no record of it can be trusted; both servers at once.
             return Difference(
                 limit=0,
                 source_rows=source_total.rows,
                 source_sum=int(source_total.checksum),
                 target_rows=target_total.rows,
                 target_sum=int(target_total.checksum),
+                target_recorded_at=recorded_at,
+                target_horizon=horizon,
             )
         return localize(
             spec,
@@ -113,13 +117,24 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         tcur.connection.rollback()
 
 
-def _totals(spec: TableSpec, plan: TablePlan, scur, tcur) -> tuple[ScopeChecksum, ScopeChecksum]:
-    """Count and checksum of the source scope and of the target's side, on both servers
-    at once (psycopg2 releases the GIL while it waits)."""
+def _totals(spec: TableSpec, plan: TablePlan, scur, tcur):
+    """Count and checksum of the source scope, and (count and checksum, when recorded,
+    horizon) of the target's side, on both servers at once (psycopg2 releases the GIL
+    while it waits)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        target = pool.submit(target_checksum, tcur, target_side(spec), plan.column_names)
+        target = pool.submit(_target_totals, tcur, target_side(spec), plan.column_names)
         source = source_checksum(scur, spec, plan.column_names)
         return source, target.result()
+
+
+def _target_totals(tcur, side: TableSpec, columns: list[str]) -> tuple[ScopeChecksum, str | None, int | None]:
+    """The target's recorded totals if it provably holds the verified rows still (one
+    scan of row ids, no hashing); else hashed live, after taking a horizon to record."""
+    recorded = recorded_checksum(tcur, side, columns)
+    if recorded is not None:
+        return recorded.checksum, recorded.recorded_at, None
+    horizon = take_horizon(tcur) if recordable(side) else None
+    return target_checksum(tcur, side, columns), None, horizon
 
 
 def stats(diff: Difference) -> DifferentialStats:
@@ -192,10 +207,13 @@ def deletes_extra_rows(spec: TableSpec) -> bool:
 
 
 def verify_final(tcur, spec: TableSpec, columns: list[str], expected: ScopeChecksum, diff: Difference):
-    """The final table against the snapshot, in the final transaction. Where extra rows
-    stay (merge without delete_missing), their count and checksum, known from pass 2, are
-    taken out of the target's totals first."""
-    final = target_checksum(tcur, target_side(spec), columns)
+    """The final table against the snapshot, in the final transaction; recorded when the
+    whole table was compared. Where extra rows stay (merge without delete_missing), their
+    count and checksum, known from pass 2, are taken out of the target's totals first."""
+    side = target_side(spec)
+    horizon = take_horizon(tcur) if recordable(side) else None
+    final = target_checksum(tcur, side, columns)
+    whole_table = final
     scope = "target scope" if spec.mode is Mode.MERGE else "whole target table"
     only_in_target = 0
     if not deletes_extra_rows(spec) and diff.extra_count:
@@ -203,6 +221,8 @@ def verify_final(tcur, spec: TableSpec, columns: list[str], expected: ScopeCheck
         final = ScopeChecksum(final.rows - diff.extra_count, final.checksum - Decimal(diff.extra_sum))
         scope = f"target scope without the {diff.extra_count} rows only in the target"
     require_final_equal(str(spec.target), expected, final)
+    if horizon is not None:
+        write_record(tcur, side, columns, horizon, whole_table)
     return LoadVerification(expected, final, scope, only_in_target)
 
 
@@ -210,7 +230,7 @@ def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, 
     """Copy, apply and verify what `diff` found; commit. The caller ends the transactions."""
     expected = ScopeChecksum(diff.source_rows, Decimal(diff.source_sum))
     if diff.differing_buckets == 0:
-        return _unchanged(spec, diff, expected, scur, tcur)
+        return _unchanged(spec, plan, diff, expected, scur, tcur)
     target_conn = tcur.connection
     with timer.stage("copy"):
         rows, bytes_ = copy_differing_rows(spec, plan, copied, staging, diff, scur, tcur)
@@ -247,8 +267,11 @@ def _result(spec, rows: int, bytes_: int, counts: MergeCounts, target_rows: int,
     )
 
 
-def _unchanged(spec: TableSpec, diff: Difference, expected: ScopeChecksum, scur, tcur) -> dict:
-    """Every bucket is equal: pass 1 was the verification, and nothing is written."""
+def _unchanged(
+    spec: TableSpec, plan: TablePlan, diff: Difference, expected: ScopeChecksum, scur, tcur
+) -> dict:
+    """Every bucket is equal: the comparison was the verification, and no row is written.
+    A target hashed live is recorded, so the next run need not hash it again."""
     target_rows = diff.target_rows
     if target_side(spec).where:  # pass 1 counted the scope; the table may hold more
         tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
@@ -257,5 +280,15 @@ def _unchanged(spec: TableSpec, diff: Difference, expected: ScopeChecksum, scur,
     require_read_only_source(scur, str(spec.target))
     final = ScopeChecksum(diff.target_rows, Decimal(diff.target_sum))
     scope = "whole target table" if spec.mode is Mode.FULL_REFRESH else "target scope"
-    verification = LoadVerification(expected, final, f"{scope}, compared before any write (all equal)")
+    if diff.target_recorded_at is not None:
+        basis = (
+            f"{scope}: the checksum verified at {diff.target_recorded_at}, and no row written "
+            "since (row versions and count checked)"
+        )
+    else:
+        basis = f"{scope}, compared before any write (all equal)"
+        if diff.target_horizon is not None:
+            write_record(tcur, target_side(spec), plan.column_names, diff.target_horizon, final)
+            tcur.connection.commit()
+    verification = LoadVerification(expected, final, basis)
     return _result(spec, 0, 0, MergeCounts(0, 0, 0), target_rows, verification, diff)

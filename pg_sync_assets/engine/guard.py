@@ -26,6 +26,8 @@ from .sql import pin_text_settings, source_scope, where_clause
 from .staging import STAGING_SCHEMA
 from .verify import ScopeChecksum, checksum_select, row_hash, target_checksum
 
+WHOLE_SCOPE = "target scope"  # check_final compared every target row in scope
+
 
 class VerificationError(SyncError):
     """The staged or final rows differ from the source snapshot; nothing was committed."""
@@ -117,7 +119,7 @@ def check_final(
         )
     else:
         final = target_checksum(cur, spec, columns)
-        verification = LoadVerification(expected, final, "target scope")
+        verification = LoadVerification(expected, final, WHOLE_SCOPE)
     require_final_equal(str(spec.target), expected, final)
     return verification
 

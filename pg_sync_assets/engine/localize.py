@@ -56,6 +56,8 @@ class Difference:
     target_sum: int = 0
     extra_sum: int = 0  # sum of the row hashes of every extra row (all of them, not the first `limit`)
     abandoned: bool = False  # pass 1 found more differing buckets than the caller would localize
+    target_recorded_at: str | None = None  # the target totals came from a run's record (`record.py`)
+    target_horizon: int | None = None  # taken before the target totals were hashed live
     seconds_pass1: float = 0.0
     seconds_pass2: float = 0.0
 

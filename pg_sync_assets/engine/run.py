@@ -18,6 +18,7 @@ from .evolve import SchemaChange, plan_schema_changes
 from .introspect import Column, table_columns
 from .locks import acquire_table_lock, release_table_lock
 from .plan import TablePlan, plan_table
+from .record import ensure_record_table
 from .spec import TableSpec
 from .stages import StageTimer
 from .staging import (
@@ -93,6 +94,7 @@ def staged_run(
         try:
             with timer.stage("staging"):
                 ensure_staging_schema(tcur)
+                ensure_record_table(tcur)
                 orphans = tuple(drop_orphaned_staging(tcur, spec.target))
                 if orphans:
                     log.warning(

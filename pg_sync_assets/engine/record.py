@@ -1,0 +1,184 @@
+"""The verified record of a target table: skip re-hashing a target nobody wrote since.
+
+A run that verifies a whole target table (its count and checksum equal the source
+snapshot's) writes them to `sync_staging.verified_tables`, in the same transaction as
+its writes, with two transaction ids:
+- `horizon`: the oldest transaction still running when the verification's snapshot was
+  taken (taken just before it). Every transaction whose writes that snapshot did not
+  see has an id from `horizon` on.
+- `writer`: the run's own transaction.
+
+PostgreSQL stores with every row version the id of the transaction that wrote it
+(`xmin`). So a later insert or update, by anyone and through any path (this project's
+own runs included), leaves a visible row whose `xmin` is `horizon` or later and not
+`writer`; a delete leaves fewer rows. One scan of `xmin` and the count (no row rendered
+as text: a tenth of a checksum pass) tells whether the target still holds exactly the
+rows that were verified; if so, the next run compares the source with the recorded
+checksum instead of hashing the target again.
+
+Whatever is unusual, the record is not used and the run hashes the target live: another
+table under the same name (oid), other column names or types, a partitioned or inherited
+target, more than 2^30 transactions since (ids wrap at 2^32), or any row version the scan
+cannot place. A table compared only in part (a `merge` with `where`, a window) is not
+recorded. Doubt costs a checksum pass, never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+
+import psycopg2
+from psycopg2 import sql
+
+from .spec import TableSpec
+from .staging import STAGING_SCHEMA
+from .verify import ScopeChecksum
+
+RECORD_TABLE = "verified_tables"
+RECORD_VERSION = 1  # part of every fingerprint: a new checksum recipe voids old records
+# xids are 32 bits and wrap: a record is trusted for at most this many transactions.
+MAX_AGE_XIDS = 1 << 30
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A usable record: the table's count and checksum as verified, and when."""
+
+    checksum: ScopeChecksum
+    recorded_at: str
+
+
+def fingerprint(columns: list[str]) -> str:
+    """What a recorded checksum is a checksum of: these columns, over the whole table."""
+    text = json.dumps({"v": RECORD_VERSION, "columns": columns})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def ensure_record_table(cur) -> None:
+    """The record table (in the staging schema, which exists); autocommit."""
+    try:
+        cur.execute(
+            sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} ("
+                " target_schema text NOT NULL, target_table text NOT NULL, table_oid oid NOT NULL,"
+                " fingerprint text NOT NULL, shape text NOT NULL,"
+                " table_rows bigint NOT NULL, table_checksum numeric NOT NULL,"
+                " horizon xid8 NOT NULL, writer xid8 NOT NULL,"
+                " recorded_at timestamptz NOT NULL DEFAULT now(),"
+                " PRIMARY KEY (target_schema, target_table))"
+            ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE))
+        )
+    except psycopg2.errors.UniqueViolation:
+        cur.connection.rollback()  # two first runs racing on the catalog: the other one made it
+
+
+# The target's identity and column shape, as the catalog has them now.
+_IDENTITY = sql.SQL(
+    "SELECT c.oid, c.relkind = 'r' AND NOT c.relhassubclass AND NOT c.relispartition,"
+    " (SELECT string_agg(quote_ident(a.attname) || ' ' || format_type(a.atttypid, a.atttypmod), ', '"
+    "   ORDER BY a.attnum) FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
+    "   AND NOT a.attisdropped)"
+    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = %s AND c.relname = %s"
+)
+
+
+def _identity(cur, spec: TableSpec) -> tuple[int, str] | None:
+    """(oid, column shape), or None when the target cannot carry a record."""
+    cur.execute(_IDENTITY, (spec.target.schema, spec.target.name))
+    row = cur.fetchone()
+    if row is None or not row[1]:
+        return None
+    return row[0], row[2]
+
+
+def take_horizon(cur) -> int:
+    """The oldest running transaction now; call right before the verifying statement."""
+    cur.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+    return cur.fetchone()[0]
+
+
+def recordable(spec: TableSpec) -> bool:
+    """Only a whole-table comparison is recorded: its count comes from the same statement
+    (the same snapshot) as its checksum, so no delete can slip between them."""
+    return spec.where is None and spec.window is None
+
+
+def write_record(cur, spec: TableSpec, columns: list[str], horizon: int, table: ScopeChecksum) -> None:
+    """After the verification of the whole target table (`table`, in the transaction that
+    took `horizon` before it): record what it proved; committed with the run's writes."""
+    identity = _identity(cur, spec) if recordable(spec) else None
+    if identity is None:
+        return
+    cur.execute(
+        sql.SQL(
+            "INSERT INTO {} (target_schema, target_table, table_oid, fingerprint, shape, table_rows,"
+            " table_checksum, horizon, writer)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::xid8, pg_current_xact_id())"
+            " ON CONFLICT (target_schema, target_table) DO UPDATE SET table_oid = EXCLUDED.table_oid,"
+            " fingerprint = EXCLUDED.fingerprint, shape = EXCLUDED.shape,"
+            " table_rows = EXCLUDED.table_rows, table_checksum = EXCLUDED.table_checksum,"
+            " horizon = EXCLUDED.horizon,"
+            " writer = EXCLUDED.writer, recorded_at = EXCLUDED.recorded_at"
+        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
+        (
+            spec.target.schema,
+            spec.target.name,
+            identity[0],
+            fingerprint(columns),
+            identity[1],
+            table.rows,
+            table.checksum,
+            str(horizon),
+        ),
+    )
+
+
+def _record_table_exists(cur) -> bool:
+    cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE n.nspname = %s AND c.relname = %s)",
+        (STAGING_SCHEMA, RECORD_TABLE),
+    )
+    return cur.fetchone()[0]
+
+
+def recorded_checksum(cur, spec: TableSpec, columns: list[str]) -> Recorded | None:
+    """The recorded checksum of the whole target table if it provably still holds the
+    verified rows; else None (hash it live)."""
+    if not recordable(spec) or not _record_table_exists(cur):
+        return None
+    cur.execute(
+        sql.SQL(
+            "SELECT table_oid, fingerprint, shape, table_rows, table_checksum,"
+            " horizon::text::bigint, writer::text::bigint, recorded_at::text"
+            " FROM {} WHERE target_schema = %s AND target_table = %s"
+        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
+        (spec.target.schema, spec.target.name),
+    )
+    row = cur.fetchone()
+    identity = _identity(cur, spec)
+    if row is None or identity is None:
+        return None
+    oid, print_, shape, table_rows, table_sum, horizon, writer, at = row
+    if (oid, shape) != identity or print_ != fingerprint(columns):
+        return None
+    # Row versions at or after the horizon (mod 2^32, within half the id space) that are
+    # not the recording run's own. Frozen rows older than 2^31 ids can alias into that
+    # window: they count as unknown, which only costs a live pass.
+    cur.execute(
+        sql.SQL(
+            "SELECT count(*), count(*) FILTER (WHERE xmin <> %s::text::xid"
+            " AND ((xmin::text::bigint - %s) & 4294967295) < 2147483648) FROM {}"
+        ).format(spec.target.ident),
+        (str(writer % (1 << 32)), horizon % (1 << 32)),
+    )
+    rows, unknown = cur.fetchone()
+    cur.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")
+    age = cur.fetchone()[0] - horizon
+    if rows != table_rows or unknown or not 0 <= age < MAX_AGE_XIDS:
+        return None
+    return Recorded(ScopeChecksum(rows, Decimal(table_sum)), at)
