@@ -24,6 +24,7 @@ from decimal import Decimal
 from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
+from .delta_verify import delta_checksum
 from .errors import ConfigError
 from .guard import LoadVerification, require_final_equal
 from .introspect import Column, table_exists
@@ -44,6 +45,7 @@ DIFFERENTIAL_CHOICES = (AUTO, ALWAYS, NEVER)
 # Above this share of differing buckets, `auto` copies everything: naming the keys costs
 # a second scan a side and a sort, and the copy of most rows is due anyway.
 FALL_BACK_ABOVE = 0.5
+FROM_CHANGES = "checksum from the rows written and deleted; no other row written (row versions checked)"
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,9 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         tcur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(spec.target.ident))
         if not tcur.fetchone()[0]:
             return None
-        source_total, (target_total, recorded_at, horizon) = _totals(spec, plan, scur, tcur)
+        # Before any read of the target: its rows from here on are the baseline.
+        horizon = take_horizon(tcur) if recordable(target_side(spec)) else None
+        source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur)
         if source_total == target_total:
             # The common case of a scheduled run: one scan of the source, and of the target
             # only when no record of it can be trusted; both servers at once.
@@ -102,7 +106,7 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
                 target_recorded_at=recorded_at,
                 target_horizon=horizon,
             )
-        return localize(
+        diff = localize(
             spec,
             scur.connection,
             tcur.connection,
@@ -113,6 +117,8 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
             target_spec=target_side(spec),
             give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
         )
+        diff.target_horizon = horizon
+        return diff
     finally:
         tcur.connection.rollback()
 
@@ -127,14 +133,13 @@ def _totals(spec: TableSpec, plan: TablePlan, scur, tcur):
         return source, target.result()
 
 
-def _target_totals(tcur, side: TableSpec, columns: list[str]) -> tuple[ScopeChecksum, str | None, int | None]:
-    """The target's recorded totals if it provably holds the verified rows still (one
-    scan of row ids, no hashing); else hashed live, after taking a horizon to record."""
+def _target_totals(tcur, side: TableSpec, columns: list[str]) -> tuple[ScopeChecksum, str | None]:
+    """The target's recorded totals and when they were verified, if it provably holds
+    the verified rows still (one scan of row versions, no hashing); else hashed live."""
     recorded = recorded_checksum(tcur, side, columns)
     if recorded is not None:
-        return recorded.checksum, recorded.recorded_at, None
-    horizon = take_horizon(tcur) if recordable(side) else None
-    return target_checksum(tcur, side, columns), None, horizon
+        return recorded.checksum, recorded.recorded_at
+    return target_checksum(tcur, side, columns), None
 
 
 def stats(diff: Difference) -> DifferentialStats:
@@ -206,23 +211,32 @@ def deletes_extra_rows(spec: TableSpec) -> bool:
     return spec.mode is Mode.FULL_REFRESH or spec.delete_missing
 
 
-def verify_final(tcur, spec: TableSpec, columns: list[str], expected: ScopeChecksum, diff: Difference):
+def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum, diff: Difference):
     """The final table against the snapshot, in the final transaction; recorded when the
-    whole table was compared. Where extra rows stay (merge without delete_missing), their
-    count and checksum, known from pass 2, are taken out of the target's totals first."""
+    whole table was compared. Its checksum comes from the changes where `delta_verify`
+    can prove them the only ones, else from a full pass. Where extra rows stay (merge
+    without delete_missing), their count and checksum, known from pass 2, are taken out
+    of the target's totals first."""
     side = target_side(spec)
-    horizon = take_horizon(tcur) if recordable(side) else None
-    final = target_checksum(tcur, side, columns)
-    whole_table = final
     scope = "target scope" if spec.mode is Mode.MERGE else "whole target table"
+    final = delta_checksum(tcur, side, plan, diff, deletes_extra_rows(spec)) if recordable(side) else None
+    from_changes = final is not None
+    if from_changes:
+        horizon = diff.target_horizon
+    else:
+        horizon = take_horizon(tcur) if recordable(side) else None
+        final = target_checksum(tcur, side, plan.column_names)
+    whole_table = final
     only_in_target = 0
     if not deletes_extra_rows(spec) and diff.extra_count:
         only_in_target = diff.extra_count
         final = ScopeChecksum(final.rows - diff.extra_count, final.checksum - Decimal(diff.extra_sum))
-        scope = f"target scope without the {diff.extra_count} rows only in the target"
+        scope = f"{scope} without the {diff.extra_count} rows only in the target"
+    if from_changes:
+        scope += f", {FROM_CHANGES}"
     require_final_equal(str(spec.target), expected, final)
     if horizon is not None:
-        write_record(tcur, side, columns, horizon, whole_table)
+        write_record(tcur, side, plan.column_names, horizon, whole_table)
     return LoadVerification(expected, final, scope, only_in_target)
 
 
@@ -241,7 +255,7 @@ def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, 
     verification = None
     if spec.verify:
         with timer.stage("verify_final"):
-            verification = verify_final(tcur, spec, plan.column_names, expected, diff)
+            verification = verify_final(tcur, spec, plan, expected, diff)
     with timer.stage("commit"):
         tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
         target_rows = tcur.fetchone()[0]

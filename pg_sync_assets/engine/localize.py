@@ -55,6 +55,7 @@ class Difference:
     target_rows: int = 0
     target_sum: int = 0
     extra_sum: int = 0  # sum of the row hashes of every extra row (all of them, not the first `limit`)
+    changed_target_sum: int = 0  # sum of the target's row hashes of every changed key
     abandoned: bool = False  # pass 1 found more differing buckets than the caller would localize
     target_recorded_at: str | None = None  # the target totals came from a run's record (`record.py`)
     target_horizon: int | None = None  # taken before the target totals were hashed live
@@ -135,6 +136,7 @@ def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -
         else:
             if s[1] != t[1]:
                 diff.add("changed", s[0], s[2])
+                diff.changed_target_sum += t[1]
             s, t = next(source, None), next(target, None)
 
 

@@ -169,12 +169,12 @@ def recorded_checksum(cur, spec: TableSpec, columns: list[str]) -> Recorded | No
     # Row versions at or after the horizon (mod 2^32, within half the id space) that are
     # not the recording run's own. Frozen rows older than 2^31 ids can alias into that
     # window: they count as unknown, which only costs a live pass.
+    # Values as literals: a `%` in a quoted name must not read as a placeholder.
     cur.execute(
         sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE xmin <> %s::text::xid"
-            " AND ((xmin::text::bigint - %s) & 4294967295) < 2147483648) FROM {}"
-        ).format(spec.target.ident),
-        (str(writer % (1 << 32)), horizon % (1 << 32)),
+            "SELECT count(*), count(*) FILTER (WHERE xmin <> {}::xid"
+            " AND ((xmin::text::bigint - {}) & 4294967295) < 2147483648) FROM {}"
+        ).format(sql.Literal(str(writer % (1 << 32))), sql.Literal(horizon % (1 << 32)), spec.target.ident)
     )
     rows, unknown = cur.fetchone()
     cur.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")

@@ -1,20 +1,31 @@
-"""The verified record (`engine/record.py`): a run trusts the target's recorded checksum
-only while no one has written the target since, and any write, by any path, sends it
-back to hashing the target live and repairing what differs."""
+"""Passes a run can skip, and the proof it may: the verified record (`engine/record.py`)
+is trusted only while no one has written the target since, and any write, by any path,
+sends the run back to hashing the target live and repairing what differs; a differential
+run's final checksum comes from its changes (`engine/delta_verify.py`) only while no
+other row was written, else from a full pass that catches the difference."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import psycopg2
 import pytest
 
-from pg_sync_assets.engine import Mode, TableRef, TableSpec
+from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
+from pg_sync_assets.engine.differential import FROM_CHANGES
 from pg_sync_assets.engine.merge import DIFFERENTIAL
-from pg_sync_assets_tests.support import run_sync, table_text
+from pg_sync_assets.engine.delta_verify import delta_checksum
+from pg_sync_assets.engine.differential import compare as compare_first
+from pg_sync_assets.engine.run import open_snapshot
+from pg_sync_assets.engine.plan import plan_table
+from pg_sync_assets.engine.verify import target_checksum
+from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text
 
-ITEMS = TableRef("public", "품목")
+ITEMS = TableRef("public", "품목 100%")
 SEED = (
-    'CREATE TABLE "품목" (id int PRIMARY KEY, note text, price numeric(8,2));'
-    "INSERT INTO \"품목\" SELECT i, 'n' || i, i / 10.0 FROM generate_series(1, 500) AS i"
+    'CREATE TABLE "품목 100%" (id int PRIMARY KEY, note text, price numeric(8,2));'
+    "INSERT INTO \"품목 100%\" SELECT i, 'n' || i, i / 10.0 FROM generate_series(1, 500) AS i"
 )
 RECORDED = "no row written since"
 LIVE = "compared before any write"
@@ -39,7 +50,7 @@ def test_an_unchanged_target_is_not_hashed_again(dbs, mode):
     assert second.verification.final == second.verification.source
     assert (second.rows_copied, second.inserted, second.updated, second.deleted) == (0, 0, 0, 0)
     # the source changes: compared against the record, localized live, repaired, recorded
-    dbs.src("UPDATE \"품목\" SET note = 'changed' WHERE id = 7")
+    dbs.src("UPDATE \"품목 100%\" SET note = 'changed' WHERE id = 7")
     third = run_sync(dbs, spec)
     assert third.method == DIFFERENTIAL and third.updated == 1
     assert _in_sync(dbs)
@@ -50,19 +61,19 @@ def test_an_unchanged_target_is_not_hashed_again(dbs, mode):
 # hashes the target live, finds the difference, and puts the source's rows back. Several
 # keep the count, one even keeps every value, so only the row versions can tell.
 TARGET_WRITES = {
-    "update": "UPDATE \"품목\" SET note = 'tampered' WHERE id = 3",
-    "update to the same value": "UPDATE \"품목\" SET note = note WHERE id = 3",
-    "insert": "INSERT INTO \"품목\" VALUES (9001, 'stray', 1)",
-    "delete": 'DELETE FROM "품목" WHERE id = 4',
-    "delete and insert back": "DELETE FROM \"품목\" WHERE id = 5; "
-    "INSERT INTO \"품목\" VALUES (5, 'n5-other', 0.5)",
-    "truncate and reload": 'CREATE TEMP TABLE keep AS SELECT * FROM "품목"; TRUNCATE "품목"; '
-    "INSERT INTO \"품목\" SELECT id, CASE WHEN id = 6 THEN 'x' ELSE note END, price FROM keep",
-    "update in a subtransaction": "BEGIN; SAVEPOINT s; UPDATE \"품목\" SET note = 'sub' WHERE id = 10; "
+    "update": "UPDATE \"품목 100%\" SET note = 'tampered' WHERE id = 3",
+    "update to the same value": "UPDATE \"품목 100%\" SET note = note WHERE id = 3",
+    "insert": "INSERT INTO \"품목 100%\" VALUES (9001, 'stray', 1)",
+    "delete": 'DELETE FROM "품목 100%" WHERE id = 4',
+    "delete and insert back": "DELETE FROM \"품목 100%\" WHERE id = 5; "
+    "INSERT INTO \"품목 100%\" VALUES (5, 'n5-other', 0.5)",
+    "truncate and reload": 'CREATE TEMP TABLE keep AS SELECT * FROM "품목 100%"; TRUNCATE "품목 100%"; '
+    "INSERT INTO \"품목 100%\" SELECT id, CASE WHEN id = 6 THEN 'x' ELSE note END, price FROM keep",
+    "update in a subtransaction": "BEGIN; SAVEPOINT s; UPDATE \"품목 100%\" SET note = 'sub' WHERE id = 10; "
     "RELEASE s; COMMIT",
-    "dropped and created again": 'CREATE TABLE copy AS SELECT * FROM "품목"; DROP TABLE "품목"; '
-    'ALTER TABLE copy RENAME TO "품목"; ALTER TABLE "품목" ADD PRIMARY KEY (id); '
-    "UPDATE \"품목\" SET note = 'y' WHERE id = 8",
+    "dropped and created again": 'CREATE TABLE copy AS SELECT * FROM "품목 100%"; DROP TABLE "품목 100%"; '
+    'ALTER TABLE copy RENAME TO "품목 100%"; ALTER TABLE "품목 100%" ADD PRIMARY KEY (id); '
+    "UPDATE \"품목 100%\" SET note = 'y' WHERE id = 8",
 }
 
 
@@ -86,8 +97,8 @@ def test_moving_rows_without_changing_them_keeps_the_record(dbs):
     dbs.src(SEED)
     spec = _spec()
     run_sync(dbs, spec)
-    dbs.tgt('VACUUM FULL "품목"')
-    dbs.tgt('CLUSTER "품목" USING "품목_pkey"')
+    dbs.tgt('VACUUM FULL "품목 100%"')
+    dbs.tgt('CLUSTER "품목 100%" USING "품목 100%_pkey"')
     assert RECORDED in run_sync(dbs, spec).verification.final_scope
 
 
@@ -101,10 +112,10 @@ def test_a_writer_older_than_the_run_is_still_seen(dbs):
     try:
         with writer.cursor() as cur:
             cur.execute("SELECT pg_current_xact_id()")  # an id older than the next run's
-            dbs.src("UPDATE \"품목\" SET note = 'new' WHERE id = 1")
+            dbs.src("UPDATE \"품목 100%\" SET note = 'new' WHERE id = 1")
             recording = run_sync(dbs, spec)  # writes, and records with its own, newer id
             assert recording.method == DIFFERENTIAL and recording.updated == 1
-            cur.execute("UPDATE \"품목\" SET note = 'late' WHERE id = 9")
+            cur.execute("UPDATE \"품목 100%\" SET note = 'late' WHERE id = 9")
         writer.commit()
     finally:
         writer.close()
@@ -122,9 +133,9 @@ def test_a_run_without_verification_voids_the_record(dbs):
     live and put back too (trusting the record would call it unchanged)."""
     dbs.src(SEED)
     run_sync(dbs, _spec())
-    dbs.src("UPDATE \"품목\" SET note = note || '+' WHERE id BETWEEN 1 AND 400")
+    dbs.src("UPDATE \"품목 100%\" SET note = note || '+' WHERE id BETWEEN 1 AND 400")
     run_sync(dbs, _spec(verify=False))  # a full copy (most rows differ), not verified
-    dbs.src("UPDATE \"품목\" SET note = rtrim(note, '+') WHERE id BETWEEN 1 AND 400")
+    dbs.src("UPDATE \"품목 100%\" SET note = rtrim(note, '+') WHERE id BETWEEN 1 AND 400")
 
     back = run_sync(dbs, _spec())
 
@@ -138,3 +149,108 @@ def test_a_scoped_merge_is_compared_live(dbs):
     run_sync(dbs, spec)
     assert LIVE in run_sync(dbs, spec).verification.final_scope
     assert dbs.tgt("SELECT count(*) FROM sync_staging.verified_tables")[0][0] == 0
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.MERGE])
+def test_the_final_checksum_from_the_changes_is_the_full_passs(dbs, mode):
+    dbs.src(SEED)
+    spec = _spec(mode, delete_missing=True)
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = 'changed', price = 1 WHERE id % 50 = 0; "
+            "INSERT INTO \"품목 100%\" VALUES (700, 'new', 2), (701, NULL, NULL); "
+            "DELETE FROM \"품목 100%\" WHERE id IN (2, 3); UPDATE \"품목 100%\" SET id = 900 WHERE id = 4")
+
+    result = run_sync(dbs, spec)
+
+    assert result.method == DIFFERENTIAL and FROM_CHANGES in result.verification.final_scope
+    assert (result.inserted, result.updated, result.deleted) == (3, 10, 3)
+    live = compare(dbs, spec)
+    assert live.target == result.verification.final == result.verification.source
+    assert _in_sync(dbs)
+
+
+def test_a_target_trigger_is_hashed_in_full_and_caught(dbs):
+    """A trigger could write rows the run did not name: no checksum from changes then."""
+    dbs.src(SEED)
+    spec = _spec()
+    run_sync(dbs, spec)
+    dbs.tgt("CREATE FUNCTION shout() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "NEW.note := upper(NEW.note); RETURN NEW; END $$; "
+            "CREATE TRIGGER shout BEFORE UPDATE ON \"품목 100%\" FOR EACH ROW EXECUTE FUNCTION shout()")
+    dbs.src("UPDATE \"품목 100%\" SET note = 'quiet' WHERE id = 20")
+    before = table_text(dbs.target, ITEMS, "id")
+
+    with pytest.raises(VerificationError, match="rolled back"):
+        run_sync(dbs, spec)
+
+    assert table_text(dbs.target, ITEMS, "id") == before
+
+
+def test_a_write_during_the_run_sends_it_to_a_full_pass(dbs):
+    """Someone updates a row the run does not touch after the comparison read the target
+    and before the run writes: the checksum from the changes would miss it; the row
+    versions show it, the full pass finds it, and nothing is committed."""
+    dbs.src(SEED)
+    spec = _spec(lock_attempt_timeout=0.5)
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = 'changed' WHERE id = 30")
+    before = dict(dbs.tgt('SELECT id, note FROM "품목 100%"'))
+    blocker = psycopg2.connect(dbs.target)
+    outcome: list[BaseException | object] = []
+
+    def sync() -> None:
+        try:
+            outcome.append(run_sync(dbs, spec))
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    try:
+        with blocker.cursor() as cur:
+            cur.execute('LOCK TABLE "품목 100%" IN SHARE MODE')  # the run's write lock waits
+            runner = threading.Thread(target=sync)
+            runner.start()
+            deadline = time.monotonic() + 60
+            while not _waits_for_lock(dbs) and runner.is_alive():
+                assert time.monotonic() < deadline, "the run never reached its write lock"
+                time.sleep(0.05)
+            cur.execute("UPDATE \"품목 100%\" SET note = 'sneaked in' WHERE id = 40")
+        blocker.commit()
+        runner.join(120)
+    finally:
+        blocker.close()
+
+    assert isinstance(outcome[0], VerificationError), outcome
+    # the other session's update stands; the run committed nothing (id 30 is still old)
+    assert dict(dbs.tgt('SELECT id, note FROM "품목 100%"')) == {**before, 40: "sneaked in"}
+
+
+@pytest.mark.parametrize("stray", [None, "UPDATE \"품목 100%\" SET note = 'stray' WHERE id = 61"])
+def test_the_checksum_from_changes_needs_every_written_row_named(dbs, stray):
+    """In the run's own transaction, a row written at a key the run did not name (what a
+    cascading foreign key or a trigger could do) makes the checksum come from a full pass."""
+    dbs.src(SEED)
+    spec = _spec()
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = 'changed' WHERE id = 60")
+    with sessions(dbs) as (source, target):
+        open_snapshot(source, target)
+        target.autocommit = False
+        with source.cursor() as scur, target.cursor() as tcur:
+            plan = plan_table(scur, spec)
+            diff = compare_first(spec, plan, scur, tcur)
+            assert diff.changed_count == 1
+            tcur.execute("UPDATE \"품목 100%\" SET note = 'changed' WHERE id = 60")  # the named write
+            if stray:
+                tcur.execute(stray)
+            from_changes = delta_checksum(tcur, spec, plan, diff, deleted_extra=True)
+            if stray:
+                assert from_changes is None
+            else:
+                assert from_changes == target_checksum(tcur, spec, plan.column_names)
+            target.rollback()
+
+
+def _waits_for_lock(dbs) -> bool:
+    return dbs.tgt(
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '\"품목 100%\"'::regclass"
+    )[0][0] > 0

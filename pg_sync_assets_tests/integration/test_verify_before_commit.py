@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+from pg_sync_assets.engine.differential import FROM_CHANGES
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
 from pg_sync_assets_tests.support import compare, run_sync, staging_tables, table_text
 
@@ -93,7 +94,7 @@ def test_verification_can_be_switched_off(dbs):
 
 @pytest.mark.parametrize(("differential", "scope"), [
     ("never", "target rows with staged keys"),
-    ("auto", "target scope without the 10 rows only in the target"),
+    ("auto", f"target scope without the 10 rows only in the target, {FROM_CHANGES}"),
 ])
 def test_merge_keeps_rows_gone_from_the_source_and_reports_them(dbs, differential, scope):
     _seed(dbs)
