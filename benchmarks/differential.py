@@ -6,10 +6,14 @@ Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` w
 `--rows` rows, syncs it once, then times in the same run, for `merge` and `full_refresh`:
   reference     SELECT sum(hashtextextended(ROW(b.*)::text, 0)) FROM bench b: one pass
                 over the source, the least any verified comparison can read
-  unchanged     a sync of the unchanged table: differential (the default) and full copy
-  1% changed    a sync after 1% of the rows changed (a different 1% each run):
-                differential and full copy, with the WAL each wrote on the target
-and prints medians and ratios. The target is checkpointed before every timed run.
+  1% changed    a sync after 1% of the rows changed (a different 1% each run): full
+                copy, then differential, with the WAL each wrote on the target
+  unchanged     a sync of the unchanged table: full copy, then differential (the target
+                as the last verified run left it: its record is used), then
+                differential again after a no-op UPDATE of one target row (the record
+                is void: both sides are hashed)
+and prints medians, ratios and the differential runs' stages. The target is checkpointed
+before every timed run.
 """
 
 from __future__ import annotations
@@ -53,8 +57,8 @@ def reference_pass(url: str) -> float:
     return time.perf_counter() - started
 
 
-def timed_sync(source_url: str, target_url: str, spec: TableSpec) -> tuple[float, int, str]:
-    """(seconds, bytes of WAL written on the target, method)."""
+def timed_sync(source_url: str, target_url: str, spec: TableSpec) -> tuple[float, int, str, dict]:
+    """(seconds, bytes of WAL written on the target, method, stage seconds)."""
     sql(target_url, "CHECKPOINT")
     lsn = fetch(target_url, "SELECT pg_current_wal_lsn()")[0]
     source = connect(source_url, readonly=True, role="source")
@@ -67,7 +71,11 @@ def timed_sync(source_url: str, target_url: str, spec: TableSpec) -> tuple[float
         source.close()
         target.close()
     wal = fetch(target_url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))[0]
-    return seconds, int(wal), result.method
+    stages = dict(result.stage_seconds)
+    if result.differential is not None:  # the comparison's own passes, inside `compare`
+        stages["compare: buckets"] = result.differential.seconds_buckets
+        stages["compare: keys"] = result.differential.seconds_keys
+    return seconds, int(wal), result.method, stages
 
 
 def change_one_percent(url: str, rows: int, round_: int) -> None:
@@ -93,29 +101,29 @@ def main() -> None:
         reference = [reference_pass(source.url()) for _ in range(args.repeat)]
         figures: dict[str, list[float]] = {}
         wal: dict[str, list[int]] = {}
+        stages: dict[str, list[dict]] = {}
         round_ = 0
+
+        def timed(label: str, spec: TableSpec) -> None:
+            seconds, written, method, stage_seconds = timed_sync(source.url(), target.url(), spec)
+            figures.setdefault(label, []).append(seconds)
+            wal.setdefault(label, []).append(written)
+            stages.setdefault(label, []).append(stage_seconds)
+            print(f"  {label}: {seconds:.2f} s ({method})", flush=True)
+
         for mode in (Mode.MERGE, Mode.FULL_REFRESH):
             spec = TableSpec(name="bench", source=BENCH, target=BENCH, mode=mode)
             timed_sync(source.url(), target.url(), TableSpec(name="bench", source=BENCH, target=BENCH))
             sql(target.url(), "VACUUM ANALYZE bench")
             for _ in range(args.repeat):
-                for path, differential in (("differential", "auto"), ("full copy", "never")):
-                    label = f"{mode.value}, unchanged, {path}"
-                    seconds, written, method = timed_sync(
-                        source.url(), target.url(), replace(spec, differential=differential)
-                    )
-                    figures.setdefault(label, []).append(seconds)
-                    wal.setdefault(label, []).append(written)
-                for path, differential in (("differential", "auto"), ("full copy", "never")):
+                for path, differential in (("full copy", "never"), ("differential", "auto")):
                     round_ += 1
                     change_one_percent(source.url(), args.rows, round_)
-                    label = f"{mode.value}, 1% changed, {path}"
-                    seconds, written, method = timed_sync(
-                        source.url(), target.url(), replace(spec, differential=differential)
-                    )
-                    figures.setdefault(label, []).append(seconds)
-                    wal.setdefault(label, []).append(written)
-                    print(f"  {label}: {seconds:.2f} s ({method})", flush=True)
+                    timed(f"{mode.value}, 1% changed, {path}", replace(spec, differential=differential))
+                timed(f"{mode.value}, unchanged, full copy", replace(spec, differential="never"))
+                timed(f"{mode.value}, unchanged, differential", spec)
+                sql(target.url(), "UPDATE bench SET title = title WHERE id = 1")  # voids the record
+                timed(f"{mode.value}, unchanged, differential, no record", spec)
         ref = statistics.median(reference)
         print(f"\n{args.rows} rows, medians of {args.repeat}")
         print(f"  {'reference: one sum(hashtextextended) pass over the source':<48} {ref:7.2f} s")
@@ -129,6 +137,11 @@ def main() -> None:
             diff = statistics.median(figures[f"{mode}, 1% changed, differential"])
             full = statistics.median(figures[f"{mode}, 1% changed, full copy"])
             print(f"  {mode}, 1% changed: differential / full copy = {diff / full:.2f}")
+        for label, runs in stages.items():
+            if "differential" in label:
+                names = sorted({name for run in runs for name in run})
+                parts = ", ".join(f"{n} {statistics.median(r.get(n, 0.0) for r in runs):.2f}" for n in names)
+                print(f"  stages of {label}: {parts}")
     finally:
         target.stop()
         source.stop()

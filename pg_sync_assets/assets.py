@@ -161,6 +161,11 @@ def _change_counts(result: SyncResult) -> dict:
 def _outcome(d) -> str:
     if d.fell_back:
         return "more than half of the key buckets differed: the whole scope was copied"
+    if d.buckets == 0 and d.target_recorded_at is not None:
+        return (
+            f"the source checksum equals the target's, recorded by the run verified at "
+            f"{d.target_recorded_at}; no target row was written since: nothing was copied or written"
+        )
     if d.buckets == 0:
         return "source and target checksums are equal: nothing was copied or written"
     return (
@@ -184,6 +189,8 @@ def differential_metadata(result: SyncResult) -> dict:
         "diff_rows_changed": d.rows_changed,
         "diff_rows_only_in_target": d.rows_extra,
         "diff_outcome": _outcome(d),
+        **({"diff_seconds_bucket_pass": d.seconds_buckets} if d.buckets else {}),
+        **({"diff_seconds_key_pass": d.seconds_keys} if d.buckets_differing else {}),
     }
 
 

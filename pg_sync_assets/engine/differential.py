@@ -60,6 +60,9 @@ class DifferentialStats:
     rows_changed: int
     rows_extra: int
     fell_back: bool  # too many buckets differed: the whole scope was copied
+    target_recorded_at: str | None = None  # target totals from the record of the run verified then
+    seconds_buckets: float = 0.0  # pass 1: bucket sums, both sides
+    seconds_keys: float = 0.0  # pass 2: keys of the differing buckets
 
     @property
     def buckets_skipped(self) -> int:
@@ -152,6 +155,9 @@ def stats(diff: Difference) -> DifferentialStats:
         rows_changed=diff.changed_count,
         rows_extra=diff.extra_count,
         fell_back=diff.abandoned,
+        target_recorded_at=diff.target_recorded_at,
+        seconds_buckets=diff.seconds_pass1,
+        seconds_keys=diff.seconds_pass2,
     )
 
 
