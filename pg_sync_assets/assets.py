@@ -189,6 +189,7 @@ def differential_metadata(result: SyncResult) -> dict:
         "diff_rows_changed": d.rows_changed,
         "diff_rows_only_in_target": d.rows_extra,
         "diff_outcome": _outcome(d),
+        "diff_target_read": d.target_read,
         **({"diff_seconds_bucket_pass": d.seconds_buckets} if d.buckets else {}),
         **({"diff_seconds_key_pass": d.seconds_keys} if d.buckets_differing else {}),
     }

@@ -32,7 +32,7 @@ from .localize import Difference, localize
 from .locks import lock_final_table
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
-from .record import recordable, recorded_checksum, take_horizon, write_record
+from .record import recordable, recorded_buckets, recorded_checksum, take_horizon, write_record
 from .run import require_read_only_source
 from .spec import Mode, TableSpec
 from .sql import key_in, pin_text_settings
@@ -62,11 +62,23 @@ class DifferentialStats:
     fell_back: bool  # too many buckets differed: the whole scope was copied
     target_recorded_at: str | None = None  # target totals from the record of the run verified then
     seconds_buckets: float = 0.0  # pass 1: bucket sums, both sides
+    buckets_from_record: bool = False  # pass 1 read the source alone: the target's sums were recorded
     seconds_keys: float = 0.0  # pass 2: keys of the differing buckets
 
     @property
     def buckets_skipped(self) -> int:
         return self.buckets - self.buckets_differing
+
+    @property
+    def target_read(self) -> str:
+        """How the comparison knew the target's side."""
+        if self.target_recorded_at is None:
+            return "hashed live"
+        if self.buckets_from_record:
+            return f"checksum and bucket sums recorded by the run verified at {self.target_recorded_at}"
+        if self.buckets:
+            return "hashed live per bucket (its record holds no bucket sums)"
+        return f"checksum recorded by the run verified at {self.target_recorded_at}"
 
 
 def eligible(spec: TableSpec, plan: TablePlan, window) -> bool:
@@ -97,6 +109,9 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         # Before any read of the target: its rows from here on are the baseline.
         horizon = take_horizon(tcur) if recordable(target_side(spec)) else None
         source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur)
+        target_buckets = None
+        if recorded_at is not None and source_total != target_total:
+            target_buckets = recorded_buckets(tcur, target_side(spec), list(plan.key))
         if source_total == target_total:
             # The common case of a scheduled run: one scan of the source, and of the target
             # only when no record of it can be trusted; both servers at once.
@@ -119,8 +134,9 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
             limit=sys.maxsize,
             target_spec=target_side(spec),
             give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
+            target_buckets=target_buckets,
         )
-        diff.target_horizon = horizon
+        diff.target_horizon, diff.target_recorded_at = horizon, recorded_at
         return diff
     finally:
         tcur.connection.rollback()
@@ -158,6 +174,7 @@ def stats(diff: Difference) -> DifferentialStats:
         target_recorded_at=diff.target_recorded_at,
         seconds_buckets=diff.seconds_pass1,
         seconds_keys=diff.seconds_pass2,
+        buckets_from_record=diff.target_buckets_recorded,
     )
 
 
@@ -242,7 +259,11 @@ def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum
         scope += f", {FROM_CHANGES}"
     require_final_equal(str(spec.target), expected, final)
     if horizon is not None:
-        write_record(tcur, side, plan.column_names, horizon, whole_table)
+        # The table now holds exactly the source scope (unless it keeps extra rows): the
+        # source's bucket sums are its own, for the next run's pass 1.
+        exact = deletes_extra_rows(spec) or not diff.extra_count
+        buckets = diff.source_buckets if exact else None
+        write_record(tcur, side, plan.column_names, horizon, whole_table, buckets)
     return LoadVerification(expected, final, scope, only_in_target)
 
 

@@ -23,6 +23,7 @@ from psycopg2 import sql
 
 from .errors import ConfigError
 from .plan import plan_table
+from .record import BucketSums
 from .sql import pin_text_settings, source_scope, target_scope
 from .verify import row_hash
 
@@ -56,6 +57,8 @@ class Difference:
     target_sum: int = 0
     extra_sum: int = 0  # sum of the row hashes of every extra row (all of them, not the first `limit`)
     changed_target_sum: int = 0  # sum of the target's row hashes of every changed key
+    source_buckets: BucketSums | None = None  # pass 1's source sums (what a synced target will hold)
+    target_buckets_recorded: bool = False  # pass 1 took the target's sums from its record
     abandoned: bool = False  # pass 1 found more differing buckets than the caller would localize
     target_recorded_at: str | None = None  # the target totals came from a run's record (`record.py`)
     target_horizon: int | None = None  # taken before the target totals were hashed live
@@ -151,6 +154,7 @@ def localize(
     *,
     target_spec=None,
     give_up_above: float | None = None,
+    target_buckets: BucketSums | None = None,
 ) -> Difference:
     """Compare both scopes bucket by bucket, then key by key in the differing buckets.
 
@@ -158,9 +162,11 @@ def localize(
     both passes read one snapshot); the caller ends them. `target_spec` (default `spec`)
     decides the target side's scope: a full refresh compares the whole target table.
     With `give_up_above`, a share of differing buckets above it ends the work after
-    pass 1 with `abandoned` set.
+    pass 1 with `abandoned` set. With `target_buckets` (the sums a verified record holds
+    for a target no one has written since), pass 1 reads the source alone, in their
+    bucket count.
     """
-    n = bucket_count(rows_hint)
+    n = target_buckets.count if target_buckets is not None else bucket_count(rows_hint)
     diff = Difference(limit=limit, buckets=n)
     sides = {"source": source_conn, "target": target_conn}
     inner = {
@@ -176,10 +182,15 @@ def localize(
             return _bucket_sums(cur, inner[side])
 
     started = time.monotonic()
-    # Two servers: pass 1 runs on both at once (psycopg2 releases the GIL while waiting).
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        target_sums = pool.submit(side_sums, "target")
-        sums = {"source": side_sums("source"), "target": target_sums.result()}
+    if target_buckets is not None:
+        sums = {"source": side_sums("source"), "target": target_buckets.sums}
+        diff.target_buckets_recorded = True
+    else:
+        # Two servers: pass 1 runs on both at once (psycopg2 releases the GIL while waiting).
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            target_sums = pool.submit(side_sums, "target")
+            sums = {"source": side_sums("source"), "target": target_sums.result()}
+    diff.source_buckets = BucketSums(tuple(key), n, sums["source"])
     diff.source_rows = sum(n for n, _ in sums["source"].values())
     diff.source_sum = sum(total for _, total in sums["source"].values())
     diff.target_rows = sum(n for n, _ in sums["target"].values())

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -51,6 +52,30 @@ class Recorded:
     recorded_at: str
 
 
+@dataclass(frozen=True)
+class BucketSums:
+    """Per key bucket (`localize`): count and checksum, over `count` buckets of `key`."""
+
+    key: tuple[str, ...]
+    count: int
+    sums: dict[int, tuple[int, int]]
+
+    def pack(self) -> bytes:
+        """8 bytes of count and 16 of checksum per non-empty bucket, with its number."""
+        return b"".join(
+            struct.pack(">iq", b, n) + total.to_bytes(16, "big", signed=True)
+            for b, (n, total) in sorted(self.sums.items())
+        )
+
+    @classmethod
+    def unpack(cls, key: tuple[str, ...], count: int, data: bytes) -> BucketSums:
+        sums = {}
+        for at in range(0, len(data), 28):
+            b, n = struct.unpack_from(">iq", data, at)
+            sums[b] = (n, int.from_bytes(data[at + 12 : at + 28], "big", signed=True))
+        return cls(key, count, sums)
+
+
 def fingerprint(columns: list[str]) -> str:
     """What a recorded checksum is a checksum of: these columns, over the whole table."""
     text = json.dumps({"v": RECORD_VERSION, "columns": columns})
@@ -67,6 +92,7 @@ def ensure_record_table(cur) -> None:
                 " fingerprint text NOT NULL, shape text NOT NULL,"
                 " table_rows bigint NOT NULL, table_checksum numeric NOT NULL,"
                 " horizon xid8 NOT NULL, writer xid8 NOT NULL,"
+                " bucket_key text, bucket_count integer, bucket_sums bytea,"
                 " recorded_at timestamptz NOT NULL DEFAULT now(),"
                 " PRIMARY KEY (target_schema, target_table))"
             ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE))
@@ -107,22 +133,33 @@ def recordable(spec: TableSpec) -> bool:
     return spec.where is None and spec.window is None
 
 
-def write_record(cur, spec: TableSpec, columns: list[str], horizon: int, table: ScopeChecksum) -> None:
+def write_record(
+    cur,
+    spec: TableSpec,
+    columns: list[str],
+    horizon: int,
+    table: ScopeChecksum,
+    buckets: BucketSums | None = None,
+) -> None:
     """After the verification of the whole target table (`table`, in the transaction that
-    took `horizon` before it): record what it proved; committed with the run's writes."""
+    took `horizon` before it): record what it proved, and the table's bucket sums when
+    the caller knows them (a differential run: the source's, which the table now equals);
+    committed with the run's writes."""
     identity = _identity(cur, spec) if recordable(spec) else None
     if identity is None:
         return
     cur.execute(
         sql.SQL(
             "INSERT INTO {} (target_schema, target_table, table_oid, fingerprint, shape, table_rows,"
-            " table_checksum, horizon, writer)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::xid8, pg_current_xact_id())"
+            " table_checksum, horizon, writer, bucket_key, bucket_count, bucket_sums)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::xid8, pg_current_xact_id(), %s, %s, %s)"
             " ON CONFLICT (target_schema, target_table) DO UPDATE SET table_oid = EXCLUDED.table_oid,"
             " fingerprint = EXCLUDED.fingerprint, shape = EXCLUDED.shape,"
             " table_rows = EXCLUDED.table_rows, table_checksum = EXCLUDED.table_checksum,"
             " horizon = EXCLUDED.horizon,"
-            " writer = EXCLUDED.writer, recorded_at = EXCLUDED.recorded_at"
+            " writer = EXCLUDED.writer, bucket_key = EXCLUDED.bucket_key,"
+            " bucket_count = EXCLUDED.bucket_count, bucket_sums = EXCLUDED.bucket_sums,"
+            " recorded_at = EXCLUDED.recorded_at"
         ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
         (
             spec.target.schema,
@@ -133,8 +170,27 @@ def write_record(cur, spec: TableSpec, columns: list[str], horizon: int, table: 
             table.rows,
             table.checksum,
             str(horizon),
+            json.dumps(buckets.key) if buckets else None,
+            buckets.count if buckets else None,
+            psycopg2.Binary(buckets.pack()) if buckets else None,
         ),
     )
+
+
+def recorded_buckets(cur, spec: TableSpec, key: list[str]) -> BucketSums | None:
+    """The bucket sums of a record `recorded_checksum` has just found usable (the run holds
+    the table's lock: no other run rewrites the record meanwhile), if it has them for `key`."""
+    cur.execute(
+        sql.SQL(
+            "SELECT bucket_count, bucket_sums FROM {} WHERE target_schema = %s AND target_table = %s"
+            " AND bucket_key = %s"
+        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
+        (spec.target.schema, spec.target.name, json.dumps(list(key))),
+    )
+    row = cur.fetchone()
+    if row is None or row[0] is None:
+        return None
+    return BucketSums.unpack(tuple(key), row[0], bytes(row[1]))
 
 
 def _record_table_exists(cur) -> bool:

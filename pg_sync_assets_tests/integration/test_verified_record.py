@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import psycopg2
 import pytest
@@ -167,6 +168,57 @@ def test_the_final_checksum_from_the_changes_is_the_full_passs(dbs, mode):
     live = compare(dbs, spec)
     assert live.target == result.verification.final == result.verification.source
     assert _in_sync(dbs)
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.MERGE])
+def test_recorded_bucket_sums_spare_the_targets_bucket_pass(dbs, mode):
+    dbs.src(SEED)
+    spec = _spec(mode, delete_missing=True)
+    full = replace(spec, differential="never", target=TableRef("public", "full copy"))
+    run_sync(dbs, spec)
+    run_sync(dbs, full)
+    for round_ in range(1, 4):
+        dbs.src(f"UPDATE \"품목 100%\" SET note = 'r{round_}' WHERE id % 97 = {round_}; "
+                f"DELETE FROM \"품목 100%\" WHERE id = {round_ * 100}; "
+                f"INSERT INTO \"품목 100%\" VALUES ({1000 + round_}, 'new', {round_})")
+        result = run_sync(dbs, spec)
+        run_sync(dbs, full)
+        d = result.differential
+        # the first changed run follows a full copy, which records no bucket sums
+        assert d.buckets_from_record == (round_ > 1), d.target_read
+        assert result.method == DIFFERENTIAL and (result.inserted, result.deleted) == (1, 1)
+        assert _in_sync(dbs)
+        assert table_text(dbs.target, ITEMS, "id") == table_text(dbs.target, TableRef("public", "full copy"), "id")
+
+
+def test_recorded_bucket_sums_are_void_once_the_target_is_written(dbs):
+    dbs.src(SEED)
+    spec = _spec()
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = 'a' WHERE id = 11")
+    assert not run_sync(dbs, spec).differential.buckets_from_record  # records bucket sums
+    dbs.tgt("UPDATE \"품목 100%\" SET note = 'tampered' WHERE id = 12")
+    dbs.src("UPDATE \"품목 100%\" SET note = 'b' WHERE id = 13")
+
+    result = run_sync(dbs, spec)
+
+    assert not result.differential.buckets_from_record and result.differential.target_read == "hashed live"
+    assert result.updated == 2 and _in_sync(dbs)
+
+
+def test_a_merge_that_keeps_extra_rows_records_no_bucket_sums(dbs):
+    """Its target holds more than the source scope: the source's sums are not its own."""
+    dbs.src(SEED)
+    spec = _spec(Mode.MERGE)
+    run_sync(dbs, spec)
+    dbs.src('DELETE FROM "품목 100%" WHERE id = 5; UPDATE "품목 100%" SET note = \'a\' WHERE id = 6')
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = 'b' WHERE id = 7")
+
+    result = run_sync(dbs, spec)
+
+    assert not result.differential.buckets_from_record
+    assert result.updated == 1 and result.verification.rows_only_in_target == 1
 
 
 def test_a_target_trigger_is_hashed_in_full_and_caught(dbs):
