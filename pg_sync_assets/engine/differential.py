@@ -32,7 +32,15 @@ from .localize import Difference, localize
 from .locks import lock_final_table
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
-from .record import recordable, recorded_buckets, recorded_checksum, take_horizon, write_record
+from .record import (
+    forget_buckets,
+    has_recorded_buckets,
+    recordable,
+    recorded_buckets,
+    recorded_checksum,
+    take_horizon,
+    write_record,
+)
 from .run import require_read_only_source
 from .spec import Mode, TableSpec
 from .sql import key_in, pin_text_settings
@@ -99,19 +107,27 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
     """Totals first, then (if they differ) pass 1 and, unless too much differs, pass 2, in
     the source's run snapshot; None when the target is missing or empty (nothing to
     compare: the full copy is the differential). The target's transaction is ended; the
-    source's snapshot stays open for the copy."""
+    source's snapshot stays open for the copy.
+
+    A target whose usable record holds bucket sums was changed by the last run: changes
+    are likely again, so the totals are skipped and pass 1 (which gives them too) reads
+    the source alone. A run that then finds nothing changed drops those sums, so the
+    next run starts with the cheaper totals again."""
     try:
         if not table_exists(tcur, spec.target):
             return None
         tcur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(spec.target.ident))
         if not tcur.fetchone()[0]:
             return None
+        side, key = target_side(spec), list(plan.key)
         # Before any read of the target: its rows from here on are the baseline.
-        horizon = take_horizon(tcur) if recordable(target_side(spec)) else None
+        horizon = take_horizon(tcur) if recordable(side) else None
+        if has_recorded_buckets(tcur, side, key):
+            recorded = recorded_checksum(tcur, side, plan.column_names)
+            buckets = recorded_buckets(tcur, side, key) if recorded is not None else None
+            if buckets is not None:
+                return _localize(spec, plan, scur, tcur, 0, buckets, horizon, recorded.recorded_at)
         source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur)
-        target_buckets = None
-        if recorded_at is not None and source_total != target_total:
-            target_buckets = recorded_buckets(tcur, target_side(spec), list(plan.key))
         if source_total == target_total:
             # The common case of a scheduled run: one scan of the source, and of the target
             # only when no record of it can be trusted; both servers at once.
@@ -124,22 +140,28 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
                 target_recorded_at=recorded_at,
                 target_horizon=horizon,
             )
-        diff = localize(
-            spec,
-            scur.connection,
-            tcur.connection,
-            list(plan.key),
-            plan.column_names,
-            max(source_total.rows, target_total.rows),  # exact, so the bucket count is stable
-            limit=sys.maxsize,
-            target_spec=target_side(spec),
-            give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
-            target_buckets=target_buckets,
-        )
-        diff.target_horizon, diff.target_recorded_at = horizon, recorded_at
-        return diff
+        # exact row counts, so the bucket count is stable from run to run
+        rows = max(source_total.rows, target_total.rows)
+        return _localize(spec, plan, scur, tcur, rows, None, horizon, recorded_at)
     finally:
         tcur.connection.rollback()
+
+
+def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at) -> Difference:
+    diff = localize(
+        spec,
+        scur.connection,
+        tcur.connection,
+        list(plan.key),
+        plan.column_names,
+        rows,
+        limit=sys.maxsize,
+        target_spec=target_side(spec),
+        give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
+        target_buckets=buckets,
+    )
+    diff.target_horizon, diff.target_recorded_at = horizon, recorded_at
+    return diff
 
 
 def _totals(spec: TableSpec, plan: TablePlan, scur, tcur):
@@ -326,6 +348,9 @@ def _unchanged(
             f"{scope}: the checksum verified at {diff.target_recorded_at}, and no row written "
             "since (row versions and count checked)"
         )
+        if diff.target_buckets_recorded:  # nothing changed: the next run starts with totals
+            forget_buckets(tcur, target_side(spec))
+            tcur.connection.commit()
     else:
         basis = f"{scope}, compared before any write (all equal)"
         if diff.target_horizon is not None:

@@ -177,6 +177,31 @@ def write_record(
     )
 
 
+def has_recorded_buckets(cur, spec: TableSpec, key: list[str]) -> bool:
+    """Whether the record (usable or not) holds bucket sums for `key` (a cheap look)."""
+    if not recordable(spec) or not _record_table_exists(cur):
+        return False
+    cur.execute(
+        sql.SQL(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE target_schema = %s AND target_table = %s"
+            " AND bucket_key = %s AND bucket_sums IS NOT NULL)"
+        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
+        (spec.target.schema, spec.target.name, json.dumps(list(key))),
+    )
+    return cur.fetchone()[0]
+
+
+def forget_buckets(cur, spec: TableSpec) -> None:
+    """Keep the record's checksum, drop its bucket sums."""
+    cur.execute(
+        sql.SQL(
+            "UPDATE {} SET bucket_key = NULL, bucket_count = NULL, bucket_sums = NULL"
+            " WHERE target_schema = %s AND target_table = %s"
+        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
+        (spec.target.schema, spec.target.name),
+    )
+
+
 def recorded_buckets(cur, spec: TableSpec, key: list[str]) -> BucketSums | None:
     """The bucket sums of a record `recorded_checksum` has just found usable (the run holds
     the table's lock: no other run rewrites the record meanwhile), if it has them for `key`."""

@@ -191,6 +191,22 @@ def test_recorded_bucket_sums_spare_the_targets_bucket_pass(dbs, mode):
         assert table_text(dbs.target, ITEMS, "id") == table_text(dbs.target, TableRef("public", "full copy"), "id")
 
 
+def test_after_a_change_the_bucket_pass_comes_first_until_a_run_finds_none(dbs):
+    dbs.src(SEED)
+    spec = _spec()
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = 'a' WHERE id = 11")
+    run_sync(dbs, spec)  # changed: records bucket sums
+
+    first = run_sync(dbs, spec)  # the source's bucket pass, all equal: nothing written
+    second = run_sync(dbs, spec)  # the bucket sums were dropped: totals again
+
+    assert first.differential.buckets_from_record and first.differential.buckets_differing == 0
+    assert RECORDED in first.verification.final_scope and first.rows_copied == 0
+    assert second.differential.buckets == 0 and RECORDED in second.verification.final_scope
+    assert _in_sync(dbs)
+
+
 def test_recorded_bucket_sums_are_void_once_the_target_is_written(dbs):
     dbs.src(SEED)
     spec = _spec()
