@@ -11,10 +11,11 @@ Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` w
                 sides per bucket; the second, as in a steady run of differential syncs,
                 has the target's bucket sums from the record the first left), with the
                 WAL each wrote on the target
-  unchanged     a sync of the unchanged table: full copy, then differential (the target
-                as the last verified run left it: its record is used), then
-                differential again after a no-op UPDATE of one target row (the record
-                is void: both sides are hashed)
+  unchanged     a sync of the unchanged table: differential twice (the first after the
+                changed run starts with the source's bucket pass, as the record holds
+                bucket sums; the second with the totals, the target's from its record),
+                the full copy, then differential after a no-op UPDATE of one target row
+                (the record is void: both sides are hashed)
 and prints medians, ratios and the differential runs' stages. The target is checkpointed
 before every timed run.
 """
@@ -127,8 +128,9 @@ def main() -> None:
                     round_ += 1
                     change_one_percent(source.url(), args.rows, round_)
                     timed(f"{mode.value}, 1% changed, {path}", replace(spec, differential=differential))
+                timed(f"{mode.value}, unchanged, differential, first after a change", spec)
+                timed(f"{mode.value}, unchanged, differential, again", spec)
                 timed(f"{mode.value}, unchanged, full copy", replace(spec, differential="never"))
-                timed(f"{mode.value}, unchanged, differential", spec)
                 sql(target.url(), "UPDATE bench SET title = title WHERE id = 1")  # voids the record
                 timed(f"{mode.value}, unchanged, differential, no record", spec)
         ref = statistics.median(reference)

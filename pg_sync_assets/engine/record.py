@@ -177,41 +177,34 @@ def write_record(
     )
 
 
+def _on_record(cur, spec: TableSpec, template: str, *params) -> None:
+    """Run `template` ({} is the record table, `{this}` the target's row) with `params`."""
+    statement = sql.SQL(template).format(
+        sql.Identifier(STAGING_SCHEMA, RECORD_TABLE), this=sql.SQL("target_schema = %s AND target_table = %s")
+    )
+    cur.execute(statement, (spec.target.schema, spec.target.name, *params))
+
+
 def has_recorded_buckets(cur, spec: TableSpec, key: list[str]) -> bool:
     """Whether the record (usable or not) holds bucket sums for `key` (a cheap look)."""
     if not recordable(spec) or not _record_table_exists(cur):
         return False
-    cur.execute(
-        sql.SQL(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE target_schema = %s AND target_table = %s"
-            " AND bucket_key = %s AND bucket_sums IS NOT NULL)"
-        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
-        (spec.target.schema, spec.target.name, json.dumps(list(key))),
-    )
+    template = "SELECT EXISTS (SELECT 1 FROM {} WHERE {this} AND bucket_key = %s AND bucket_sums IS NOT NULL)"
+    _on_record(cur, spec, template, json.dumps(list(key)))
     return cur.fetchone()[0]
 
 
 def forget_buckets(cur, spec: TableSpec) -> None:
     """Keep the record's checksum, drop its bucket sums."""
-    cur.execute(
-        sql.SQL(
-            "UPDATE {} SET bucket_key = NULL, bucket_count = NULL, bucket_sums = NULL"
-            " WHERE target_schema = %s AND target_table = %s"
-        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
-        (spec.target.schema, spec.target.name),
-    )
+    template = "UPDATE {} SET bucket_key = NULL, bucket_count = NULL, bucket_sums = NULL WHERE {this}"
+    _on_record(cur, spec, template)
 
 
 def recorded_buckets(cur, spec: TableSpec, key: list[str]) -> BucketSums | None:
     """The bucket sums of a record `recorded_checksum` has just found usable (the run holds
     the table's lock: no other run rewrites the record meanwhile), if it has them for `key`."""
-    cur.execute(
-        sql.SQL(
-            "SELECT bucket_count, bucket_sums FROM {} WHERE target_schema = %s AND target_table = %s"
-            " AND bucket_key = %s"
-        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
-        (spec.target.schema, spec.target.name, json.dumps(list(key))),
-    )
+    template = "SELECT bucket_count, bucket_sums FROM {} WHERE {this} AND bucket_key = %s"
+    _on_record(cur, spec, template, json.dumps(list(key)))
     row = cur.fetchone()
     if row is None or row[0] is None:
         return None
@@ -232,13 +225,11 @@ def recorded_checksum(cur, spec: TableSpec, columns: list[str]) -> Recorded | No
     verified rows; else None (hash it live)."""
     if not recordable(spec) or not _record_table_exists(cur):
         return None
-    cur.execute(
-        sql.SQL(
-            "SELECT table_oid, fingerprint, shape, table_rows, table_checksum,"
-            " horizon::text::bigint, writer::text::bigint, recorded_at::text"
-            " FROM {} WHERE target_schema = %s AND target_table = %s"
-        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
-        (spec.target.schema, spec.target.name),
+    _on_record(
+        cur,
+        spec,
+        "SELECT table_oid, fingerprint, shape, table_rows, table_checksum, horizon::text::bigint,"
+        " writer::text::bigint, recorded_at::text FROM {} WHERE {this}",
     )
     row = cur.fetchone()
     identity = _identity(cur, spec)
