@@ -45,11 +45,11 @@ class CopyResult:
     seconds: float
 
 
-class _Cancelled(Exception):
+class Cancelled(Exception):
     pass
 
 
-class _ChunkPipe:
+class ChunkPipe:
     """File-like on both ends: the source COPY writes rows, the target COPY reads chunks.
 
     psycopg2 calls write() once per CopyData message, i.e. once per row (the binary
@@ -83,14 +83,14 @@ class _ChunkPipe:
                 return
             except queue.Full:
                 continue
-        raise _Cancelled()
+        raise Cancelled()
 
     def finish(self, error: BaseException | None) -> None:
         try:
             if error is None and self._buffer:
                 self._put(bytes(self._buffer))
             self._put(error if error is not None else _EOF)
-        except _Cancelled:
+        except Cancelled:
             pass
 
     def cancel(self) -> None:
@@ -151,14 +151,14 @@ def stream_copy(
     Raises the source's error if the source failed (the target COPY is then aborted by
     the raised error), else the target's. The caller owns both transactions.
     """
-    pipe = _ChunkPipe(on_progress, progress_interval)
+    pipe = ChunkPipe(on_progress, progress_interval)
     source_error: list[BaseException] = []
 
     def produce() -> None:
         error: BaseException | None = None
         try:
             source_cur.copy_expert(copy_out, pipe, size=CHUNK_BYTES)
-        except _Cancelled:
+        except Cancelled:
             return
         except BaseException as exc:  # handed to the reading thread, re-raised there
             error = exc

@@ -3,8 +3,8 @@
 Pass 1 (one scan a side): rows are spread over N buckets by a hash of their key's
 canonical text; each side reports count and checksum per bucket. Equal buckets are
 done. Pass 2: both sides stream `(key text, row hash)` for the differing buckets only,
-sorted by the key's bytes (`COLLATE "C"`, the order Python compares str in), through
-server-side cursors; a merge of the two sorted streams finds keys missing from the
+sorted by the key's bytes (`COLLATE "C"`, the order Python compares str in), as a COPY
+through a bounded pipe; a merge of the two sorted streams finds keys missing from the
 target, extra in the target, and changed. Memory stays bounded whatever the table size;
 the rows fetched grow with the number of differences, not with the table.
 
@@ -14,13 +14,17 @@ Korean), at the price of a full scan per pass instead of index range scans.
 
 from __future__ import annotations
 
+import re
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from psycopg2 import sql
+from psycopg2.extensions import encodings
 
+from .copy import CHUNK_BYTES, Cancelled, ChunkPipe
 from .errors import ConfigError
 from .plan import plan_table
 from .record import BucketSums
@@ -28,7 +32,7 @@ from .sql import pin_text_settings, source_scope, target_scope
 from .verify import row_hash
 
 BUCKET_SEED = 20261122
-FETCH_BATCH = 10_000
+PARALLEL_TUPLE_COST = "0.001"  # the default 0.1 keeps pass 2's scan serial (see _stream)
 LOCALIZE_WORK_MEM = "256MB"
 
 
@@ -92,15 +96,17 @@ def bucket_count(rows: int) -> int:
 
 
 def _inner(spec, key: list[str], columns: list[str], side: str, mask: int) -> sql.Composed:
-    """The scope as (bucket, key text, row hash, key parts).
+    """The scope as (bucket, key text, row hash, key parts p0, p1, ...).
 
     Values are literals, never bind parameters: with parameters psycopg2 would read any
     `%` in a quoted identifier or in the operator's `where` as a placeholder."""
     keys = sql.SQL(", ").join(sql.Identifier(c) for c in key)
-    parts = sql.SQL(", ").join(sql.SQL("{}::text").format(sql.Identifier(c)) for c in key)
-    select = sql.SQL(
-        "(hashtextextended(ROW({})::text, {}) & {}) AS b, ROW({})::text AS k, {} AS h, ARRAY[{}] AS p"
-    ).format(keys, sql.Literal(BUCKET_SEED), sql.Literal(mask), keys, row_hash(columns), parts)
+    parts = sql.SQL(", ").join(
+        sql.SQL("{}::text AS {}").format(sql.Identifier(column), sql.Identifier(f"p{i}"))
+        for i, column in enumerate(key)
+    )
+    select = sql.SQL("(hashtextextended(ROW({})::text, {}) & {}) AS b, ROW({})::text AS k, {} AS h, {}")
+    select = select.format(keys, sql.Literal(BUCKET_SEED), sql.Literal(mask), keys, row_hash(columns), parts)
     return (source_scope if side == "source" else target_scope)(spec, select)
 
 
@@ -109,20 +115,60 @@ def _bucket_sums(cur, inner: sql.Composed) -> dict[int, tuple[int, int]]:
     return {b: (n, int(total)) for b, n, total in cur.fetchall()}
 
 
-def _stream(conn, inner: sql.Composed, buckets: list[int] | None) -> Iterator[tuple[str, int, list[str]]]:
-    """(key text, row hash, key parts) in byte order of the key, over a server-side cursor."""
-    cur = conn.cursor(name="pg_sync_localize")
-    cur.itersize = FETCH_BATCH
-    filter_ = (
-        sql.SQL("WHERE b = ANY({}::bigint[])").format(sql.Literal(buckets))
-        if buckets is not None
-        else sql.SQL("")
+def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) -> Iterator[tuple]:
+    """(key text, row hash, key parts) in byte order of the key.
+
+    A `COPY (sorted query) TO STDOUT` read through a bounded pipe (`copy.ChunkPipe`):
+    memory stays bounded whatever the number of rows, and unlike a server-side cursor,
+    which PostgreSQL never runs in parallel, the COPY's query can use parallel workers.
+    The planner would not pick them here (it cannot estimate the bucket filter and
+    expects every row), so a cheaper tuple transfer is set for the transaction."""
+    filter_ = sql.SQL("")
+    if buckets is not None:
+        filter_ = sql.SQL("WHERE b = ANY({}::bigint[])").format(sql.Literal(buckets))
+    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ["k", "h", *(f"p{i}" for i in range(width))])
+    statement = sql.SQL('COPY (SELECT {} FROM ({}) AS x {} ORDER BY k COLLATE "C") TO STDOUT').format(
+        columns, inner, filter_
     )
-    cur.execute(sql.SQL('SELECT k, h, p FROM ({}) AS x {} ORDER BY k COLLATE "C"').format(inner, filter_))
+    codec = encodings[conn.encoding]
+    pipe = ChunkPipe(None, 0.0)
+    cur = conn.cursor()
+    cur.execute("SELECT set_config('parallel_tuple_cost', %s, true)", (PARALLEL_TUPLE_COST,))
+
+    def produce() -> None:
+        error: BaseException | None = None
+        try:
+            cur.copy_expert(statement, pipe, size=CHUNK_BYTES)
+        except Cancelled:
+            return
+        except BaseException as exc:  # handed to the reading thread, re-raised there
+            error = exc
+        pipe.finish(error)
+
+    worker = threading.Thread(target=produce, name="pg-sync-localize", daemon=True)
+    worker.start()
     try:
-        yield from cur
+        while chunk := pipe.read():
+            # Every chunk ends with a whole row; inside a field, COPY escapes tab and newline.
+            for line in chunk.decode(codec).split("\n"):
+                if line:
+                    fields = [_unescape(f) for f in line.split("\t")]
+                    yield fields[0], int(fields[1]), fields[2:]
+        worker.join()
+        cur.execute("RESET parallel_tuple_cost")  # the rest of the transaction plans as before
     finally:
+        pipe.cancel()
+        worker.join()
         cur.close()
+
+
+# COPY's text format escapes these; it writes any other character as it is.
+_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v", "\\": "\\"}
+_ESCAPED = re.compile(r"\\(.)")
+
+
+def _unescape(field: str) -> str:
+    return _ESCAPED.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), field) if "\\" in field else field
 
 
 def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -> None:
@@ -209,7 +255,9 @@ def localize(
     # When most buckets differ, reading everything is cheaper than filtering.
     buckets = differing if len(differing) < n // 2 else None
     _merge(
-        diff, _stream(source_conn, inner["source"], buckets), _stream(target_conn, inner["target"], buckets)
+        diff,
+        _stream(source_conn, inner["source"], buckets, len(key)),
+        _stream(target_conn, inner["target"], buckets, len(key)),
     )
     diff.seconds_pass2 = round(time.monotonic() - started, 3)
     return diff

@@ -107,6 +107,35 @@ def test_a_composite_text_key(dbs, mode):
         dbs.src(f'SELECT t::text FROM ledger."계정" AS t ORDER BY {order}')
 
 
+# Key texts that COPY's text format escapes (tab, newline, carriage return, backslash,
+# backspace, form feed, vertical tab) or that quoting could trip on, beside Korean.
+AWKWARD_KEYS = ["a\tb", "line\nbreak", "cr\rlf", "back\\slash", "\\N", "\b\f\v", '"q"', "{x,y}", "한 글", ""]
+
+
+def test_keys_copy_escapes_are_named_exactly(dbs):
+    """Pass 2 reads both sides as COPY text: every escaped key must come back as itself."""
+    dbs.src('CREATE TABLE awkward (k text, n int, v text, PRIMARY KEY (k, n))')
+    with psycopg2.connect(dbs.source) as conn, conn.cursor() as cur:
+        for i, key in enumerate(AWKWARD_KEYS):
+            cur.executemany("INSERT INTO awkward VALUES (%s, %s, %s)", [(key, n, f"v{i}-{n}") for n in range(40)])
+    spec = TableSpec(name="awkward", source=TableRef("public", "awkward"), target=TableRef("public", "awkward"),
+                     mode=Mode.FULL_REFRESH, differential="always")
+    run_sync(dbs, spec)
+    with psycopg2.connect(dbs.source) as conn, conn.cursor() as cur:
+        cur.execute("UPDATE awkward SET v = v || '!' WHERE n = 7")  # one row of every key text
+        cur.execute("DELETE FROM awkward WHERE n = 8")
+        cur.execute("INSERT INTO awkward SELECT k, 99, 'new' FROM awkward WHERE n = 0")
+
+    result = run_sync(dbs, spec)
+
+    d, count = result.differential, len(AWKWARD_KEYS)
+    assert result.method == DIFFERENTIAL
+    assert (d.rows_missing, d.rows_changed, d.rows_extra) == (count, count, count)
+    order = "k COLLATE \"C\", n"
+    assert dbs.tgt(f"SELECT t::text FROM awkward AS t ORDER BY {order}") == \
+        dbs.src(f"SELECT t::text FROM awkward AS t ORDER BY {order}")
+
+
 def test_an_empty_target_is_filled_by_the_full_copy(dbs):
     dbs.src(ZOO_DDL + MORE_ZOO)
     differential, _ = _pair(Mode.MERGE)
