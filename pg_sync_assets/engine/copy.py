@@ -138,6 +138,29 @@ def staging_copy_statement(staging: str, columns: list[Column]) -> sql.Composed:
     )
 
 
+def copy_out_in_thread(
+    cur, statement: sql.Composed, pipe: ChunkPipe, name: str
+) -> tuple[threading.Thread, list[BaseException]]:
+    """Start `statement` (a COPY ... TO STDOUT) on `cur` in a worker thread writing into
+    `pipe`; a failure reaches the reader through the pipe and the returned list."""
+    errors: list[BaseException] = []
+
+    def produce() -> None:
+        error: BaseException | None = None
+        try:
+            cur.copy_expert(statement, pipe, size=CHUNK_BYTES)
+        except Cancelled:
+            return
+        except BaseException as exc:  # handed to the reading thread, re-raised there
+            error = exc
+            errors.append(exc)
+        pipe.finish(error)
+
+    worker = threading.Thread(target=produce, name=name, daemon=True)
+    worker.start()
+    return worker, errors
+
+
 def stream_copy(
     source_cur,
     target_cur,
@@ -152,22 +175,8 @@ def stream_copy(
     the raised error), else the target's. The caller owns both transactions.
     """
     pipe = ChunkPipe(on_progress, progress_interval)
-    source_error: list[BaseException] = []
-
-    def produce() -> None:
-        error: BaseException | None = None
-        try:
-            source_cur.copy_expert(copy_out, pipe, size=CHUNK_BYTES)
-        except Cancelled:
-            return
-        except BaseException as exc:  # handed to the reading thread, re-raised there
-            error = exc
-            source_error.append(exc)
-        pipe.finish(error)
-
     started = time.monotonic()
-    worker = threading.Thread(target=produce, name="pg-sync-copy-source", daemon=True)
-    worker.start()
+    worker, source_error = copy_out_in_thread(source_cur, copy_out, pipe, "pg-sync-copy-source")
     try:
         target_cur.copy_expert(copy_in, pipe, size=CHUNK_BYTES)
     except BaseException:

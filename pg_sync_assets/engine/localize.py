@@ -15,7 +15,6 @@ Korean), at the price of a full scan per pass instead of index range scans.
 from __future__ import annotations
 
 import re
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from psycopg2 import sql
 from psycopg2.extensions import encodings
 
-from .copy import CHUNK_BYTES, Cancelled, ChunkPipe
+from .copy import ChunkPipe, copy_out_in_thread
 from .errors import ConfigError
 from .plan import plan_table
 from .record import BucketSums
@@ -134,19 +133,7 @@ def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) ->
     pipe = ChunkPipe(None, 0.0)
     cur = conn.cursor()
     cur.execute("SELECT set_config('parallel_tuple_cost', %s, true)", (PARALLEL_TUPLE_COST,))
-
-    def produce() -> None:
-        error: BaseException | None = None
-        try:
-            cur.copy_expert(statement, pipe, size=CHUNK_BYTES)
-        except Cancelled:
-            return
-        except BaseException as exc:  # handed to the reading thread, re-raised there
-            error = exc
-        pipe.finish(error)
-
-    worker = threading.Thread(target=produce, name="pg-sync-localize", daemon=True)
-    worker.start()
+    worker, _ = copy_out_in_thread(cur, statement, pipe, "pg-sync-localize")
     try:
         while chunk := pipe.read():
             # Every chunk ends with a whole row; inside a field, COPY escapes tab and newline.
