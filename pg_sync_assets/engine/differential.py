@@ -127,7 +127,10 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
             buckets = recorded_buckets(tcur, side, key) if recorded is not None else None
             if buckets is not None:
                 return _localize(spec, plan, scur, tcur, 0, buckets, horizon, recorded.recorded_at)
-        source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur)
+            use_record = recorded is not None  # found unusable just now: do not scan again
+        else:
+            use_record = True
+        source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur, use_record)
         if source_total == target_total:
             # The common case of a scheduled run: one scan of the source, and of the target
             # only when no record of it can be trusted; both servers at once.
@@ -164,20 +167,22 @@ def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at) 
     return diff
 
 
-def _totals(spec: TableSpec, plan: TablePlan, scur, tcur):
-    """Count and checksum of the source scope, and (count and checksum, when recorded,
-    horizon) of the target's side, on both servers at once (psycopg2 releases the GIL
-    while it waits)."""
+def _totals(spec: TableSpec, plan: TablePlan, scur, tcur, use_record: bool):
+    """Count and checksum of the source scope, and (count and checksum, when recorded)
+    of the target's side, on both servers at once (psycopg2 releases the GIL while it
+    waits)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        target = pool.submit(_target_totals, tcur, target_side(spec), plan.column_names)
+        target = pool.submit(_target_totals, tcur, target_side(spec), plan.column_names, use_record)
         source = source_checksum(scur, spec, plan.column_names)
         return source, target.result()
 
 
-def _target_totals(tcur, side: TableSpec, columns: list[str]) -> tuple[ScopeChecksum, str | None]:
+def _target_totals(
+    tcur, side: TableSpec, columns: list[str], use_record: bool
+) -> tuple[ScopeChecksum, str | None]:
     """The target's recorded totals and when they were verified, if it provably holds
     the verified rows still (one scan of row versions, no hashing); else hashed live."""
-    recorded = recorded_checksum(tcur, side, columns)
+    recorded = recorded_checksum(tcur, side, columns) if use_record else None
     if recorded is not None:
         return recorded.checksum, recorded.recorded_at
     return target_checksum(tcur, side, columns), None

@@ -44,7 +44,7 @@ from .merge import (
     require_unique_staged_keys,
 )
 from .plan import TablePlan
-from .record import take_horizon, write_record
+from .record import recordable, take_horizon, write_record
 from .run import end_run_transactions, prepare, require_read_only_source, rollback_quietly, staged_run
 from .spec import Mode, TableSpec
 from .sql import source_scope
@@ -298,11 +298,11 @@ def _copy_and_apply(
         verification = None
         if spec.verify:
             with timer.stage("verify_final"):
-                horizon = take_horizon(tcur)
+                horizon = take_horizon(tcur) if recordable(spec) else None
                 verification = check_final(
                     tcur, spec, plan.column_names, staging, plan.key_columns(), expected
                 )
-                if verification.final_scope == WHOLE_SCOPE:
+                if horizon is not None and verification.final_scope == WHOLE_SCOPE:
                     write_record(tcur, spec, plan.column_names, horizon, verification.final)
         with timer.stage("commit"):
             require_read_only_source(scur, label)
