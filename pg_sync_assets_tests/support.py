@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from psycopg2 import sql
@@ -19,6 +20,44 @@ from pg_sync_assets.engine import (
 from pg_sync_assets.engine.localize import Difference, localize_table
 from pg_sync_assets.engine.sql import pin_text_settings
 from pg_sync_assets.engine.verify import TableComparison, compare_table
+
+
+class Writer:
+    """A thread running one statement over and over; `count` is how many times it ran."""
+
+    def __init__(self, run_sql: Callable, statement: str, params: Callable[[int], tuple], start: int) -> None:
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._write, args=(run_sql, statement, params, start))
+
+    def _write(self, run_sql: Callable, statement: str, params: Callable[[int], tuple], n: int) -> None:
+        while not self._stop.is_set():
+            n += 1
+            run_sql(statement, params(n))
+            self.count += 1
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@contextmanager
+def writing_meanwhile(run_sql: Callable, statement: str, params: Callable[[int], tuple], start: int = 0):
+    """Run `statement` with `params(n)` for n = start + 1, start + 2, ... in a thread
+    until the block ends (a busy source during a sync); yields the Writer."""
+    writer = Writer(run_sql, statement, params, start)
+    writer.start()
+    try:
+        yield writer
+    finally:
+        writer.stop()
 
 
 @contextmanager

@@ -5,7 +5,6 @@ catalog into the state file beside the table list, loading expands each pattern 
 from __future__ import annotations
 
 import json
-import threading
 
 import psycopg2
 import pytest
@@ -16,7 +15,7 @@ from pg_sync_assets.config import load_project, parse_project
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError, TableRef
 from pg_sync_assets.patterns import _like, state_path
-from pg_sync_assets_tests.support import point_definitions_at, table_text
+from pg_sync_assets_tests.support import point_definitions_at, table_text, writing_meanwhile
 
 # A small pagila-like schema: enums, a domain, arrays, tsvector, a partitioned table with
 # its partitions, views, foreign keys with CASCADE and RESTRICT; plus tables the pattern
@@ -173,30 +172,20 @@ def test_a_pattern_in_one_snapshot_group_keeps_foreign_keys_with_a_writer_on_the
     dbs.tgt("ALTER TABLE backup.film ADD FOREIGN KEY (language_id) REFERENCES backup.language ON DELETE RESTRICT;"
             "ALTER TABLE backup.film_actor ADD FOREIGN KEY (film_id) REFERENCES backup.film ON DELETE RESTRICT;"
             "ALTER TABLE backup.film_actor ADD FOREIGN KEY (actor_id) REFERENCES backup.actor ON DELETE CASCADE")
-    stop, written = threading.Event(), [0]
-
-    def write() -> None:
-        n = 1000
-        while not stop.is_set():
-            n += 1
-            dbs.src("INSERT INTO film.language VALUES (%s, 'l'); "
-                    "INSERT INTO film.film (film_id, title, language_id) VALUES (%s, 'f', %s); "
-                    "INSERT INTO film.actor VALUES (%s, 'a'); INSERT INTO film.film_actor VALUES (%s, %s); "
-                    "DELETE FROM film.film WHERE film_id = %s; DELETE FROM film.language WHERE language_id = %s",
-                    (n, n, n, n, n, n, n - 3, n - 3))
-            written[0] += 1
-
-    writer = threading.Thread(target=write)
-    writer.start()
     runs = []
-    try:
-        while (len(runs) < 3 or written[0] < 10) and len(runs) < 30 and writer.is_alive():
+    with writing_meanwhile(
+        dbs.src,
+        "INSERT INTO film.language VALUES (%s, 'l'); "
+        "INSERT INTO film.film (film_id, title, language_id) VALUES (%s, 'f', %s); "
+        "INSERT INTO film.actor VALUES (%s, 'a'); INSERT INTO film.film_actor VALUES (%s, %s); "
+        "DELETE FROM film.film WHERE film_id = %s; DELETE FROM film.language WHERE language_id = %s",
+        lambda n: (n, n, n, n, n, n, n - 3, n - 3),
+        start=1000,
+    ) as writer:
+        while (len(runs) < 3 or writer.count < 10) and len(runs) < 30 and writer.alive:
             runs.append(defs.resolve_job_def("sync_all").execute_in_process(instance=instance, raise_on_error=False))
-    finally:
-        stop.set()
-        writer.join()
 
-    assert written[0] >= 10, "the writer did not overlap the runs"
+    assert writer.count >= 10, "the writer did not overlap the runs"
     for run in runs:
         assert run.success, [e.message for e in run.all_events if e.is_failure]
         assert {e.step_key for e in run.all_events if e.event_type_value == "STEP_SUCCESS"} == {

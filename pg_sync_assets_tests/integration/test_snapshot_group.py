@@ -4,7 +4,6 @@ every table of the group as it was."""
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 from dagster import AssetKey, DagsterInstance
@@ -13,29 +12,24 @@ from pg_sync_assets import build_defs
 from pg_sync_assets.config import parse_config
 from pg_sync_assets.engine import ConfigError, Mode, SyncError, TableRef, TableSpec, VerificationError
 from pg_sync_assets.engine.group import parents_first, sync_group
-from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text
+from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text, writing_meanwhile
 
-SHOP = """
+SHOP_DDL = """
 CREATE SCHEMA shop;
 CREATE TABLE shop.customers (id int PRIMARY KEY, name text NOT NULL);
 CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES shop.customers ON DELETE CASCADE,
                           total numeric(10,2));
 CREATE TABLE shop.items (order_id int REFERENCES shop.orders ON DELETE CASCADE, line int, sku text,
                          PRIMARY KEY (order_id, line));
+"""
+SHOP = SHOP_DDL + """
 INSERT INTO shop.customers SELECT i, '고객 ' || i FROM generate_series(1, 20) AS i;
 INSERT INTO shop.orders SELECT i, 1 + i % 20, i * 1.5 FROM generate_series(1, 100) AS i;
 INSERT INTO shop.items SELECT o, l, 'sku-' || o || '-' || l FROM generate_series(1, 100) AS o, generate_series(1, 3) AS l;
 """
 
 # The target made beforehand, the way `pg_dump -s` makes it: with the foreign keys, RESTRICT.
-TARGET_SCHEMA = """
-CREATE SCHEMA shop;
-CREATE TABLE shop.customers (id int PRIMARY KEY, name text NOT NULL);
-CREATE TABLE shop.orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES shop.customers ON DELETE RESTRICT,
-                          total numeric(10,2));
-CREATE TABLE shop.items (order_id int REFERENCES shop.orders ON DELETE RESTRICT, line int, sku text,
-                         PRIMARY KEY (order_id, line));
-"""
+TARGET_SCHEMA = SHOP_DDL.replace("ON DELETE CASCADE", "ON DELETE RESTRICT")
 
 NAMES = ("customers", "orders", "items")
 
@@ -102,25 +96,15 @@ def test_a_writer_on_the_source_during_the_run_causes_no_violation_and_no_differ
     dbs.src(SHOP)
     dbs.tgt(TARGET_SCHEMA)
     _group(dbs, _specs())
-    stop, written = threading.Event(), [0]
-
-    def write() -> None:
-        n = 1000
-        while not stop.is_set():
-            n += 1
-            dbs.src("INSERT INTO shop.customers VALUES (%s, 'c'); INSERT INTO shop.orders VALUES (%s, %s, 1); "
-                    "INSERT INTO shop.items VALUES (%s, 1, 'x'); DELETE FROM shop.customers WHERE id = %s",
-                    (n, n, n, n, n - 500))
-            written[0] += 1
-
-    writer = threading.Thread(target=write)
-    writer.start()
-    try:
+    with writing_meanwhile(
+        dbs.src,
+        "INSERT INTO shop.customers VALUES (%s, 'c'); INSERT INTO shop.orders VALUES (%s, %s, 1); "
+        "INSERT INTO shop.items VALUES (%s, 1, 'x'); DELETE FROM shop.customers WHERE id = %s",
+        lambda n: (n, n, n, n, n - 500),
+        start=1000,
+    ) as writer:
         results = [_group(dbs, _specs(mode)) for mode in (Mode.FULL_REFRESH, Mode.MERGE, Mode.FULL_REFRESH)]
-    finally:
-        stop.set()
-        writer.join()
-    assert written[0] > 10, "the writer did not overlap the runs"
+    assert writer.count > 10, "the writer did not overlap the runs"
     assert all(r.verification.final == r.verification.source for rs in results for r in rs)
     # every committed state of the target satisfied its foreign keys (they are enforced),
     # and a last run on the quiet source leaves all three equal

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 
 import pytest
 
 from pg_sync_assets.engine.differential import FROM_CHANGES
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
-from pg_sync_assets_tests.support import compare, run_sync, staging_tables, table_text
+from pg_sync_assets_tests.support import compare, run_sync, staging_tables, table_text, writing_meanwhile
 
 ITEMS = TableRef("public", "items")
 
@@ -111,27 +110,15 @@ def test_merge_keeps_rows_gone_from_the_source_and_reports_them(dbs, differentia
 def test_writes_on_a_busy_source_cause_no_false_alarm(dbs):
     _seed(dbs, rows=200_000)
     run_sync(dbs, _spec(Mode.MERGE))
-    stop = threading.Event()
-    writes = [0]
-
-    def keep_writing() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            dbs.src("UPDATE items SET note = note || '.' WHERE id = %s; "
-                    "INSERT INTO items VALUES (%s, 'new') ON CONFLICT (id) DO NOTHING; "
-                    "DELETE FROM items WHERE id = %s", (n % 1000 + 1, 200_000 + n, 1000 + n))
-            writes[0] = n
-
-    writer = threading.Thread(target=keep_writing)
-    writer.start()
-    try:
+    with writing_meanwhile(
+        dbs.src,
+        "UPDATE items SET note = note || '.' WHERE id = %s; "
+        "INSERT INTO items VALUES (%s, 'new') ON CONFLICT (id) DO NOTHING; DELETE FROM items WHERE id = %s",
+        lambda n: (n % 1000 + 1, 200_000 + n, 1000 + n),
+    ) as writer:
         results = [run_sync(dbs, _spec(mode)) for mode in (Mode.MERGE, Mode.FULL_REFRESH, Mode.MERGE)]
-    finally:
-        stop.set()
-        writer.join()
 
-    assert writes[0] > 20, "the writer did not overlap the syncs"
+    assert writer.count > 20, "the writer did not overlap the syncs"
     assert all(r.verification.final == r.verification.source for r in results)
     run_sync(dbs, _spec(Mode.FULL_REFRESH))  # the source is quiet now
     assert compare(dbs, _spec(Mode.FULL_REFRESH)).checksums_match
