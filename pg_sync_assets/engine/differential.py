@@ -17,6 +17,7 @@ What each side is compared over: the `where` scope on both for `merge`; for
 from __future__ import annotations
 
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -28,14 +29,14 @@ from .delta_verify import delta_checksum
 from .errors import ConfigError
 from .guard import LoadVerification, require_final_equal
 from .introspect import Column, table_exists
-from .localize import Difference, localize
+from .localize import Difference, bucket_sums, localize
 from .locks import lock_final_table
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
 from .record import (
     forget_buckets,
-    has_recorded_buckets,
     recordable,
+    recorded_bucket_count,
     recorded_buckets,
     recorded_checksum,
     take_horizon,
@@ -109,10 +110,11 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
     compare: the full copy is the differential). The target's transaction is ended; the
     source's snapshot stays open for the copy.
 
-    A target whose usable record holds bucket sums was changed by the last run: changes
-    are likely again, so the totals are skipped and pass 1 (which gives them too) reads
-    the source alone. A run that then finds nothing changed drops those sums, so the
-    next run starts with the cheaper totals again."""
+    A target whose record holds bucket sums was changed by the last run: changes are
+    likely again, so the totals are skipped. Pass 1 (which gives them too) reads the
+    source while the record is checked, and takes the target's sums from the record if
+    it is usable (else reads them live). A run that then finds nothing changed drops
+    those sums, so the next run starts with the cheaper totals again."""
     try:
         if not table_exists(tcur, spec.target):
             return None
@@ -122,15 +124,10 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         side, key = target_side(spec), list(plan.key)
         # Before any read of the target: its rows from here on are the baseline.
         horizon = take_horizon(tcur) if recordable(side) else None
-        if has_recorded_buckets(tcur, side, key):
-            recorded = recorded_checksum(tcur, side, plan.column_names)
-            buckets = recorded_buckets(tcur, side, key) if recorded is not None else None
-            if buckets is not None:
-                return _localize(spec, plan, scur, tcur, 0, buckets, horizon, recorded.recorded_at)
-            use_record = recorded is not None  # found unusable just now: do not scan again
-        else:
-            use_record = True
-        source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur, use_record)
+        count = recorded_bucket_count(tcur, side, key)
+        if count is not None:
+            return _bucket_pass_first(spec, plan, scur, tcur, count, horizon)
+        source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur)
         if source_total == target_total:
             # The common case of a scheduled run: one scan of the source, and of the target
             # only when no record of it can be trusted; both servers at once.
@@ -150,7 +147,24 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         tcur.connection.rollback()
 
 
-def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at) -> Difference:
+def _bucket_pass_first(spec, plan, scur, tcur, count: int, horizon) -> Difference:
+    """The source's bucket pass, read while the target's record is checked; the target's
+    sums from the record when it is usable, else read live (pass 1 gives totals too)."""
+    side, key = target_side(spec), list(plan.key)
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        source = pool.submit(bucket_sums, scur.connection, spec, key, plan.column_names, "source", count)
+        recorded = recorded_checksum(tcur, side, plan.column_names)
+        target = recorded_buckets(tcur, side, key) if recorded is not None else None
+        source_buckets = source.result()
+    waited = time.monotonic() - started
+    recorded_at = recorded.recorded_at if target is not None else None
+    diff = _localize(spec, plan, scur, tcur, 0, target, horizon, recorded_at, source_buckets)
+    diff.seconds_pass1 = round(diff.seconds_pass1 + waited, 3)
+    return diff
+
+
+def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at, source_buckets=None):
     diff = localize(
         spec,
         scur.connection,
@@ -162,27 +176,26 @@ def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at) 
         target_spec=target_side(spec),
         give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
         target_buckets=buckets,
+        source_buckets=source_buckets,
     )
     diff.target_horizon, diff.target_recorded_at = horizon, recorded_at
     return diff
 
 
-def _totals(spec: TableSpec, plan: TablePlan, scur, tcur, use_record: bool):
+def _totals(spec: TableSpec, plan: TablePlan, scur, tcur):
     """Count and checksum of the source scope, and (count and checksum, when recorded)
     of the target's side, on both servers at once (psycopg2 releases the GIL while it
     waits)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        target = pool.submit(_target_totals, tcur, target_side(spec), plan.column_names, use_record)
+        target = pool.submit(_target_totals, tcur, target_side(spec), plan.column_names)
         source = source_checksum(scur, spec, plan.column_names)
         return source, target.result()
 
 
-def _target_totals(
-    tcur, side: TableSpec, columns: list[str], use_record: bool
-) -> tuple[ScopeChecksum, str | None]:
+def _target_totals(tcur, side: TableSpec, columns: list[str]) -> tuple[ScopeChecksum, str | None]:
     """The target's recorded totals and when they were verified, if it provably holds
     the verified rows still (one scan of row versions, no hashing); else hashed live."""
-    recorded = recorded_checksum(tcur, side, columns) if use_record else None
+    recorded = recorded_checksum(tcur, side, columns)
     if recorded is not None:
         return recorded.checksum, recorded.recorded_at
     return target_checksum(tcur, side, columns), None
@@ -311,8 +324,12 @@ def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, 
         with timer.stage("verify_final"):
             verification = verify_final(tcur, spec, plan, expected, diff)
     with timer.stage("commit"):
-        tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
-        target_rows = tcur.fetchone()[0]
+        if verification is not None and target_side(spec).where is None:
+            # the final verification counted the whole table, in this transaction
+            target_rows = verification.final.rows + verification.rows_only_in_target
+        else:
+            tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+            target_rows = tcur.fetchone()[0]
         require_read_only_source(scur, str(spec.target))
         target_conn.commit()
     return _result(spec, rows, bytes_, counts, target_rows, verification, diff)

@@ -176,6 +176,15 @@ def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -
             s, t = next(source, None), next(target, None)
 
 
+def bucket_sums(conn, spec, key: list[str], columns: list[str], side: str, n: int) -> BucketSums:
+    """Pass 1 on one side: count and checksum per bucket, over `n` buckets."""
+    with conn.cursor() as cur:
+        pin_text_settings(cur)
+        # Up to a million groups: keep the hash aggregate in memory, not spilled.
+        cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
+        return BucketSums(tuple(key), n, _bucket_sums(cur, _inner(spec, key, columns, side, n - 1)))
+
+
 def localize(
     spec,
     source_conn,
@@ -188,6 +197,7 @@ def localize(
     target_spec=None,
     give_up_above: float | None = None,
     target_buckets: BucketSums | None = None,
+    source_buckets: BucketSums | None = None,
 ) -> Difference:
     """Compare both scopes bucket by bucket, then key by key in the differing buckets.
 
@@ -195,35 +205,34 @@ def localize(
     both passes read one snapshot); the caller ends them. `target_spec` (default `spec`)
     decides the target side's scope: a full refresh compares the whole target table.
     With `give_up_above`, a share of differing buckets above it ends the work after
-    pass 1 with `abandoned` set. With `target_buckets` (the sums a verified record holds
-    for a target no one has written since), pass 1 reads the source alone, in their
-    bucket count.
+    pass 1 with `abandoned` set. A side whose bucket sums the caller gives is not read in
+    pass 1: the target's from a verified record of a target no one has written since,
+    the source's when the caller read them while it checked that record. Given sums
+    decide the bucket count.
     """
-    n = target_buckets.count if target_buckets is not None else bucket_count(rows_hint)
-    diff = Difference(limit=limit, buckets=n)
-    sides = {"source": source_conn, "target": target_conn}
-    inner = {
-        "source": _inner(spec, key, columns, "source", n - 1),
-        "target": _inner(target_spec or spec, key, columns, "target", n - 1),
-    }
+    given = [b for b in (source_buckets, target_buckets) if b is not None]
+    n = given[0].count if given else bucket_count(rows_hint)
+    if any(b.count != n or list(b.key) != list(key) for b in given):
+        raise ValueError("bucket sums of different bucketings cannot be compared")
+    diff = Difference(limit=limit, buckets=n, target_buckets_recorded=target_buckets is not None)
+    sides = {"source": (source_conn, spec), "target": (target_conn, target_spec or spec)}
+    inner = {side: _inner(scope, key, columns, side, n - 1) for side, (_, scope) in sides.items()}
 
-    def side_sums(side: str) -> dict[int, tuple[int, int]]:
-        with sides[side].cursor() as cur:
-            pin_text_settings(cur)
-            # Up to a million groups: keep the hash aggregate in memory, not spilled.
-            cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
-            return _bucket_sums(cur, inner[side])
+    def read(side: str) -> BucketSums:
+        conn, scope = sides[side]
+        return bucket_sums(conn, scope, key, columns, side, n)
 
     started = time.monotonic()
-    if target_buckets is not None:
-        sums = {"source": side_sums("source"), "target": target_buckets.sums}
-        diff.target_buckets_recorded = True
-    else:
+    if source_buckets is None and target_buckets is None:
         # Two servers: pass 1 runs on both at once (psycopg2 releases the GIL while waiting).
         with ThreadPoolExecutor(max_workers=1) as pool:
-            target_sums = pool.submit(side_sums, "target")
-            sums = {"source": side_sums("source"), "target": target_sums.result()}
-    diff.source_buckets = BucketSums(tuple(key), n, sums["source"])
+            target = pool.submit(read, "target")
+            source_buckets = read("source")
+            target_buckets = target.result()
+    source_buckets = source_buckets or read("source")
+    target_buckets = target_buckets or read("target")
+    sums = {"source": source_buckets.sums, "target": target_buckets.sums}
+    diff.source_buckets = source_buckets
     diff.source_rows = sum(n for n, _ in sums["source"].values())
     diff.source_sum = sum(total for _, total in sums["source"].values())
     diff.target_rows = sum(n for n, _ in sums["target"].values())

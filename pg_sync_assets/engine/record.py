@@ -185,13 +185,15 @@ def _on_record(cur, spec: TableSpec, template: str, *params) -> None:
     cur.execute(statement, (spec.target.schema, spec.target.name, *params))
 
 
-def has_recorded_buckets(cur, spec: TableSpec, key: list[str]) -> bool:
-    """Whether the record (usable or not) holds bucket sums for `key` (a cheap look)."""
+def recorded_bucket_count(cur, spec: TableSpec, key: list[str]) -> int | None:
+    """How many buckets the record (usable or not) holds sums for, over `key`; None when
+    it holds none (a cheap look: whether the record is usable is `recorded_checksum`)."""
     if not recordable(spec):  # the table exists: every run's staging step makes it
-        return False
-    template = "SELECT EXISTS (SELECT 1 FROM {} WHERE {this} AND bucket_key = %s AND bucket_sums IS NOT NULL)"
+        return None
+    template = "SELECT bucket_count FROM {} WHERE {this} AND bucket_key = %s AND bucket_sums IS NOT NULL"
     _on_record(cur, spec, template, json.dumps(list(key)))
-    return cur.fetchone()[0]
+    row = cur.fetchone()
+    return None if row is None else row[0]
 
 
 def forget_buckets(cur, spec: TableSpec) -> None:

@@ -222,6 +222,26 @@ def test_recorded_bucket_sums_are_void_once_the_target_is_written(dbs):
     assert result.updated == 2 and _in_sync(dbs)
 
 
+def test_a_void_record_with_bucket_sums_reads_the_target_per_bucket_once(dbs):
+    """A no-op write voids the record: pass 1 reads the target live (no totals first),
+    finds every bucket equal, and records anew without sums for the next run's totals."""
+    dbs.src(SEED)
+    spec = _spec()
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = 'a' WHERE id = 11")
+    run_sync(dbs, spec)  # records bucket sums
+    dbs.tgt('UPDATE "품목 100%" SET note = note WHERE id = 12')
+
+    result = run_sync(dbs, spec)
+    after = run_sync(dbs, spec)
+
+    d = result.differential
+    assert d.buckets > 0 and d.buckets_differing == 0 and d.target_read == "hashed live"
+    assert LIVE in result.verification.final_scope and result.rows_copied == 0
+    assert after.differential.buckets == 0 and RECORDED in after.verification.final_scope
+    assert _in_sync(dbs)
+
+
 def test_a_merge_that_keeps_extra_rows_records_no_bucket_sums(dbs):
     """Its target holds more than the source scope: the source's sums are not its own."""
     dbs.src(SEED)
