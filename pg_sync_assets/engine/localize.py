@@ -137,9 +137,13 @@ def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) ->
     try:
         while chunk := pipe.read():
             # Every chunk ends with a whole row; inside a field, COPY escapes tab and newline.
-            for line in chunk.decode(codec).split("\n"):
+            text = chunk.decode(codec)
+            escaped = "\\" in text  # most chunks have no escape at all
+            for line in text.split("\n"):
                 if line:
-                    fields = [_unescape(f) for f in line.split("\t")]
+                    fields = line.split("\t")
+                    if escaped:
+                        fields = [_unescape(f) for f in fields]
                     yield fields[0], int(fields[1]), fields[2:]
         worker.join()
         cur.execute("RESET parallel_tuple_cost")  # the rest of the transaction plans as before
