@@ -4,12 +4,12 @@ never disagree in the target, and a failure leaves every one of them as it was.
 
 1. One REPEATABLE READ snapshot on the source for every member: plan, copy, checksums.
 2. Each member's table lock and staging table (locks taken in name order, so two groups
-   sharing tables cannot deadlock); each member copied into its staging table and the
-   staged rows verified against the snapshot.
+   sharing tables cannot deadlock); each member copied into its staging table.
 3. One final transaction: the members' writes in foreign-key order of the target tables,
    parents first for inserts and updates, children first for deletes (a child row never
    lands before its parent, and a parent row is deleted only after the children that
-   left the source); then each final table verified against the snapshot; one commit.
+   left the source), while the source server sums each member's snapshot; then each
+   final table verified against its sums (`guard.py`); one commit.
 
 Members always take the full copy (no differential comparison) and must share their
 source and target connections (one snapshot, one transaction).
@@ -18,7 +18,7 @@ source and target connections (one snapshot, one transaction).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -26,7 +26,7 @@ from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .evolve import SchemaChange
-from .guard import check_final, require_staged_equal, source_snapshot_checksums, staged_checksum
+from .guard import check_final, on_source_meanwhile, source_snapshot_checksums
 from .introspect import Column
 from .merge import (
     MergeCounts,
@@ -43,6 +43,7 @@ from .stages import StageTimer
 from .staging import STAGING_SCHEMA
 from .sync import SyncOptions, SyncResult, open_final_table
 from .target import TargetShape
+from .verify import ScopeChecksum
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -66,7 +67,6 @@ class _Member:
     orphans: tuple[str, ...] = ()
     rows: int = 0
     bytes: int = 0
-    expected: object = None
     shape: TargetShape | None = None
     created: bool = False
     counts: MergeCounts | None = None
@@ -109,10 +109,12 @@ def sync_group(
         try:
             with source_conn.cursor() as scur, target_conn.cursor() as tcur:
                 for member in members:
-                    _copy_and_verify(member, scur, tcur)
-                order = _write_order(members, tcur)
-                _apply_all(order, tcur, options.merge_work_mem)
-                results = _verify_all(members, tcur)
+                    _copy(member, scur, tcur)
+                # The source's checksums, on its server, while the target writes.
+                with on_source_meanwhile(scur, _source_checksums, members, scur) as source_sums:
+                    order = _write_order(members, tcur)
+                    _apply_all(order, tcur, options.merge_work_mem)
+                    results = _verify_all(members, tcur, source_sums)
                 require_read_only_source(scur, ", ".join(str(m.spec.target) for m in members))
                 target_conn.commit()
         finally:
@@ -132,9 +134,8 @@ def _prepare(specs: list[TableSpec], source_conn, target_conn) -> list[_Member]:
     return members
 
 
-def _copy_and_verify(member: _Member, scur, tcur) -> None:
+def _copy(member: _Member, scur, tcur) -> None:
     spec, target_conn = member.spec, tcur.connection
-    names = [c.name for c in member.copied]
     with member.timer.stage("copy"):
         target_conn.autocommit = False
         tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, member.staging)))
@@ -146,13 +147,21 @@ def _copy_and_verify(member: _Member, scur, tcur) -> None:
         )
         target_conn.commit()
         member.rows, member.bytes = done.rows, done.bytes
-    with member.timer.stage("verify_copy"), ThreadPoolExecutor(max_workers=1) as pool:
-        staged = pool.submit(staged_checksum, tcur, member.staging, names)
-        member.expected, expected_copied = source_snapshot_checksums(
-            scur, spec, member.plan.column_names, names
-        )
-        require_staged_equal(str(spec.target), expected_copied, staged.result())
-        target_conn.rollback()
+
+
+def _copied_names(member: _Member) -> list[str]:
+    return [c.name for c in member.copied]
+
+
+def _source_checksums(members: list[_Member], scur) -> list[tuple[ScopeChecksum, ScopeChecksum]]:
+    """(all columns, copied columns) of every verified member's source scope, in the
+    group's snapshot; None for a member with `verify: false`."""
+    return [
+        source_snapshot_checksums(scur, m.spec, m.plan.column_names, _copied_names(m))
+        if m.spec.verify
+        else None
+        for m in members
+    ]
 
 
 def _write_order(members: list[_Member], tcur) -> list[_Member]:
@@ -200,15 +209,23 @@ def _delete(member: _Member, cur) -> None:
         member.counts = MergeCounts(counts.inserted, counts.updated, deleted, counts.method)
 
 
-def _verify_all(members: list[_Member], tcur) -> list[SyncResult]:
+def _verify_all(members: list[_Member], tcur, source_sums: Future) -> list[SyncResult]:
     results = []
     for member in members:
         spec, plan = member.spec, member.plan
         verification = None
         if spec.verify:
+            with member.timer.stage("verify_source"):  # what the writes did not cover
+                expected, expected_copied = source_sums.result()[members.index(member)]
             with member.timer.stage("verify_final"):
                 verification = check_final(
-                    tcur, spec, plan.column_names, member.staging, plan.key_columns(), member.expected
+                    tcur,
+                    spec,
+                    plan.column_names,
+                    member.staging,
+                    plan.key_columns(),
+                    expected,
+                    copied=(_copied_names(member), expected_copied),
                 )
         tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
         counts = member.counts

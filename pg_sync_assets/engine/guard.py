@@ -1,10 +1,11 @@
 """Verification inside the load, before anything is committed to the final table.
 
 The source checksum is taken in the same REPEATABLE READ snapshot the copy read, so
-writes on a busy source between copy and check cannot cause a false alarm. Two
-comparisons follow: the staged rows against that snapshot (before the final table is
-touched), and the final table's scope against it (inside the final transaction, so a
-mismatch rolls everything back).
+writes on a busy source between copy and check cannot cause a false alarm. It runs on
+the source server while the target merges (`on_source_meanwhile`); then the final
+table's scope is compared with it inside the final transaction, so a mismatch rolls
+everything back. Only then, to say where the rows diverged, are the staged rows hashed
+too: "staged rows differ" blames the copy, "final table rows differ" the write.
 
 For `merge` without `delete_missing`, rows the source no longer has legitimately stay in
 the target, so the final comparison covers the target rows whose keys were staged, and
@@ -13,6 +14,9 @@ the others are counted and reported.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -82,8 +86,23 @@ def require_staged_equal(table: str, expected: ScopeChecksum, staged: ScopeCheck
         raise VerificationError(
             table,
             "verify",
-            _differ("staged rows", expected, staged, "nothing was written to the target table"),
+            _differ("staged rows", expected, staged, "rolled back: the target table is unchanged"),
         )
+
+
+@contextmanager
+def on_source_meanwhile(scur, work, *args) -> Iterator[Future]:
+    """`work(*args)`, which reads through `scur`, on a worker thread while the caller
+    writes the target (two servers: both work at once); cancelled on the source if the
+    caller fails first. The caller touches `scur` only after the future's result."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(work, *args)
+        try:
+            yield future
+        except BaseException:
+            if not future.done():
+                scur.connection.cancel()  # the caller's rollback ends the source transaction
+            raise
 
 
 def check_final(
@@ -94,11 +113,14 @@ def check_final(
     key: list[Column],
     expected: ScopeChecksum,
     whole_scope: bool = False,
+    copied: tuple[list[str], ScopeChecksum] | None = None,
 ) -> LoadVerification:
     """Compare the final table with the snapshot inside the open final transaction.
 
     `whole_scope` compares the whole target scope even for a merge without
     `delete_missing` (a reconcile must leave the scopes equal, extra rows included).
+    `copied` (the copied columns and the snapshot's checksum over them): when the final
+    rows differ, the staged rows are hashed to tell whether the copy already differed.
     """
     pin_text_settings(cur)
     keeps_extra_rows = spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not spec.delete_missing
@@ -120,6 +142,8 @@ def check_final(
     else:
         final = target_checksum(cur, spec, columns)
         verification = LoadVerification(expected, final, WHOLE_SCOPE)
+    if final != expected and copied is not None:
+        require_staged_equal(str(spec.target), copied[1], staged_checksum(cur, staging, copied[0]))
     require_final_equal(str(spec.target), expected, final)
     return verification
 

@@ -11,7 +11,7 @@ names the table and the stage.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from psycopg2 import errors as pg_errors
@@ -26,9 +26,8 @@ from .guard import (
     WHOLE_SCOPE,
     LoadVerification,
     check_final,
-    require_staged_equal,
+    on_source_meanwhile,
     source_snapshot_checksums,
-    staged_checksum,
 )
 from .introspect import Column
 from .localize import Difference
@@ -269,15 +268,6 @@ def _copy_and_apply(
                 progress_interval=options.progress_interval,
             )
             target_conn.commit()
-        if spec.verify:
-            # The source snapshot and the staging table live on two servers: sum both at once.
-            with timer.stage("verify_copy"), ThreadPoolExecutor(max_workers=1) as pool:
-                staged = pool.submit(staged_checksum, tcur, staging, copied_names)
-                expected, expected_copied = source_snapshot_checksums(
-                    scur, spec, plan.column_names, copied_names
-                )
-                require_staged_equal(label, expected_copied, staged.result())
-                target_conn.rollback()
         hour_counts, null_rows = {}, None
         if cursor_column is not None or spec.by_integer_cursor:
             with timer.stage("window_counts"):
@@ -285,25 +275,40 @@ def _copy_and_apply(
                     hour_counts = _hour_counts(spec, tcur, staging, cursor_column)
                 null_rows = _null_cursor_rows(spec, scur)
                 target_conn.rollback()
-        with timer.stage("merge"):
-            try:
-                counts, created, target_rows = _apply(
-                    tcur, spec, plan, staging, copied, copied_result.rows, options, changes
+        with ExitStack() as meanwhile:
+            if spec.verify:  # the source's checksum, on its server, while the target merges
+                source_sums = meanwhile.enter_context(
+                    on_source_meanwhile(
+                        scur, source_snapshot_checksums, scur, spec, plan.column_names, copied_names
+                    )
                 )
-            except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
-                # A unique index that is not the key, or a full refresh's rebuilt key index.
-                rollback_quietly(target_conn)
-                require_unique_staged_keys(tcur, spec.target, staging, plan.key_columns())
-                raise
-        verification = None
-        if spec.verify:
-            with timer.stage("verify_final"):
-                horizon = take_horizon(tcur) if recordable(spec) else None
-                verification = check_final(
-                    tcur, spec, plan.column_names, staging, plan.key_columns(), expected
-                )
-                if horizon is not None and verification.final_scope == WHOLE_SCOPE:
-                    write_record(tcur, spec, plan.column_names, horizon, verification.final)
+            with timer.stage("merge"):
+                try:
+                    counts, created, target_rows = _apply(
+                        tcur, spec, plan, staging, copied, copied_result.rows, options, changes
+                    )
+                except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
+                    # A unique index that is not the key, or a full refresh's rebuilt key index.
+                    rollback_quietly(target_conn)
+                    require_unique_staged_keys(tcur, spec.target, staging, plan.key_columns())
+                    raise
+            verification = None
+            if spec.verify:
+                with timer.stage("verify_source"):  # what the merge did not cover
+                    expected, expected_copied = source_sums.result()
+                with timer.stage("verify_final"):
+                    horizon = take_horizon(tcur) if recordable(spec) else None
+                    verification = check_final(
+                        tcur,
+                        spec,
+                        plan.column_names,
+                        staging,
+                        plan.key_columns(),
+                        expected,
+                        copied=(copied_names, expected_copied),
+                    )
+                    if horizon is not None and verification.final_scope == WHOLE_SCOPE:
+                        write_record(tcur, spec, plan.column_names, horizon, verification.final)
         with timer.stage("commit"):
             require_read_only_source(scur, label)
             target_conn.commit()

@@ -4,6 +4,7 @@ every table of the group as it was."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 
 import pytest
 from dagster import AssetKey, DagsterInstance
@@ -86,10 +87,25 @@ def test_a_failure_in_one_table_leaves_every_table_of_the_group_as_it_was(dbs):
             "BEGIN NEW.sku := NEW.sku || '!'; RETURN NEW; END $$; "
             "CREATE TRIGGER corrupt BEFORE INSERT ON shop.items FOR EACH ROW EXECUTE FUNCTION corrupt()")
 
-    with pytest.raises(VerificationError, match="`shop.items`"):
+    with pytest.raises(VerificationError, match="`shop.items`") as caught:
         _group(dbs, _specs())
 
+    assert "final table rows differ" in str(caught.value)  # the staged rows were right
     assert _rows(dbs.target) == before
+
+
+def test_a_member_without_verification_is_synced_unverified_beside_verified_ones(dbs):
+    dbs.src(SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    specs = _specs()
+    specs[0] = replace(specs[0], verify=False)  # shop.items
+    dbs.src(CHANGE)
+
+    results = _group(dbs, specs)
+
+    assert results[0].verification is None
+    assert all(r.verification.final == r.verification.source for r in results[1:])
+    assert _rows(dbs.target) == _rows(dbs.source)
 
 
 def test_a_writer_on_the_source_during_the_run_causes_no_violation_and_no_difference(dbs):

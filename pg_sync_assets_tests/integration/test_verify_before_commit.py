@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import time
 
+import psycopg2
 import pytest
 
 from pg_sync_assets.engine.differential import FROM_CHANGES
+from pg_sync_assets.engine.guard import on_source_meanwhile
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
-from pg_sync_assets_tests.support import compare, run_sync, staging_tables, table_text, writing_meanwhile
+from pg_sync_assets_tests.support import (
+    compare,
+    run_sync,
+    sessions,
+    staging_tables,
+    table_text,
+    writing_meanwhile,
+)
 
 ITEMS = TableRef("public", "items")
 
@@ -65,7 +75,7 @@ def test_final_rows_that_differ_from_the_snapshot_are_rolled_back(dbs, mode):
     assert staging_tables(dbs.target) == []
 
 
-def test_staged_rows_that_differ_from_the_snapshot_stop_before_the_final_table(dbs):
+def test_staged_rows_that_differ_from_the_snapshot_are_blamed_on_the_copy(dbs):
     _seed(dbs)
     dbs.tgt(CORRUPT_STAGING)
     try:
@@ -74,9 +84,26 @@ def test_staged_rows_that_differ_from_the_snapshot_stop_before_the_final_table(d
     finally:
         dbs.tgt("DROP EVENT TRIGGER corrupt_staging")
     assert "staged rows differ from the source snapshot" in str(caught.value)
-    assert "nothing was written to the target table" in str(caught.value)
+    assert "rolled back: the target table is unchanged" in str(caught.value)
     assert dbs.tgt("SELECT to_regclass('public.items')") == [(None,)]
     assert staging_tables(dbs.target) == []
+
+
+def test_the_source_checksum_is_cancelled_when_the_write_fails_first(dbs):
+    """The source is summed on a worker thread while the target merges; a failed merge
+    does not wait for it: its statement is cancelled on the source server."""
+    with sessions(dbs) as (source, _target), source.cursor() as scur:
+        started = time.monotonic()
+        with pytest.raises(RuntimeError, match="the merge failed"):
+            with on_source_meanwhile(scur, scur.execute, "SELECT pg_sleep(60)") as sums:
+                time.sleep(0.5)  # the sleep is running on the source
+                raise RuntimeError("the merge failed")
+        assert time.monotonic() - started < 30
+        with pytest.raises(psycopg2.errors.QueryCanceled):
+            sums.result()
+        source.rollback()
+        scur.execute("SELECT 1")  # the session is usable again
+        assert scur.fetchone() == (1,)
 
 
 def test_verification_can_be_switched_off(dbs):
