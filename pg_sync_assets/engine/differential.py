@@ -29,11 +29,12 @@ from .delta_verify import delta_checksum
 from .errors import ConfigError
 from .guard import LoadVerification, require_final_equal
 from .introspect import Column, table_exists
-from .localize import Difference, bucket_sums, localize
+from .localize import Difference, bucket_count, bucket_sums, localize
 from .locks import lock_final_table
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
 from .record import (
+    BucketSums,
     forget_buckets,
     recordable,
     recorded_bucket_count,
@@ -97,6 +98,35 @@ def eligible(spec: TableSpec, plan: TablePlan, window) -> bool:
         and spec.mode in (Mode.FULL_REFRESH, Mode.MERGE)
         and bool(plan.key)
     )
+
+
+def records_buckets(spec: TableSpec, plan: TablePlan) -> bool:
+    """Whether a verified full copy of `spec` records bucket sums for the next differential
+    run: a table compared whole (no `where`, no window) that the copy leaves equal to the
+    source scope (nothing extra kept)."""
+    return eligible(spec, plan, None) and recordable(spec) and deletes_extra_rows(spec)
+
+
+SourceSums = tuple[ScopeChecksum, BucketSums | None]  # the scope's checksum, and its bucket sums
+
+
+def full_copy_sums(scur, spec: TableSpec, plan: TablePlan, rows: int) -> SourceSums:
+    """The source scope's checksum for a full copy's verification, in the run's snapshot.
+    For a table the next run will compare differentially, one bucket pass instead (the
+    checksum is the buckets' total): recorded once the copy is verified, its sums spare
+    that run the target's bucket pass and the totals."""
+    if records_buckets(spec, plan):
+        key, n = list(plan.key), bucket_count(rows)
+        buckets = bucket_sums(scur.connection, spec, key, plan.column_names, "source", n)
+        return buckets.total, buckets
+    return source_checksum(scur, spec, plan.column_names), None
+
+
+def compared_sums(spec: TableSpec, plan: TablePlan, diff: Difference) -> SourceSums:
+    """`full_copy_sums` from a comparison that gave up in the same snapshot (its pass 1
+    summed the same scope): no second pass over the source."""
+    buckets = diff.source_buckets if records_buckets(spec, plan) else None
+    return ScopeChecksum(diff.source_rows, Decimal(diff.source_sum)), buckets
 
 
 def target_side(spec: TableSpec) -> TableSpec:

@@ -26,7 +26,7 @@ from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .evolve import SchemaChange
-from .guard import check_final, on_source_meanwhile, source_snapshot_checksums
+from .guard import VerificationError, blame_the_copy, check_final, on_source_meanwhile
 from .introspect import Column
 from .merge import (
     MergeCounts,
@@ -43,7 +43,7 @@ from .stages import StageTimer
 from .staging import STAGING_SCHEMA
 from .sync import SyncOptions, SyncResult, open_final_table
 from .target import TargetShape
-from .verify import ScopeChecksum
+from .verify import ScopeChecksum, source_checksum
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -114,7 +114,7 @@ def sync_group(
                 with on_source_meanwhile(scur, _source_checksums, members, scur) as source_sums:
                     order = _write_order(members, tcur)
                     _apply_all(order, tcur, options.merge_work_mem)
-                    results = _verify_all(members, tcur, source_sums)
+                    results = _verify_all(members, scur, tcur, source_sums)
                 require_read_only_source(scur, ", ".join(str(m.spec.target) for m in members))
                 target_conn.commit()
         finally:
@@ -149,19 +149,10 @@ def _copy(member: _Member, scur, tcur) -> None:
         member.rows, member.bytes = done.rows, done.bytes
 
 
-def _copied_names(member: _Member) -> list[str]:
-    return [c.name for c in member.copied]
-
-
-def _source_checksums(members: list[_Member], scur) -> list[tuple[ScopeChecksum, ScopeChecksum]]:
-    """(all columns, copied columns) of every verified member's source scope, in the
-    group's snapshot; None for a member with `verify: false`."""
-    return [
-        source_snapshot_checksums(scur, m.spec, m.plan.column_names, _copied_names(m))
-        if m.spec.verify
-        else None
-        for m in members
-    ]
+def _source_checksums(members: list[_Member], scur) -> list[ScopeChecksum | None]:
+    """The source scope's checksum of every verified member, in the group's snapshot;
+    None for a member with `verify: false`."""
+    return [source_checksum(scur, m.spec, m.plan.column_names) if m.spec.verify else None for m in members]
 
 
 def _write_order(members: list[_Member], tcur) -> list[_Member]:
@@ -209,24 +200,22 @@ def _delete(member: _Member, cur) -> None:
         member.counts = MergeCounts(counts.inserted, counts.updated, deleted, counts.method)
 
 
-def _verify_all(members: list[_Member], tcur, source_sums: Future) -> list[SyncResult]:
+def _verify_all(members: list[_Member], scur, tcur, source_sums: Future) -> list[SyncResult]:
     results = []
     for member in members:
         spec, plan = member.spec, member.plan
         verification = None
         if spec.verify:
             with member.timer.stage("verify_source"):  # what the writes did not cover
-                expected, expected_copied = source_sums.result()[members.index(member)]
+                expected = source_sums.result()[members.index(member)]
             with member.timer.stage("verify_final"):
-                verification = check_final(
-                    tcur,
-                    spec,
-                    plan.column_names,
-                    member.staging,
-                    plan.key_columns(),
-                    expected,
-                    copied=(_copied_names(member), expected_copied),
-                )
+                try:
+                    verification = check_final(
+                        tcur, spec, plan.column_names, member.staging, plan.key_columns(), expected
+                    )
+                except VerificationError:
+                    blame_the_copy(scur, tcur, spec, member.staging, [c.name for c in member.copied])
+                    raise
         tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
         counts = member.counts
         results.append(

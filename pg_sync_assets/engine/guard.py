@@ -28,7 +28,7 @@ from .merge import key_match
 from .spec import Mode, TableSpec
 from .sql import pin_text_settings, source_scope, where_clause
 from .staging import STAGING_SCHEMA
-from .verify import ScopeChecksum, checksum_select, row_hash, target_checksum
+from .verify import ScopeChecksum, checksum_select, target_checksum
 
 WHOLE_SCOPE = "target scope"  # check_final compared every target row in scope
 
@@ -45,23 +45,15 @@ class LoadVerification:
     rows_only_in_target: int = 0
 
 
-def source_snapshot_checksums(
-    cur, spec: TableSpec, all_columns: list[str], copied: list[str]
-) -> tuple[ScopeChecksum, ScopeChecksum]:
-    """(all columns, copied columns) checksums of the source scope, in one scan."""
-    pin_text_settings(cur)
-    if all_columns == copied:
-        cur.execute(source_scope(spec, checksum_select(all_columns)))
-        rows, total = cur.fetchone()
-        same = ScopeChecksum(rows, Decimal(total))
-        return same, same
-    cur.execute(
-        source_scope(
-            spec, sql.SQL("{}, COALESCE(sum({}), 0)").format(checksum_select(all_columns), row_hash(copied))
-        )
-    )
-    rows, total_all, total_copied = cur.fetchone()
-    return ScopeChecksum(rows, Decimal(total_all)), ScopeChecksum(rows, Decimal(total_copied))
+def blame_the_copy(scur, tcur, spec: TableSpec, staging: str, copied: list[str]) -> None:
+    """After the final rows differed from the snapshot (the caller is about to roll back):
+    if the staged rows already differed from it, raise that instead, as the copy is to
+    blame. Reads the source in the run's snapshot, still open."""
+    pin_text_settings(scur)
+    scur.execute(source_scope(spec, checksum_select(copied)))
+    rows, total = scur.fetchone()
+    source = ScopeChecksum(rows, Decimal(total))
+    require_staged_equal(str(spec.target), source, staged_checksum(tcur, staging, copied))
 
 
 def _differ(what: str, source: ScopeChecksum, other: ScopeChecksum, outcome: str) -> str:
@@ -113,14 +105,12 @@ def check_final(
     key: list[Column],
     expected: ScopeChecksum,
     whole_scope: bool = False,
-    copied: tuple[list[str], ScopeChecksum] | None = None,
 ) -> LoadVerification:
     """Compare the final table with the snapshot inside the open final transaction.
 
     `whole_scope` compares the whole target scope even for a merge without
     `delete_missing` (a reconcile must leave the scopes equal, extra rows included).
-    `copied` (the copied columns and the snapshot's checksum over them): when the final
-    rows differ, the staged rows are hashed to tell whether the copy already differed.
+    A mismatch raises VerificationError (see `blame_the_copy` to tell where it arose).
     """
     pin_text_settings(cur)
     keeps_extra_rows = spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not spec.delete_missing
@@ -142,8 +132,6 @@ def check_final(
     else:
         final = target_checksum(cur, spec, columns)
         verification = LoadVerification(expected, final, WHOLE_SCOPE)
-    if final != expected and copied is not None:
-        require_staged_equal(str(spec.target), copied[1], staged_checksum(cur, staging, copied[0]))
     require_final_equal(str(spec.target), expected, final)
     return verification
 

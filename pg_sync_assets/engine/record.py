@@ -60,6 +60,12 @@ class BucketSums:
     count: int
     sums: dict[int, tuple[int, int]]
 
+    @property
+    def total(self) -> ScopeChecksum:
+        """The count and checksum of every bucket together."""
+        rows = sum(n for n, _ in self.sums.values())
+        return ScopeChecksum(rows, Decimal(sum(total for _, total in self.sums.values())))
+
     def pack(self) -> bytes:
         """8 bytes of count and 16 of checksum per non-empty bucket, with its number."""
         return b"".join(

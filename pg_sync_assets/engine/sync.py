@@ -20,14 +20,23 @@ from psycopg2 import sql
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
 from .cursor import above, integer_cursor_floor
 from .ddl import create_target_table
-from .differential import DifferentialStats, compare, eligible, run_differential, stats
+from .differential import (
+    DifferentialStats,
+    compare,
+    compared_sums,
+    eligible,
+    full_copy_sums,
+    run_differential,
+    stats,
+)
 from .evolve import SchemaChange, apply_schema_changes
 from .guard import (
     WHOLE_SCOPE,
     LoadVerification,
+    VerificationError,
+    blame_the_copy,
     check_final,
     on_source_meanwhile,
-    source_snapshot_checksums,
 )
 from .introspect import Column
 from .localize import Difference
@@ -166,14 +175,14 @@ def sync_table(
             spec = replace(spec, window=above(spec.incremental_column, cursor_after))
     with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
-            result, found = None, None
+            result, diff = None, None
             if eligible(spec, plan, window) and not changes:  # a changed shape: copy it all
-                result, found = _differential(spec, plan, staging, copied, scur, tcur, timer, options, log)
+                result, diff = _differential(spec, plan, staging, copied, scur, tcur, timer, options, log)
             if result is None:
                 result = _copy_and_apply(
-                    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes
+                    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes, diff
                 )
-                result["differential"] = found
+                result["differential"] = stats(diff) if diff is not None else None
     return SyncResult(
         **result,
         plan=plan,
@@ -187,8 +196,8 @@ def sync_table(
 
 
 def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
-    """(result, None) when the differing rows alone were synced; (None, stats or None) when
-    the full copy must run: the target is empty, or too much of it differs."""
+    """(result, None) when the differing rows alone were synced; (None, the comparison or
+    None) when the full copy must run: the target is empty, or too much of it differs."""
     target_conn = tcur.connection
     try:
         with timer.stage("compare"):
@@ -207,7 +216,7 @@ def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
             diff.differing_buckets,
             diff.buckets,
         )
-        return None, stats(diff)
+        return None, diff
     log.info(
         "`%s`: %d of %d key buckets differ: %d rows missing, %d changed, %d only in the target",
         spec.target,
@@ -244,8 +253,10 @@ def _null_cursor_rows(spec: TableSpec, scur) -> int:
 
 
 def _copy_and_apply(
-    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes
+    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes, compared
 ) -> dict:
+    """The full copy; `compared` is the comparison that gave up on the differential path
+    (its source sums, from the same snapshot, are the verification's)."""
     label = str(spec.target)
     target_conn = tcur.connection
     copied_names = [c.name for c in copied]
@@ -276,12 +287,9 @@ def _copy_and_apply(
                 null_rows = _null_cursor_rows(spec, scur)
                 target_conn.rollback()
         with ExitStack() as meanwhile:
-            if spec.verify:  # the source's checksum, on its server, while the target merges
-                source_sums = meanwhile.enter_context(
-                    on_source_meanwhile(
-                        scur, source_snapshot_checksums, scur, spec, plan.column_names, copied_names
-                    )
-                )
+            if spec.verify and compared is None:  # summed on the source while the target merges
+                sums = on_source_meanwhile(scur, full_copy_sums, scur, spec, plan, copied_result.rows)
+                source_sums = meanwhile.enter_context(sums)
             with timer.stage("merge"):
                 try:
                     counts, created, target_rows = _apply(
@@ -295,20 +303,20 @@ def _copy_and_apply(
             verification = None
             if spec.verify:
                 with timer.stage("verify_source"):  # what the merge did not cover
-                    expected, expected_copied = source_sums.result()
+                    expected, buckets = (
+                        compared_sums(spec, plan, compared) if compared is not None else source_sums.result()
+                    )
                 with timer.stage("verify_final"):
                     horizon = take_horizon(tcur) if recordable(spec) else None
-                    verification = check_final(
-                        tcur,
-                        spec,
-                        plan.column_names,
-                        staging,
-                        plan.key_columns(),
-                        expected,
-                        copied=(copied_names, expected_copied),
-                    )
+                    try:
+                        verification = check_final(
+                            tcur, spec, plan.column_names, staging, plan.key_columns(), expected
+                        )
+                    except VerificationError:
+                        blame_the_copy(scur, tcur, spec, staging, copied_names)
+                        raise
                     if horizon is not None and verification.final_scope == WHOLE_SCOPE:
-                        write_record(tcur, spec, plan.column_names, horizon, verification.final)
+                        write_record(tcur, spec, plan.column_names, horizon, verification.final, buckets)
         with timer.stage("commit"):
             require_read_only_source(scur, label)
             target_conn.commit()

@@ -19,6 +19,7 @@ from pg_sync_assets.engine.merge import DIFFERENTIAL
 from pg_sync_assets.engine.delta_verify import delta_checksum
 from pg_sync_assets.engine.differential import compare as compare_first
 from pg_sync_assets.engine.run import open_snapshot
+from pg_sync_assets.engine import sync as sync_module
 from pg_sync_assets.engine.plan import plan_table
 from pg_sync_assets.engine.verify import target_checksum
 from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text
@@ -184,11 +185,55 @@ def test_recorded_bucket_sums_spare_the_targets_bucket_pass(dbs, mode):
         result = run_sync(dbs, spec)
         run_sync(dbs, full)
         d = result.differential
-        # the first changed run follows a full copy, which records no bucket sums
-        assert d.buckets_from_record == (round_ > 1), d.target_read
+        # the first changed run follows the first load, a full copy that recorded them too
+        assert d.buckets_from_record, d.target_read
         assert result.method == DIFFERENTIAL and (result.inserted, result.deleted) == (1, 1)
         assert _in_sync(dbs)
         assert table_text(dbs.target, ITEMS, "id") == table_text(dbs.target, TableRef("public", "full copy"), "id")
+
+
+WHOLE = [Mode.FULL_REFRESH, Mode.MERGE]  # the merge with delete_missing: a whole-table copy
+
+
+@pytest.mark.parametrize("mode", WHOLE)
+def test_a_full_copy_records_bucket_sums_for_the_next_run(dbs, mode):
+    """The first load sums the source per bucket for its verification, so the next
+    changed run reads the target's sums from the record instead of from the target."""
+    dbs.src(SEED)
+    spec = _spec(mode, delete_missing=True)
+    assert run_sync(dbs, spec).created_target
+    dbs.src("UPDATE \"품목 100%\" SET note = 'changed' WHERE id = 7")
+
+    result = run_sync(dbs, spec)
+
+    assert result.method == DIFFERENTIAL and result.updated == 1
+    assert result.differential.buckets_from_record, result.differential.target_read
+    assert _in_sync(dbs)
+
+
+@pytest.mark.parametrize("mode", WHOLE)
+def test_a_fallback_verifies_with_the_comparisons_sums_and_records_them(dbs, mode, monkeypatch):
+    """A comparison that finds most buckets differing has summed the source scope in the
+    run's snapshot: the full copy it falls back to is verified against those sums (the
+    source is not read again) and records them."""
+    dbs.src(SEED)
+    spec = _spec(mode, delete_missing=True)
+    run_sync(dbs, spec)
+    dbs.src("UPDATE \"품목 100%\" SET note = note || '!'")  # every bucket differs
+
+    def no_second_pass(*args):
+        raise AssertionError("the source was summed again")
+
+    monkeypatch.setattr(sync_module, "full_copy_sums", no_second_pass)
+    result = run_sync(dbs, spec)
+    monkeypatch.undo()
+    dbs.src("UPDATE \"품목 100%\" SET note = 'after' WHERE id = 9")
+    after = run_sync(dbs, spec)
+
+    assert result.differential.fell_back and result.rows_copied == 500
+    assert result.verification.final == result.verification.source
+    assert after.method == DIFFERENTIAL and after.differential.buckets_from_record and after.updated == 1
+    assert _in_sync(dbs)
 
 
 def test_after_a_change_the_bucket_pass_comes_first_until_a_run_finds_none(dbs):
@@ -212,7 +257,7 @@ def test_recorded_bucket_sums_are_void_once_the_target_is_written(dbs):
     spec = _spec()
     run_sync(dbs, spec)
     dbs.src("UPDATE \"품목 100%\" SET note = 'a' WHERE id = 11")
-    assert not run_sync(dbs, spec).differential.buckets_from_record  # records bucket sums
+    assert run_sync(dbs, spec).differential.buckets_from_record  # the first load's; records its own
     dbs.tgt("UPDATE \"품목 100%\" SET note = 'tampered' WHERE id = 12")
     dbs.src("UPDATE \"품목 100%\" SET note = 'b' WHERE id = 13")
 
