@@ -7,8 +7,9 @@ Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` w
   reference     SELECT sum(hashtextextended(ROW(b.*)::text, 0)) FROM bench b: one pass
                 over the source, the least any verified comparison can read
   1% changed    a sync after 1% of the rows changed (a different 1% each run): full
-                copy, then differential twice (the first after the full copy hashes both
-                sides per bucket; the second, as in a steady run of differential syncs,
+                copy (`differential: never`, which records no bucket sums), then
+                differential twice (the first after that full copy hashes both sides
+                per bucket; the second, as in a steady run of differential syncs,
                 has the target's bucket sums from the record the first left), with the
                 WAL each wrote on the target
   unchanged     a sync of the unchanged table: differential twice (the first after the
@@ -16,6 +17,11 @@ Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` w
                 bucket sums; the second with the totals, the target's from its record),
                 the full copy, then differential after a no-op UPDATE of one target row
                 (the record is void: both sides are hashed)
+  60% changed   `auto` finds most buckets differing and falls back to the full copy
+                (verified with the comparison's source sums; `full_refresh` records
+                them as bucket sums, `merge` without `delete_missing` cannot, as its
+                full copy is verified over the staged keys only); then a 1% change,
+                differential after that fallback
 and prints medians, ratios and the differential runs' stages. The target is checkpointed
 before every timed run.
 """
@@ -91,6 +97,12 @@ def change_one_percent(url: str, rows: int, round_: int) -> None:
     )
 
 
+def change_most(url: str, round_: int) -> None:
+    """Update 60% of the rows: more than half of the key buckets differ."""
+    sql(url, "UPDATE bench SET title = title || %s WHERE mod(id + %s, 10) < 6", (f" m{round_}", round_))
+    sql(url, "VACUUM bench")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000)
@@ -128,6 +140,12 @@ def main() -> None:
                     round_ += 1
                     change_one_percent(source.url(), args.rows, round_)
                     timed(f"{mode.value}, 1% changed, {path}", replace(spec, differential=differential))
+                round_ += 1
+                change_most(source.url(), round_)
+                timed(f"{mode.value}, 60% changed, auto (falls back to the full copy)", spec)
+                round_ += 1
+                change_one_percent(source.url(), args.rows, round_)
+                timed(f"{mode.value}, 1% changed, differential, after that fallback", spec)
                 timed(f"{mode.value}, unchanged, differential, first after a change", spec)
                 timed(f"{mode.value}, unchanged, differential, again", spec)
                 timed(f"{mode.value}, unchanged, full copy", replace(spec, differential="never"))
@@ -144,7 +162,7 @@ def main() -> None:
             )
         for mode in ("merge", "full_refresh"):
             full = statistics.median(figures[f"{mode}, 1% changed, full copy"])
-            for after in ("a full copy", "a differential run"):
+            for after in ("a full copy", "a differential run", "that fallback"):
                 diff = statistics.median(figures[f"{mode}, 1% changed, differential, after {after}"])
                 print(f"  {mode}, 1% changed, after {after}: differential / full copy = {diff / full:.2f}")
         for label, runs in stages.items():
