@@ -252,6 +252,20 @@ def _null_cursor_rows(spec: TableSpec, scur) -> int:
     return scur.fetchone()[0]
 
 
+def _verify_full_copy(spec, plan, staging, copied_names, expected, buckets, scur, tcur) -> LoadVerification:
+    """In the final transaction: the final table against the snapshot's sums, recorded
+    (with the bucket sums, when known) if the whole table was compared."""
+    horizon = take_horizon(tcur) if recordable(spec) else None
+    try:
+        verification = check_final(tcur, spec, plan.column_names, staging, plan.key_columns(), expected)
+    except VerificationError:
+        blame_the_copy(scur, tcur, spec, staging, copied_names)
+        raise
+    if horizon is not None and verification.final_scope == WHOLE_SCOPE:
+        write_record(tcur, spec, plan.column_names, horizon, verification.final, buckets)
+    return verification
+
+
 def _copy_and_apply(
     spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes, compared
 ) -> dict:
@@ -307,16 +321,9 @@ def _copy_and_apply(
                         compared_sums(spec, plan, compared) if compared is not None else source_sums.result()
                     )
                 with timer.stage("verify_final"):
-                    horizon = take_horizon(tcur) if recordable(spec) else None
-                    try:
-                        verification = check_final(
-                            tcur, spec, plan.column_names, staging, plan.key_columns(), expected
-                        )
-                    except VerificationError:
-                        blame_the_copy(scur, tcur, spec, staging, copied_names)
-                        raise
-                    if horizon is not None and verification.final_scope == WHOLE_SCOPE:
-                        write_record(tcur, spec, plan.column_names, horizon, verification.final, buckets)
+                    verification = _verify_full_copy(
+                        spec, plan, staging, copied_names, expected, buckets, scur, tcur
+                    )
         with timer.stage("commit"):
             require_read_only_source(scur, label)
             target_conn.commit()
