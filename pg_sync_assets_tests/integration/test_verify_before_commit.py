@@ -9,7 +9,8 @@ import pytest
 
 from pg_sync_assets.engine.differential import FROM_CHANGES
 from pg_sync_assets.engine.guard import on_source_meanwhile
-from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
+from pg_sync_assets.engine import Mode, SyncError, TableRef, TableSpec, VerificationError
+from pg_sync_assets.engine import sync as sync_module
 from pg_sync_assets_tests.support import (
     compare,
     run_sync,
@@ -104,6 +105,29 @@ def test_the_source_checksum_is_cancelled_when_the_write_fails_first(dbs):
         source.rollback()
         scur.execute("SELECT 1")  # the session is usable again
         assert scur.fetchone() == (1,)
+
+
+@pytest.mark.parametrize("mode", [Mode.MERGE, Mode.FULL_REFRESH])
+def test_a_failed_source_sum_during_the_merge_rolls_the_merge_back(dbs, mode, monkeypatch):
+    """The source is summed on a worker thread while the target merges: its failure
+    surfaces once the merge is done, and the final transaction is rolled back."""
+    _seed(dbs)
+    run_sync(dbs, _spec(mode))
+    before = table_text(dbs.target, ITEMS, "id")
+    dbs.src("UPDATE items SET note = 'changed' WHERE id <= 5")
+
+    def failing_sum(scur, *args):
+        scur.execute("SELECT 1 / 0")
+
+    monkeypatch.setattr(sync_module, "full_copy_sums", failing_sum)
+    with pytest.raises(SyncError) as caught:
+        run_sync(dbs, _spec(mode, differential="never"))
+
+    assert caught.value.stage == "verify_source" and caught.value.side == "source"
+    assert "division by zero" in str(caught.value)
+    assert "the target table is unchanged" in str(caught.value)
+    assert table_text(dbs.target, ITEMS, "id") == before
+    assert staging_tables(dbs.target) == []
 
 
 def test_verification_can_be_switched_off(dbs):
