@@ -35,7 +35,7 @@ import psycopg2
 from psycopg2 import sql
 
 from .spec import TableSpec
-from .staging import STAGING_SCHEMA
+from .staging import STAGING_SCHEMA, create_if_missing
 from .verify import ScopeChecksum
 
 RECORD_TABLE = "verified_tables"
@@ -90,21 +90,19 @@ def fingerprint(columns: list[str]) -> str:
 
 def ensure_record_table(cur) -> None:
     """The record table (in the staging schema, which exists); autocommit."""
-    try:
-        cur.execute(
-            sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} ("
-                " target_schema text NOT NULL, target_table text NOT NULL, table_oid oid NOT NULL,"
-                " fingerprint text NOT NULL, shape text NOT NULL,"
-                " table_rows bigint NOT NULL, table_checksum numeric NOT NULL,"
-                " horizon xid8 NOT NULL, writer xid8 NOT NULL,"
-                " bucket_key text, bucket_count integer, bucket_sums bytea,"
-                " recorded_at timestamptz NOT NULL DEFAULT now(),"
-                " PRIMARY KEY (target_schema, target_table))"
-            ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE))
-        )
-    except psycopg2.errors.UniqueViolation:
-        cur.connection.rollback()  # two first runs racing on the catalog: the other one made it
+    create_if_missing(
+        cur,
+        sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} ("
+            " target_schema text NOT NULL, target_table text NOT NULL, table_oid oid NOT NULL,"
+            " fingerprint text NOT NULL, shape text NOT NULL,"
+            " table_rows bigint NOT NULL, table_checksum numeric NOT NULL,"
+            " horizon xid8 NOT NULL, writer xid8 NOT NULL,"
+            " bucket_key text, bucket_count integer, bucket_sums bytea,"
+            " recorded_at timestamptz NOT NULL DEFAULT now(),"
+            " PRIMARY KEY (target_schema, target_table))"
+        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
+    )
 
 
 # The target's identity and column shape, as the catalog has them now.

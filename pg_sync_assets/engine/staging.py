@@ -35,12 +35,27 @@ def new_staging_name(table: TableRef) -> str:
     return staging_prefix(table) + secrets.token_hex(4)
 
 
-def ensure_staging_schema(cur) -> None:
+# What the loser of two concurrent `CREATE ... IF NOT EXISTS` gets once the winner
+# commits: the catalog's unique index, or the "already exists" check, depending on timing.
+CREATE_RACES = (
+    psycopg2.errors.UniqueViolation,
+    psycopg2.errors.DuplicateObject,
+    psycopg2.errors.DuplicateSchema,
+    psycopg2.errors.DuplicateTable,
+)
+
+
+def create_if_missing(cur, statement: sql.Composable) -> None:
+    """A `CREATE ... IF NOT EXISTS` that first runs of several tables may race on
+    (autocommit): losing the race means the other run made it."""
     try:
-        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA)))
-    except psycopg2.errors.UniqueViolation:
-        # Two first runs racing on the catalog: the other one created it.
+        cur.execute(statement)
+    except CREATE_RACES:
         cur.connection.rollback()
+
+
+def ensure_staging_schema(cur) -> None:
+    create_if_missing(cur, sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(STAGING_SCHEMA)))
 
 
 def drop_orphaned_staging(cur, table: TableRef) -> list[str]:

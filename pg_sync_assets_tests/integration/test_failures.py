@@ -25,6 +25,8 @@ from pg_sync_assets.engine import (
     connect,
     sync_table,
 )
+from pg_sync_assets.engine.record import ensure_record_table
+from pg_sync_assets.engine.staging import ensure_staging_schema
 from pg_sync_assets.resources import PostgresResource
 from pg_sync_assets_tests.support import exception_chain_text, run_sync, staging_tables, table_text
 
@@ -230,6 +232,35 @@ def test_a_session_holding_the_final_table_makes_the_merge_time_out_cleanly(dbs)
     assert "raise `lock_timeout` (seconds) for this table in the table list" in message
     assert table_text(dbs.target, TARGET, "id") == before
     assert staging_tables(dbs.target) == []
+
+
+def test_first_runs_racing_to_create_the_staging_schema_and_record_table_all_go_on(dbs):
+    """Eight sessions create them at the same instant, five times: whichever way a loser
+    learns it lost ("already exists", or the catalog's unique index), it carries on."""
+    for _ in range(40):
+        dbs.tgt("DROP SCHEMA IF EXISTS sync_staging CASCADE")
+        start, errors = threading.Barrier(8), []
+
+        def create() -> None:
+            conn = psycopg2.connect(dbs.target)
+            conn.autocommit = True
+            try:
+                with conn.cursor() as cur:
+                    start.wait()
+                    ensure_staging_schema(cur)
+                    ensure_record_table(cur)
+            except BaseException as exc:  # handed to the test thread
+                errors.append(exc)
+            finally:
+                conn.close()
+
+        workers = [threading.Thread(target=create) for _ in range(8)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert errors == []
+        assert dbs.tgt("SELECT to_regclass('sync_staging.verified_tables') IS NOT NULL") == [(True,)]
 
 
 def test_first_runs_of_several_tables_in_parallel_create_one_schema_and_enum(dbs):
