@@ -26,6 +26,7 @@ from psycopg2 import sql
 
 from .localize import Difference
 from .plan import TablePlan
+from .record import written_since
 from .sql import key_in
 from .verify import ScopeChecksum, row_hash
 
@@ -56,14 +57,13 @@ def delta_checksum(cur, spec, plan: TablePlan, diff: Difference, deleted_extra: 
     if _has_user_triggers_or_rules(cur, spec):
         return None
     cur.execute("SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text")
-    ours = cur.fetchone()[0]
     # Values as literals: a `%` in a quoted name must not read as a placeholder.
-    mine_only = sql.SQL("xmin = {}::xid").format(sql.Literal(ours))
+    ours = sql.SQL("{}::xid").format(sql.Literal(cur.fetchone()[0]))
+    mine_only = sql.SQL("xmin = {}").format(ours)
     cur.execute(
-        sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE NOT {}"
-            " AND ((xmin::text::bigint - {}) & 4294967295) < 2147483648) FROM {}"
-        ).format(mine_only, mine_only, sql.Literal(diff.target_horizon % (1 << 32)), spec.target.ident)
+        sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}), count(*) FILTER (WHERE {}) FROM {}").format(
+            mine_only, written_since(diff.target_horizon, ours), spec.target.ident
+        )
     )
     rows, mine, unknown = cur.fetchone()
     extra_gone = diff.extra_count if deleted_extra else 0

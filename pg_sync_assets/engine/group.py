@@ -26,7 +26,7 @@ from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .evolve import SchemaChange
-from .guard import VerificationError, blame_the_copy, check_final, on_source_meanwhile
+from .guard import check_full_copy, on_source_meanwhile
 from .introspect import Column
 from .merge import (
     MergeCounts,
@@ -202,20 +202,17 @@ def _delete(member: _Member, cur) -> None:
 
 def _verify_all(members: list[_Member], scur, tcur, source_sums: Future) -> list[SyncResult]:
     results = []
-    for member in members:
+    for i, member in enumerate(members):
         spec, plan = member.spec, member.plan
         verification = None
         if spec.verify:
             with member.timer.stage("verify_source"):  # what the writes did not cover
-                expected = source_sums.result()[members.index(member)]
+                expected = source_sums.result()[i]
             with member.timer.stage("verify_final"):
-                try:
-                    verification = check_final(
-                        tcur, spec, plan.column_names, member.staging, plan.key_columns(), expected
-                    )
-                except VerificationError:
-                    blame_the_copy(scur, tcur, spec, member.staging, [c.name for c in member.copied])
-                    raise
+                copied = [c.name for c in member.copied]
+                verification = check_full_copy(
+                    scur, tcur, spec, plan.column_names, member.staging, plan.key_columns(), copied, expected
+                )
         tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
         counts = member.counts
         results.append(

@@ -45,7 +45,26 @@ class LoadVerification:
     rows_only_in_target: int = 0
 
 
-def blame_the_copy(scur, tcur, spec: TableSpec, staging: str, copied: list[str]) -> None:
+def check_full_copy(
+    scur,
+    tcur,
+    spec: TableSpec,
+    columns: list[str],
+    staging: str,
+    key: list[Column],
+    copied: list[str],
+    expected: ScopeChecksum,
+) -> LoadVerification:
+    """`check_final` after a full copy of the `copied` columns into `staging`: a mismatch
+    is blamed on the copy when the staged rows already differed from the snapshot."""
+    try:
+        return check_final(tcur, spec, columns, staging, key, expected)
+    except VerificationError:
+        _blame_the_copy(scur, tcur, spec, staging, copied)
+        raise
+
+
+def _blame_the_copy(scur, tcur, spec: TableSpec, staging: str, copied: list[str]) -> None:
     """After the final rows differed from the snapshot (the caller is about to roll back):
     if the staged rows already differed from it, raise that instead, as the copy is to
     blame. Reads the source in the run's snapshot, still open."""
@@ -110,7 +129,7 @@ def check_final(
 
     `whole_scope` compares the whole target scope even for a merge without
     `delete_missing` (a reconcile must leave the scopes equal, extra rows included).
-    A mismatch raises VerificationError (see `blame_the_copy` to tell where it arose).
+    A mismatch raises VerificationError (`check_full_copy` also tells where it arose).
     """
     pin_text_settings(cur)
     keeps_extra_rows = spec.mode in (Mode.MERGE, Mode.INCREMENTAL) and not spec.delete_missing

@@ -237,10 +237,9 @@ def localize(
     target_buckets = target_buckets or read("target")
     sums = {"source": source_buckets.sums, "target": target_buckets.sums}
     diff.source_buckets = source_buckets
-    diff.source_rows = sum(n for n, _ in sums["source"].values())
-    diff.source_sum = sum(total for _, total in sums["source"].values())
-    diff.target_rows = sum(n for n, _ in sums["target"].values())
-    diff.target_sum = sum(total for _, total in sums["target"].values())
+    source_total, target_total = source_buckets.total, target_buckets.total
+    diff.source_rows, diff.source_sum = source_total.rows, int(source_total.checksum)
+    diff.target_rows, diff.target_sum = target_total.rows, int(target_total.checksum)
     differing = sorted(
         b for b in set(sums["source"]) | set(sums["target"]) if sums["source"].get(b) != sums["target"].get(b)
     )

@@ -217,6 +217,16 @@ def recorded_buckets(cur, spec: TableSpec, key: list[str]) -> BucketSums | None:
     return BucketSums.unpack(tuple(key), row[0], bytes(row[1]))
 
 
+def written_since(horizon: int, other_than: sql.Composable) -> sql.Composed:
+    """Filter for row versions stamped from `horizon` on (mod 2^32, within half the id
+    space) by a transaction other than `other_than` (an xid). Frozen rows older than 2^31
+    ids can alias into that window: they count as written, which only costs a live pass.
+    Values as literals: a `%` in a quoted name must not read as a placeholder."""
+    return sql.SQL("xmin <> {} AND ((xmin::text::bigint - {}) & 4294967295) < 2147483648").format(
+        other_than, sql.Literal(horizon % (1 << 32))
+    )
+
+
 def recorded_checksum(cur, spec: TableSpec, columns: list[str]) -> Recorded | None:
     """The recorded checksum of the whole target table if it provably still holds the
     verified rows; else None (hash it live)."""
@@ -235,15 +245,12 @@ def recorded_checksum(cur, spec: TableSpec, columns: list[str]) -> Recorded | No
     oid, print_, shape, table_rows, table_sum, horizon, writer, at = row
     if (oid, shape) != identity or print_ != fingerprint(columns):
         return None
-    # Row versions at or after the horizon (mod 2^32, within half the id space) that are
-    # not the recording run's own. Frozen rows older than 2^31 ids can alias into that
-    # window: they count as unknown, which only costs a live pass.
-    # Values as literals: a `%` in a quoted name must not read as a placeholder.
+    # Row versions at or after the horizon that are not the recording run's own.
+    writer_xid = sql.SQL("{}::xid").format(sql.Literal(str(writer % (1 << 32))))
     cur.execute(
-        sql.SQL(
-            "SELECT count(*), count(*) FILTER (WHERE xmin <> {}::xid"
-            " AND ((xmin::text::bigint - {}) & 4294967295) < 2147483648) FROM {}"
-        ).format(sql.Literal(str(writer % (1 << 32))), sql.Literal(horizon % (1 << 32)), spec.target.ident)
+        sql.SQL("SELECT count(*), count(*) FILTER (WHERE {}) FROM {}").format(
+            written_since(horizon, writer_xid), spec.target.ident
+        )
     )
     rows, unknown = cur.fetchone()
     cur.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint")

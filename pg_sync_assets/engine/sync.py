@@ -33,9 +33,7 @@ from .evolve import SchemaChange, apply_schema_changes
 from .guard import (
     WHOLE_SCOPE,
     LoadVerification,
-    VerificationError,
-    blame_the_copy,
-    check_final,
+    check_full_copy,
     on_source_meanwhile,
 )
 from .introspect import Column
@@ -256,11 +254,8 @@ def _verify_full_copy(spec, plan, staging, copied_names, expected, buckets, scur
     """In the final transaction: the final table against the snapshot's sums, recorded
     (with the bucket sums, when known) if the whole table was compared."""
     horizon = take_horizon(tcur) if recordable(spec) else None
-    try:
-        verification = check_final(tcur, spec, plan.column_names, staging, plan.key_columns(), expected)
-    except VerificationError:
-        blame_the_copy(scur, tcur, spec, staging, copied_names)
-        raise
+    key = plan.key_columns()
+    verification = check_full_copy(scur, tcur, spec, plan.column_names, staging, key, copied_names, expected)
     if horizon is not None and verification.final_scope == WHOLE_SCOPE:
         write_record(tcur, spec, plan.column_names, horizon, verification.final, buckets)
     return verification
