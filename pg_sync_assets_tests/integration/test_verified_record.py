@@ -236,12 +236,17 @@ def test_a_fallback_verifies_with_the_comparisons_sums_and_records_them(dbs, mod
     assert _in_sync(dbs)
 
 
-def test_after_a_change_the_bucket_pass_comes_first_until_a_run_finds_none(dbs):
+def _load_then_change(dbs, spec: TableSpec):
+    """The first load of SEED, a change of one source row, and the run that syncs it."""
     dbs.src(SEED)
-    spec = _spec()
     run_sync(dbs, spec)
     dbs.src("UPDATE \"품목 100%\" SET note = 'a' WHERE id = 11")
-    run_sync(dbs, spec)  # changed: records bucket sums
+    return run_sync(dbs, spec)
+
+
+def test_after_a_change_the_bucket_pass_comes_first_until_a_run_finds_none(dbs):
+    spec = _spec()
+    _load_then_change(dbs, spec)  # records bucket sums
 
     first = run_sync(dbs, spec)  # the source's bucket pass, all equal: nothing written
     second = run_sync(dbs, spec)  # the bucket sums were dropped: totals again
@@ -253,11 +258,8 @@ def test_after_a_change_the_bucket_pass_comes_first_until_a_run_finds_none(dbs):
 
 
 def test_recorded_bucket_sums_are_void_once_the_target_is_written(dbs):
-    dbs.src(SEED)
     spec = _spec()
-    run_sync(dbs, spec)
-    dbs.src("UPDATE \"품목 100%\" SET note = 'a' WHERE id = 11")
-    assert run_sync(dbs, spec).differential.buckets_from_record  # the first load's; records its own
+    assert _load_then_change(dbs, spec).differential.buckets_from_record  # the first load's; records its own
     dbs.tgt("UPDATE \"품목 100%\" SET note = 'tampered' WHERE id = 12")
     dbs.src("UPDATE \"품목 100%\" SET note = 'b' WHERE id = 13")
 
@@ -270,11 +272,8 @@ def test_recorded_bucket_sums_are_void_once_the_target_is_written(dbs):
 def test_a_void_record_with_bucket_sums_reads_the_target_per_bucket_once(dbs):
     """A no-op write voids the record: pass 1 reads the target live (no totals first),
     finds every bucket equal, and records anew without sums for the next run's totals."""
-    dbs.src(SEED)
     spec = _spec()
-    run_sync(dbs, spec)
-    dbs.src("UPDATE \"품목 100%\" SET note = 'a' WHERE id = 11")
-    run_sync(dbs, spec)  # records bucket sums
+    _load_then_change(dbs, spec)  # records bucket sums
     dbs.tgt('UPDATE "품목 100%" SET note = note WHERE id = 12')
 
     result = run_sync(dbs, spec)
