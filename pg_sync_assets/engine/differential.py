@@ -29,7 +29,7 @@ from .delta_verify import delta_checksum
 from .errors import ConfigError
 from .guard import LoadVerification, require_final_equal
 from .introspect import Column, table_exists
-from .localize import Difference, bucket_count, bucket_sums, localize
+from .localize import Difference, bucket_count, bucket_sums, bucketing, localize
 from .locks import lock_final_table
 from .merge import MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
@@ -116,8 +116,8 @@ def full_copy_sums(scur, spec: TableSpec, plan: TablePlan, rows: int) -> SourceS
     checksum is the buckets' total): recorded once the copy is verified, its sums spare
     that run the target's bucket pass and the totals."""
     if records_buckets(spec, plan):
-        key, n = list(plan.key), bucket_count(rows)
-        buckets = bucket_sums(scur.connection, spec, key, plan.column_names, "source", n)
+        n = bucket_count(rows)
+        buckets = bucket_sums(scur.connection, spec, bucketing(plan), plan.column_names, "source", n)
         return buckets.total, buckets
     return source_checksum(scur, spec, plan.column_names), None
 
@@ -151,10 +151,10 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         tcur.execute(sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(spec.target.ident))
         if not tcur.fetchone()[0]:
             return None
-        side, key = target_side(spec), list(plan.key)
+        side = target_side(spec)
         # Before any read of the target: its rows from here on are the baseline.
         horizon = take_horizon(tcur) if recordable(side) else None
-        count = recorded_bucket_count(tcur, side, key)
+        count = recorded_bucket_count(tcur, side, bucketing(plan))
         if count is not None:
             return _bucket_pass_first(spec, plan, scur, tcur, count, horizon)
         source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur)
@@ -180,12 +180,12 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
 def _bucket_pass_first(spec, plan, scur, tcur, count: int, horizon) -> Difference:
     """The source's bucket pass, read while the target's record is checked; the target's
     sums from the record when it is usable, else read live (pass 1 gives totals too)."""
-    side, key = target_side(spec), list(plan.key)
+    side, by = target_side(spec), bucketing(plan)
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=1) as pool:
-        source = pool.submit(bucket_sums, scur.connection, spec, key, plan.column_names, "source", count)
+        source = pool.submit(bucket_sums, scur.connection, spec, by, plan.column_names, "source", count)
         recorded = recorded_checksum(tcur, side, plan.column_names)
-        target = recorded_buckets(tcur, side, key) if recorded is not None else None
+        target = recorded_buckets(tcur, side, by) if recorded is not None else None
         source_buckets = source.result()
     waited = time.monotonic() - started
     recorded_at = recorded.recorded_at if target is not None else None
@@ -199,7 +199,7 @@ def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at, 
         spec,
         scur.connection,
         tcur.connection,
-        list(plan.key),
+        bucketing(plan),
         plan.column_names,
         rows,
         limit=sys.maxsize,

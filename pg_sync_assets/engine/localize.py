@@ -9,7 +9,13 @@ target, extra in the target, and changed. Memory stays bounded whatever the tabl
 the rows fetched grow with the number of differences, not with the table.
 
 Hash buckets rather than key ranges work alike for any key type (composite, text,
-Korean), at the price of a full scan per pass instead of index range scans.
+Korean), at the price of a full scan per pass instead of index range scans. A single
+integer key (the usual serial or identity column) is bucketed by blocks instead: 16
+consecutive values share a bucket, and the blocks of a stretch of 16 × N values are
+shuffled over the N buckets by a hash of the stretch. Rows stored in key order then
+meet their bucket's running sums 16 at a time instead of one at a time, which takes a
+quarter off pass 1's aggregate (measured, README); sparse or patterned keys still spread
+as evenly as the hash spreads them, since the shuffle within a stretch is one-to-one.
 """
 
 from __future__ import annotations
@@ -25,12 +31,14 @@ from psycopg2.extensions import encodings
 
 from .copy import ChunkPipe, copy_out_in_thread
 from .errors import ConfigError
-from .plan import plan_table
-from .record import BucketSums
+from .plan import TablePlan, plan_table
+from .record import INTEGER_BLOCKS, KEY_TEXT, Bucketing, BucketSums
 from .sql import pin_text_settings, source_scope, target_scope
 from .verify import row_hash
 
 BUCKET_SEED = 20261122
+GROUP_BITS = 4  # an integer key's buckets hold blocks of 2**4 consecutive values
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
 PARALLEL_TUPLE_COST = "0.001"  # the default 0.1 keeps pass 2's scan serial (see _stream)
 LOCALIZE_WORK_MEM = "256MB"
 
@@ -94,18 +102,44 @@ def bucket_count(rows: int) -> int:
     return n
 
 
-def _inner(spec, key: list[str], columns: list[str], side: str, mask: int) -> sql.Composed:
+def bucketing(plan: TablePlan) -> Bucketing:
+    """By blocks for a key of one integer column, else by a hash of the key's text."""
+    columns = plan.key_columns()
+    if len(columns) == 1 and columns[0].type_key in INTEGER_TYPES:
+        return Bucketing(plan.key, INTEGER_BLOCKS)
+    return Bucketing(plan.key, KEY_TEXT)
+
+
+def bucket_of(bucketing: Bucketing, n: int) -> sql.Composed:
+    """The bucket of a row, 0 to n - 1 (n a power of two)."""
+    if bucketing.by == INTEGER_BLOCKS:
+        # Within a stretch of n blocks, XOR with the stretch's hash permutes the blocks.
+        template = "((({k} >> {group}) # hashint8extended({k} >> {stretch}, {seed})) & {mask})"
+        return sql.SQL(template).format(
+            k=sql.SQL("{}::bigint").format(sql.Identifier(bucketing.key[0])),
+            group=sql.Literal(GROUP_BITS),
+            stretch=sql.Literal(GROUP_BITS + n.bit_length() - 1),
+            seed=sql.Literal(BUCKET_SEED),
+            mask=sql.Literal(n - 1),
+        )
+    keys = sql.SQL(", ").join(sql.Identifier(c) for c in bucketing.key)
+    return sql.SQL("(hashtextextended(ROW({})::text, {}) & {})").format(
+        keys, sql.Literal(BUCKET_SEED), sql.Literal(n - 1)
+    )
+
+
+def _inner(spec, bucketing: Bucketing, columns: list[str], side: str, n: int) -> sql.Composed:
     """The scope as (bucket, key text, row hash, key parts p0, p1, ...).
 
     Values are literals, never bind parameters: with parameters psycopg2 would read any
     `%` in a quoted identifier or in the operator's `where` as a placeholder."""
-    keys = sql.SQL(", ").join(sql.Identifier(c) for c in key)
+    keys = sql.SQL(", ").join(sql.Identifier(c) for c in bucketing.key)
     parts = sql.SQL(", ").join(
         sql.SQL("{}::text AS {}").format(sql.Identifier(column), sql.Identifier(f"p{i}"))
-        for i, column in enumerate(key)
+        for i, column in enumerate(bucketing.key)
     )
-    select = sql.SQL("(hashtextextended(ROW({})::text, {}) & {}) AS b, ROW({})::text AS k, {} AS h, {}")
-    select = select.format(keys, sql.Literal(BUCKET_SEED), sql.Literal(mask), keys, row_hash(columns), parts)
+    select = sql.SQL("{} AS b, ROW({})::text AS k, {} AS h, {}")
+    select = select.format(bucket_of(bucketing, n), keys, row_hash(columns), parts)
     return (source_scope if side == "source" else target_scope)(spec, select)
 
 
@@ -180,20 +214,20 @@ def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -
             s, t = next(source, None), next(target, None)
 
 
-def bucket_sums(conn, spec, key: list[str], columns: list[str], side: str, n: int) -> BucketSums:
+def bucket_sums(conn, spec, bucketing: Bucketing, columns: list[str], side: str, n: int) -> BucketSums:
     """Pass 1 on one side: count and checksum per bucket, over `n` buckets."""
     with conn.cursor() as cur:
         pin_text_settings(cur)
         # Up to a million groups: keep the hash aggregate in memory, not spilled.
         cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
-        return BucketSums(tuple(key), n, _bucket_sums(cur, _inner(spec, key, columns, side, n - 1)))
+        return BucketSums(bucketing, n, _bucket_sums(cur, _inner(spec, bucketing, columns, side, n)))
 
 
 def localize(
     spec,
     source_conn,
     target_conn,
-    key: list[str],
+    bucketing: Bucketing,
     columns: list[str],
     rows_hint: int,
     limit: int = 100,
@@ -208,23 +242,23 @@ def localize(
     Both connections must be in a transaction (the source ideally REPEATABLE READ, so
     both passes read one snapshot); the caller ends them. `target_spec` (default `spec`)
     decides the target side's scope: a full refresh compares the whole target table.
-    With `give_up_above`, a share of differing buckets above it ends the work after
-    pass 1 with `abandoned` set. A side whose bucket sums the caller gives is not read in
+    With `give_up_above`, a share of differing buckets (of those holding rows on either
+    side) above it ends the work after pass 1 with `abandoned` set. A side whose bucket sums the caller gives is not read in
     pass 1: the target's from a verified record of a target no one has written since,
     the source's when the caller read them while it checked that record. Given sums
     decide the bucket count.
     """
     given = [b for b in (source_buckets, target_buckets) if b is not None]
     n = given[0].count if given else bucket_count(rows_hint)
-    if any(b.count != n or list(b.key) != list(key) for b in given):
+    if any(b.count != n or b.bucketing != bucketing for b in given):
         raise ValueError("bucket sums of different bucketings cannot be compared")
     diff = Difference(limit=limit, buckets=n, target_buckets_recorded=target_buckets is not None)
     sides = {"source": (source_conn, spec), "target": (target_conn, target_spec or spec)}
-    inner = {side: _inner(scope, key, columns, side, n - 1) for side, (_, scope) in sides.items()}
+    inner = {side: _inner(scope, bucketing, columns, side, n) for side, (_, scope) in sides.items()}
 
     def read(side: str) -> BucketSums:
         conn, scope = sides[side]
-        return bucket_sums(conn, scope, key, columns, side, n)
+        return bucket_sums(conn, scope, bucketing, columns, side, n)
 
     started = time.monotonic()
     if source_buckets is None and target_buckets is None:
@@ -240,23 +274,22 @@ def localize(
     source_total, target_total = source_buckets.total, target_buckets.total
     diff.source_rows, diff.source_sum = source_total.rows, int(source_total.checksum)
     diff.target_rows, diff.target_sum = target_total.rows, int(target_total.checksum)
-    differing = sorted(
-        b for b in set(sums["source"]) | set(sums["target"]) if sums["source"].get(b) != sums["target"].get(b)
-    )
+    filled = set(sums["source"]) | set(sums["target"])  # buckets with rows on either side
+    differing = sorted(b for b in filled if sums["source"].get(b) != sums["target"].get(b))
     diff.differing_buckets = len(differing)
     diff.seconds_pass1 = round(time.monotonic() - started, 3)
     if not differing:
         return diff
-    if give_up_above is not None and len(differing) > give_up_above * n:
+    if give_up_above is not None and len(differing) > give_up_above * len(filled):
         diff.abandoned = True
         return diff
     started = time.monotonic()
     # When most buckets differ, reading everything is cheaper than filtering.
-    buckets = differing if len(differing) < n // 2 else None
+    buckets = differing if len(differing) < len(filled) // 2 else None
     _merge(
         diff,
-        _stream(source_conn, inner["source"], buckets, len(key)),
-        _stream(target_conn, inner["target"], buckets, len(key)),
+        _stream(source_conn, inner["source"], buckets, len(bucketing.key)),
+        _stream(target_conn, inner["target"], buckets, len(bucketing.key)),
     )
     diff.seconds_pass2 = round(time.monotonic() - started, 3)
     return diff
@@ -275,7 +308,7 @@ def localize_table(spec, source_conn, target_conn, rows_hint: int, limit: int = 
             raise ConfigError(
                 f"cannot tell which rows of `{spec.target}` differ: it has no key; set `primary_key`"
             )
-        return localize(spec, source_conn, target_conn, list(plan.key), plan.column_names, rows_hint, limit)
+        return localize(spec, source_conn, target_conn, bucketing(plan), plan.column_names, rows_hint, limit)
     finally:
         source_conn.rollback()
         target_conn.rollback()

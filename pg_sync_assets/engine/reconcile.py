@@ -18,7 +18,7 @@ from .differential import apply_differing_rows, copy_differing_rows
 from .errors import ConfigError, SchemaMismatchError
 from .guard import check_final
 from .introspect import table_exists
-from .localize import localize
+from .localize import bucketing, localize
 from .run import end_run_transactions, prepare, require_read_only_source, staged_run
 from .sql import estimate_rows
 from .stages import StageTimer
@@ -51,7 +51,6 @@ def reconcile_table(
             raise ConfigError(
                 f"cannot reconcile `{label}`: the target table does not exist; materialize it first"
             )
-    key = list(plan.key)
     with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
             try:
@@ -59,7 +58,13 @@ def reconcile_table(
                     target_conn.autocommit = False
                     rows_hint = estimate_rows(scur, spec)
                     diff = localize(
-                        spec, source_conn, target_conn, key, plan.column_names, rows_hint, limit=sys.maxsize
+                        spec,
+                        source_conn,
+                        target_conn,
+                        bucketing(plan),
+                        plan.column_names,
+                        rows_hint,
+                        limit=sys.maxsize,
                     )
                     target_conn.rollback()
                 # Pass 1 of localize summed the whole source scope in the snapshot: that is

@@ -52,11 +52,30 @@ class Recorded:
     recorded_at: str
 
 
+KEY_TEXT = "key text"  # a hash of the key's text: any key
+INTEGER_BLOCKS = "integer blocks"  # blocks of consecutive values: a single integer key
+
+
 @dataclass(frozen=True)
-class BucketSums:
-    """Per key bucket (`localize`): count and checksum, over `count` buckets of `key`."""
+class Bucketing:
+    """Which bucket a row falls in: by its `key` columns, spread as `by` says (`localize`)."""
 
     key: tuple[str, ...]
+    by: str = KEY_TEXT
+
+    @property
+    def stored(self) -> str:
+        """As the record names it (a key-text bucketing as records written before `by`)."""
+        if self.by == KEY_TEXT:
+            return json.dumps(list(self.key))
+        return json.dumps({"by": self.by, "key": list(self.key)})
+
+
+@dataclass(frozen=True)
+class BucketSums:
+    """Per bucket (`localize`): count and checksum, over `count` buckets of `bucketing`."""
+
+    bucketing: Bucketing
     count: int
     sums: dict[int, tuple[int, int]]
 
@@ -74,12 +93,12 @@ class BucketSums:
         )
 
     @classmethod
-    def unpack(cls, key: tuple[str, ...], count: int, data: bytes) -> BucketSums:
+    def unpack(cls, bucketing: Bucketing, count: int, data: bytes) -> BucketSums:
         sums = {}
         for at in range(0, len(data), 28):
             b, n = struct.unpack_from(">iq", data, at)
             sums[b] = (n, int.from_bytes(data[at + 12 : at + 28], "big", signed=True))
-        return cls(key, count, sums)
+        return cls(bucketing, count, sums)
 
 
 def fingerprint(columns: list[str]) -> str:
@@ -174,7 +193,7 @@ def write_record(
             table.rows,
             table.checksum,
             str(horizon),
-            json.dumps(buckets.key) if buckets else None,
+            buckets.bucketing.stored if buckets else None,
             buckets.count if buckets else None,
             psycopg2.Binary(buckets.pack()) if buckets else None,
         ),
@@ -189,13 +208,13 @@ def _on_record(cur, spec: TableSpec, template: str, *params) -> None:
     cur.execute(statement, (spec.target.schema, spec.target.name, *params))
 
 
-def recorded_bucket_count(cur, spec: TableSpec, key: list[str]) -> int | None:
-    """How many buckets the record (usable or not) holds sums for, over `key`; None when
+def recorded_bucket_count(cur, spec: TableSpec, bucketing: Bucketing) -> int | None:
+    """How many buckets the record (usable or not) holds sums for, by `bucketing`; None when
     it holds none (a cheap look: whether the record is usable is `recorded_checksum`)."""
     if not recordable(spec):  # the table exists: every run's staging step makes it
         return None
     template = "SELECT bucket_count FROM {} WHERE {this} AND bucket_key = %s AND bucket_sums IS NOT NULL"
-    _on_record(cur, spec, template, json.dumps(list(key)))
+    _on_record(cur, spec, template, bucketing.stored)
     row = cur.fetchone()
     return None if row is None else row[0]
 
@@ -206,15 +225,15 @@ def forget_buckets(cur, spec: TableSpec) -> None:
     _on_record(cur, spec, template)
 
 
-def recorded_buckets(cur, spec: TableSpec, key: list[str]) -> BucketSums | None:
+def recorded_buckets(cur, spec: TableSpec, bucketing: Bucketing) -> BucketSums | None:
     """The bucket sums of a record `recorded_checksum` has just found usable (the run holds
-    the table's lock: no other run rewrites the record meanwhile), if it has them for `key`."""
+    the table's lock: no other run rewrites the record meanwhile), if it has them by `bucketing`."""
     template = "SELECT bucket_count, bucket_sums FROM {} WHERE {this} AND bucket_key = %s"
-    _on_record(cur, spec, template, json.dumps(list(key)))
+    _on_record(cur, spec, template, bucketing.stored)
     row = cur.fetchone()
     if row is None or row[0] is None:
         return None
-    return BucketSums.unpack(tuple(key), row[0], bytes(row[1]))
+    return BucketSums.unpack(bucketing, row[0], bytes(row[1]))
 
 
 def written_since(horizon: int, other_than: sql.Composable) -> sql.Composed:

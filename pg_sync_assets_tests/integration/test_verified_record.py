@@ -21,6 +21,7 @@ from pg_sync_assets.engine.differential import compare as compare_first
 from pg_sync_assets.engine.run import open_snapshot
 from pg_sync_assets.engine import sync as sync_module
 from pg_sync_assets.engine.plan import plan_table
+from pg_sync_assets.engine.record import KEY_TEXT, Bucketing
 from pg_sync_assets.engine.verify import target_checksum
 from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text
 
@@ -386,3 +387,21 @@ def _waits_for_lock(dbs) -> bool:
     return dbs.tgt(
         "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = '\"품목 100%\"'::regclass"
     )[0][0] > 0
+
+
+def test_bucket_sums_are_only_read_back_by_the_bucketing_that_summed_them(dbs):
+    """An integer key's sums are by blocks; records written before blocks existed hold
+    key-text sums under the key's name alone, and must not be read as block sums."""
+    spec = _spec()
+    _load_then_change(dbs, spec)  # records bucket sums
+    assert dbs.tgt("SELECT bucket_key FROM sync_staging.verified_tables") == [
+        ('{"by": "integer blocks", "key": ["id"]}',)]
+    assert Bucketing(("id",), KEY_TEXT).stored == '["id"]'  # what every record held before
+    dbs.tgt("UPDATE sync_staging.verified_tables SET bucket_key = '[\"id\"]'")
+    dbs.src("UPDATE \"품목 100%\" SET note = 'b' WHERE id = 12")
+
+    result = run_sync(dbs, spec)
+
+    assert result.method == DIFFERENTIAL and result.updated == 1
+    assert not result.differential.buckets_from_record, result.differential.target_read
+    assert _in_sync(dbs)
