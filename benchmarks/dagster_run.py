@@ -32,6 +32,10 @@ from psycopg2 import sql
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from worktree import checkout, run_python  # noqa: E402
+
 from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 UNREACHABLE = "postgresql://nobody@127.0.0.1:1/nowhere?connect_timeout=3"
@@ -73,20 +77,6 @@ def _reset_target(url: str) -> None:
     conn.close()
 
 
-def _python(tree: Path, code: str, env: dict, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-c", code, *args],
-        cwd=tree,
-        env={**env, "PYTHONPATH": str(tree)},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(done.stderr[-2000:])
-    return done.stdout.strip().splitlines()[-1]
-
-
 def _table_list(path: Path, tables: int) -> Path:
     entries = "".join(
         f"  - name: t{i}\n    source: shop.orders\n    target: copies.orders_{i}\n" for i in range(tables)
@@ -101,18 +91,18 @@ def measure(tree: Path, env: dict, tables: int, repeat: int, tmp: Path) -> dict[
         config = _table_list(tmp / f"list_{count}.yaml", count)
         for label, url in (("reachable", env["PG_SYNC_SOURCE_URL"]), ("unreachable", UNREACHABLE)):
             load_env = {**env, "PG_SYNC_SOURCE_URL": url, "PG_SYNC_CONFIG": str(config)}
-            runs = [float(_python(tree, LOAD, load_env, str(config))) for _ in range(repeat)]
+            runs = [float(run_python(tree, LOAD, load_env, str(config))) for _ in range(repeat)]
             figures[f"build definitions, {count} tables, source {label}"] = statistics.median(runs)
             whole = []
             for _ in range(repeat):
                 started = time.perf_counter()
-                _python(tree, WHOLE_LOAD + "; print('loaded')", load_env)
+                run_python(tree, WHOLE_LOAD + "; print('loaded')", load_env)
                 whole.append(time.perf_counter() - started)
             figures[f"process load, {count} tables, source {label}"] = statistics.median(whole)
     # One untimed run creates the target tables (the code before the hardening could not
     # create them from parallel steps); the timed runs sync existing tables, the steady state.
     _reset_target(env["PG_SYNC_TARGET_URL"])
-    _python(tree, IN_PROCESS, env)
+    run_python(tree, IN_PROCESS, env)
     cli: dict[str, list[float]] = {label: [] for label in EXECUTORS}
     inproc, steps = [], 0
     for _ in range(repeat):
@@ -137,7 +127,7 @@ def measure(tree: Path, env: dict, tables: int, repeat: int, tmp: Path) -> dict[
             if done.returncode != 0:
                 raise RuntimeError(done.stderr[-3000:])
             steps = done.stderr.count(" - STEP_START - ")
-        seconds, _, ok = _python(tree, IN_PROCESS, env).split()
+        seconds, _, ok = run_python(tree, IN_PROCESS, env).split()
         assert ok == "True"
         inproc.append(float(seconds))
     for label, runs in cli.items():
@@ -156,7 +146,6 @@ def main() -> None:
     exit_cleanly_on_sigterm()
     source, target = start_server("source"), start_server("target")
     tmp = Path(tempfile.mkdtemp(prefix="pg_sync_bench_run_"))
-    worktree = tmp / "before"
     try:
         for server, name in ((source, "shop"), (target, "warehouse")):
             conn = psycopg2.connect(server.url())
@@ -174,16 +163,11 @@ def main() -> None:
             PG_SYNC_TARGET_URL=target.url("warehouse"),
             PG_SYNC_CONFIG=str(REPO / "pg_sync_assets" / "demo" / "tables.yaml"),
         )
-        trees = [("now", REPO)]
+        results = {}
         if args.before_commit:
-            subprocess.run(
-                ["git", "worktree", "add", "--detach", str(worktree), args.before_commit],
-                cwd=REPO,
-                check=True,
-                capture_output=True,
-            )
-            trees.insert(0, (f"before ({args.before_commit})", worktree))
-        results = {label: measure(tree, env, args.tables, args.repeat, tmp) for label, tree in trees}
+            with checkout(args.before_commit, tmp) as tree:
+                results[f"before ({args.before_commit})"] = measure(tree, env, args.tables, args.repeat, tmp)
+        results["now"] = measure(REPO, env, args.tables, args.repeat, tmp)
         print(f"\nmedians of {args.repeat} runs")
         for what in results["now"]:
             row = "  ".join(f"{label}: {figures[what]:8.2f}" for label, figures in results.items())
@@ -200,10 +184,6 @@ def main() -> None:
             ratio = now[f"sync_all, dagster job execute, {label}"] / base
             print(f"  sync_all CLI, {label} / CLI in_process executor (now): {ratio:.2f}x")
     finally:
-        if worktree.exists():
-            subprocess.run(
-                ["git", "worktree", "remove", "--force", str(worktree)], cwd=REPO, capture_output=True
-            )
         target.stop()
         source.stop()
 

@@ -1,6 +1,6 @@
 """Differential sync against the full copy, and against one checksum pass over the source.
 
-    python benchmarks/differential.py [--rows 2000000] [--repeat 3]
+    python benchmarks/differential.py [--rows 2000000] [--repeat 3] [--before-commit REV]
 
 Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` with
 `--rows` rows, syncs it once, then times in the same run, for `merge` and `full_refresh`:
@@ -24,14 +24,22 @@ Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` w
                 differential after that fallback
 and prints medians, ratios and the differential runs' stages. The target is checkpointed
 before every timed run.
+
+With `--before-commit REV`, each 1% round first times the full copy made by the code of
+REV (a git worktree; for issue 9, 0ee774d: the code the issue measured) into a table of
+its own on the same target, so "today's full copy" of the issue is measured beside the
+current code, on one machine, in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,6 +50,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 from full_refresh import FILL, TABLE_DDL, sql  # noqa: E402
+from worktree import checkout, run_python  # noqa: E402
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table  # noqa: E402
 from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
@@ -88,6 +97,29 @@ def timed_sync(source_url: str, target_url: str, spec: TableSpec) -> tuple[float
     return seconds, int(wal), result.method, stages
 
 
+# A sync of `bench` into `bench_before`, by the code on the path; its own seconds.
+SYNC_BEFORE = """
+import sys, time
+from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table
+spec = TableSpec(name="bench", source=TableRef("public", "bench"), target=TableRef("public", "bench_before"),
+                 mode=Mode(sys.argv[3]))
+source = connect(sys.argv[1], readonly=True, role="source")
+target = connect(sys.argv[2], readonly=False, role="target")
+started = time.perf_counter()
+sync_table(spec, source, target)
+print(time.perf_counter() - started)
+"""
+
+
+def timed_before(tree: Path, source_url: str, target_url: str, mode: Mode) -> tuple[float, int]:
+    """(seconds, bytes of target WAL) of the code in `tree` syncing bench into bench_before."""
+    sql(target_url, "CHECKPOINT")
+    lsn = fetch(target_url, "SELECT pg_current_wal_lsn()")[0]
+    seconds = float(run_python(tree, SYNC_BEFORE, dict(os.environ), source_url, target_url, mode.value))
+    wal = fetch(target_url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))[0]
+    return seconds, int(wal)
+
+
 def change_one_percent(url: str, rows: int, round_: int) -> None:
     """Update 1% of the rows, spread over the table, differently each round."""
     sql(
@@ -107,72 +139,97 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--before-commit", help="also time the full copy of this git revision")
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     source, target = start_server("source"), start_server("target")
+    tmp = Path(tempfile.mkdtemp(prefix="pg_sync_bench_differential_"))
     try:
-        sql(source.url(), TABLE_DDL.format(name="bench"))
-        sql(source.url(), FILL, (args.rows,))
-        sql(source.url(), "VACUUM ANALYZE bench")
-        reference = [reference_pass(source.url()) for _ in range(args.repeat)]
-        figures: dict[str, list[float]] = {}
-        wal: dict[str, list[int]] = {}
-        stages: dict[str, list[dict]] = {}
-        round_ = 0
-
-        def timed(label: str, spec: TableSpec) -> None:
-            seconds, written, method, stage_seconds = timed_sync(source.url(), target.url(), spec)
-            figures.setdefault(label, []).append(seconds)
-            wal.setdefault(label, []).append(written)
-            stages.setdefault(label, []).append(stage_seconds)
-            print(f"  {label}: {seconds:.2f} s ({method})", flush=True)
-
-        for mode in (Mode.MERGE, Mode.FULL_REFRESH):
-            spec = TableSpec(name="bench", source=BENCH, target=BENCH, mode=mode)
-            timed_sync(source.url(), target.url(), TableSpec(name="bench", source=BENCH, target=BENCH))
-            sql(target.url(), "VACUUM ANALYZE bench")
-            for _ in range(args.repeat):
-                for path, differential in (
-                    ("full copy", "never"),
-                    ("differential, after a full copy", "auto"),
-                    ("differential, after a differential run", "auto"),
-                ):
-                    round_ += 1
-                    change_one_percent(source.url(), args.rows, round_)
-                    timed(f"{mode.value}, 1% changed, {path}", replace(spec, differential=differential))
-                round_ += 1
-                change_most(source.url(), round_)
-                timed(f"{mode.value}, 60% changed, auto (falls back to the full copy)", spec)
-                round_ += 1
-                change_one_percent(source.url(), args.rows, round_)
-                timed(f"{mode.value}, 1% changed, differential, after that fallback", spec)
-                timed(f"{mode.value}, unchanged, differential, first after a change", spec)
-                timed(f"{mode.value}, unchanged, differential, again", spec)
-                timed(f"{mode.value}, unchanged, full copy", replace(spec, differential="never"))
-                sql(target.url(), "UPDATE bench SET title = title WHERE id = 1")  # voids the record
-                timed(f"{mode.value}, unchanged, differential, no record", spec)
-        ref = statistics.median(reference)
-        print(f"\n{args.rows} rows, medians of {args.repeat}")
-        print(f"  {'reference: one sum(hashtextextended) pass over the source':<64} {ref:7.2f} s")
-        for label, runs in figures.items():
-            median = statistics.median(runs)
-            print(
-                f"  {label:<64} {median:7.2f} s  {median / ref:5.2f}x reference  "
-                f"WAL {statistics.median(wal[label]) / 1e6:8.1f} MB"
-            )
-        for mode in ("merge", "full_refresh"):
-            full = statistics.median(figures[f"{mode}, 1% changed, full copy"])
-            for after in ("a full copy", "a differential run", "that fallback"):
-                diff = statistics.median(figures[f"{mode}, 1% changed, differential, after {after}"])
-                print(f"  {mode}, 1% changed, after {after}: differential / full copy = {diff / full:.2f}")
-        for label, runs in stages.items():
-            if "differential" in label:
-                names = sorted({name for run in runs for name in run})
-                parts = ", ".join(f"{n} {statistics.median(r.get(n, 0.0) for r in runs):.2f}" for n in names)
-                print(f"  stages of {label}: {parts}")
+        with checkout(args.before_commit, tmp) if args.before_commit else nullcontext() as before:
+            run(args, source, target, before)
     finally:
         target.stop()
         source.stop()
+
+
+def run(args, source, target, before: Path | None) -> None:
+    sql(source.url(), TABLE_DDL.format(name="bench"))
+    sql(source.url(), FILL, (args.rows,))
+    sql(source.url(), "VACUUM ANALYZE bench")
+    reference = [reference_pass(source.url()) for _ in range(args.repeat)]
+    figures: dict[str, list[float]] = {}
+    wal: dict[str, list[int]] = {}
+    stages: dict[str, list[dict]] = {}
+    round_ = 0
+
+    def timed(label: str, spec: TableSpec) -> None:
+        seconds, written, method, stage_seconds = timed_sync(source.url(), target.url(), spec)
+        figures.setdefault(label, []).append(seconds)
+        wal.setdefault(label, []).append(written)
+        stages.setdefault(label, []).append(stage_seconds)
+        print(f"  {label}: {seconds:.2f} s ({method})", flush=True)
+
+    def timed_old(label: str, mode: Mode) -> None:
+        seconds, written = timed_before(before, source.url(), target.url(), mode)
+        figures.setdefault(label, []).append(seconds)
+        wal.setdefault(label, []).append(written)
+        print(f"  {label}: {seconds:.2f} s", flush=True)
+
+    for mode in (Mode.MERGE, Mode.FULL_REFRESH):
+        spec = TableSpec(name="bench", source=BENCH, target=BENCH, mode=mode)
+        timed_sync(source.url(), target.url(), TableSpec(name="bench", source=BENCH, target=BENCH))
+        sql(target.url(), "VACUUM ANALYZE bench")
+        if before is not None:
+            timed_before(before, source.url(), target.url(), mode)  # creates bench_before
+            sql(target.url(), "VACUUM ANALYZE bench_before")
+        for _ in range(args.repeat):
+            if before is not None:
+                round_ += 1
+                change_one_percent(source.url(), args.rows, round_)
+                timed_old(f"{mode.value}, 1% changed, full copy by {args.before_commit}", mode)
+            for path, differential in (
+                ("full copy", "never"),
+                ("differential, after a full copy", "auto"),
+                ("differential, after a differential run", "auto"),
+            ):
+                round_ += 1
+                change_one_percent(source.url(), args.rows, round_)
+                timed(f"{mode.value}, 1% changed, {path}", replace(spec, differential=differential))
+            round_ += 1
+            change_most(source.url(), round_)
+            timed(f"{mode.value}, 60% changed, auto (falls back to the full copy)", spec)
+            round_ += 1
+            change_one_percent(source.url(), args.rows, round_)
+            timed(f"{mode.value}, 1% changed, differential, after that fallback", spec)
+            timed(f"{mode.value}, unchanged, differential, first after a change", spec)
+            timed(f"{mode.value}, unchanged, differential, again", spec)
+            timed(f"{mode.value}, unchanged, full copy", replace(spec, differential="never"))
+            sql(target.url(), "UPDATE bench SET title = title WHERE id = 1")  # voids the record
+            timed(f"{mode.value}, unchanged, differential, no record", spec)
+    ref = statistics.median(reference)
+    print(f"\n{args.rows} rows, medians of {args.repeat}")
+    print(f"  {'reference: one sum(hashtextextended) pass over the source':<64} {ref:7.2f} s")
+    for label, runs in figures.items():
+        median = statistics.median(runs)
+        print(
+            f"  {label:<64} {median:7.2f} s  {median / ref:5.2f}x reference  "
+            f"WAL {statistics.median(wal[label]) / 1e6:8.1f} MB"
+        )
+    for mode in ("merge", "full_refresh"):
+        full = statistics.median(figures[f"{mode}, 1% changed, full copy"])
+        old = f"{mode}, 1% changed, full copy by {args.before_commit}"
+        for after in ("a full copy", "a differential run", "that fallback"):
+            diff = statistics.median(figures[f"{mode}, 1% changed, differential, after {after}"])
+            line = f"  {mode}, 1% changed, after {after}: differential / full copy = {diff / full:.2f}"
+            if old in figures:
+                ratio = diff / statistics.median(figures[old])
+                line += f", / full copy by {args.before_commit} = {ratio:.2f}"
+            print(line)
+    for label, runs in stages.items():
+        if "differential" in label:
+            names = sorted({name for run in runs for name in run})
+            parts = ", ".join(f"{n} {statistics.median(r.get(n, 0.0) for r in runs):.2f}" for n in names)
+            print(f"  stages of {label}: {parts}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Full refresh of a mixed-type table: pg_sync_assets against a hand-made psql pipe.
 
-    python benchmarks/full_refresh.py [--rows 1000000] [--repeat 3]
+    python benchmarks/full_refresh.py [--rows 1000000] [--repeat 3] [--before-commit REV]
 
 Starts two throwaway servers (source and target), builds the source table, then times,
 alternating, in the same run:
@@ -16,11 +16,13 @@ alternating, in the same run:
              verified sync and both checks, with `differential: never` (the full copy)
   cli_unchanged  the same with the default `differential: auto`: the table has not
              changed since the run before, so the run compares instead of copying
-and prints medians, rows/s and ratios. The target is checkpointed before every timed
-run (outside the timing), so no run pays for the WAL written by the one before. Then it
-measures the peak RSS of the syncing process at a quarter of --rows, at --rows and at
-each --rss-rows size (a fresh source table each time, synced in a fresh child
-process) to show memory stays flat.
+With `--before-commit REV`, `project`, `project_verified` and `cli` are also timed with
+the code of REV (a git worktree; for issue 9, 0ee774d: the code the issue measured), as
+`before_*`, in the same rounds. Then it prints medians, rows/s and ratios. The target is
+checkpointed before every timed run (outside the timing), so no run pays for the WAL
+written by the one before. Last it measures the peak RSS of the syncing process at a
+quarter of --rows, at --rows and at each --rss-rows size (a fresh source table each
+time, synced in a fresh child process) to show memory stays flat.
 """
 
 from __future__ import annotations
@@ -34,11 +36,16 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import psycopg2
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from worktree import checkout, run_python  # noqa: E402
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table  # noqa: E402
 from pg_sync_assets.local.servers import LocalServer, exit_cleanly_on_sigterm, start_server  # noqa: E402
@@ -123,20 +130,42 @@ def run_project(source_url: str, target_url: str, verify: bool = True) -> tuple[
     return seconds, result.stage_seconds
 
 
+# The step of `run_project` by the code on the path (an earlier commit's): its seconds.
+PROJECT_BEFORE = """
+import sys, time
+from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table
+bench = TableRef("public", "bench")
+spec = TableSpec(name="bench", target=bench, source=bench, mode=Mode.FULL_REFRESH, verify=sys.argv[3] == "on")
+source, target = connect(sys.argv[1], readonly=True), connect(sys.argv[2], readonly=False)
+started = time.perf_counter()
+sync_table(spec, source, target)
+print(time.perf_counter() - started)
+"""
+
+
+def run_project_before(tree: Path, source_url: str, target_url: str, verify: bool = True) -> float:
+    return float(
+        run_python(tree, PROJECT_BEFORE, dict(os.environ), source_url, target_url, "on" if verify else "off")
+    )
+
+
 CLI_TABLES = """\
 tables:
   - name: bench
     source: public.bench
     target: public.bench
     mode: full_refresh
-    differential: {differential}
 """
 
 
-def run_cli(source_url: str, target_url: str, tmp: Path, differential: str) -> float:
-    """One `dagster asset materialize` of the bench table in a fresh process."""
+def run_cli(
+    source_url: str, target_url: str, tmp: Path, differential: str | None, tree: Path = REPO
+) -> float:
+    """One `dagster asset materialize` of the bench table in a fresh process, by the code
+    in `tree` (`differential` None: the code before that setting existed)."""
     config = tmp / f"tables_{differential}.yaml"
-    config.write_text(CLI_TABLES.format(differential=differential))
+    text = CLI_TABLES if differential is None else CLI_TABLES + f"    differential: {differential}\n"
+    config.write_text(text)
     home = tmp / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -146,6 +175,7 @@ def run_cli(source_url: str, target_url: str, tmp: Path, differential: str) -> f
         "PG_SYNC_CONFIG": str(config),
         "PG_SYNC_SOURCE_URL": source_url,
         "PG_SYNC_TARGET_URL": target_url,
+        "PYTHONPATH": str(tree),
     }
     command = [
         sys.executable,
@@ -159,9 +189,7 @@ def run_cli(source_url: str, target_url: str, tmp: Path, differential: str) -> f
         "bench",
     ]
     started = time.perf_counter()
-    done = subprocess.run(
-        command, env=env, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
-    )
+    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"dagster asset materialize failed:\n{done.stderr[-3000:]}")
@@ -198,88 +226,102 @@ def main() -> None:
         default=[],
         help="more table sizes to measure the peak RSS at (e.g. 4000000)",
     )
+    parser.add_argument("--before-commit", help="also time the step and the CLI with this git revision")
     args = parser.parse_args()
 
     exit_cleanly_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="pg_sync_bench_"))
     source, target = start_server("source"), start_server("target")
     try:
-        started = time.perf_counter()
-        build_source(source, args.rows)
-        print(f"source table: {args.rows:,} rows built in {time.perf_counter() - started:.1f} s")
-        times: dict[str, list[float]] = {
-            "reference": [],
-            "reference_unlogged": [],
-            "project": [],
-            "project_verified": [],
-            "cli": [],
-            "cli_unchanged": [],
-        }
-        stages: list[dict] = []
-        verified_stages: list[dict] = []
-        for i in range(args.repeat):
-            # A checkpoint before each timed run, so no run pays for the WAL of the one before.
-            sql(target.url(), "CHECKPOINT")
-            times["reference"].append(run_reference(source, target, unlogged=False))
-            sql(target.url(), "CHECKPOINT")
-            times["reference_unlogged"].append(run_reference(source, target, unlogged=True))
-            sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
-            sql(target.url(), "CHECKPOINT")
-            seconds, stage_seconds = run_project(source.url(), target.url(), verify=False)
-            times["project"].append(seconds)
-            stages.append(stage_seconds)
-            sql(target.url(), "CHECKPOINT")
-            seconds, stage_seconds = run_project(source.url(), target.url())
-            times["project_verified"].append(seconds)
-            verified_stages.append(stage_seconds)
-            sql(target.url(), "CHECKPOINT")
-            times["cli"].append(run_cli(source.url(), target.url(), tmp, "never"))
-            sql(target.url(), "CHECKPOINT")
-            times["cli_unchanged"].append(run_cli(source.url(), target.url(), tmp, "auto"))
-            print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
-        sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
-
-        med = {k: statistics.median(v) for k, v in times.items()}
-        print(f"\nmedians over {args.repeat} runs, {args.rows:,} rows:")
-        for name, seconds in med.items():
-            print(f"  {name:<20} {seconds:6.2f} s  {args.rows / seconds:>9,.0f} rows/s")
-        for ref in ("reference", "reference_unlogged"):
-            print(f"  ratio project / {ref:<20} {med['project'] / med[ref]:.2f}")
-        for name in ("project_verified", "cli", "cli_unchanged"):
-            print(f"  ratio {name} / reference: {med[name] / med['reference']:.2f}")
-        print(f"  cost of verify-before-commit: {med['project_verified'] / med['project']:.2f}x")
-        stage_median = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
-        print("  project stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_median.items()))
-        verified_median = {k: statistics.median(s[k] for s in verified_stages) for k in verified_stages[0]}
-        print(
-            "  project_verified stages (median s): "
-            + ", ".join(f"{k} {v:.2f}" for k, v in verified_median.items())
-        )
-
-        rss = {}
-        for rows in sorted({max(args.rows // 4, 1), args.rows, *args.rss_rows}):
-            # Each size is a fresh source table named bench, synced in a fresh process.
-            sql(source.url(), "DROP TABLE bench")
-            build_source(source, rows)
-            rss[rows] = child_peak_rss(source.url(), target.url())
-            print(f"  peak RSS of the syncing process at {rows:,} rows: {rss[rows]} MB", flush=True)
-        if args.json:
-            Path(args.json).write_text(
-                json.dumps(
-                    {
-                        "rows": args.rows,
-                        "medians": med,
-                        "stages": stage_median,
-                        "rss_mb": {str(k): v for k, v in rss.items()},
-                    },
-                    indent=2,
-                )
-            )
+        with checkout(args.before_commit, tmp) if args.before_commit else nullcontext() as before:
+            run(args, source, target, tmp, before)
     finally:
         source.stop()
         target.stop()
         shutil.rmtree(tmp, ignore_errors=True)
         os.sync()
+
+
+def run(args, source: LocalServer, target: LocalServer, tmp: Path, before: Path | None) -> None:
+    started = time.perf_counter()
+    build_source(source, args.rows)
+    print(f"source table: {args.rows:,} rows built in {time.perf_counter() - started:.1f} s")
+    times: dict[str, list[float]] = {
+        "reference": [],
+        "reference_unlogged": [],
+        "project": [],
+        "project_verified": [],
+        "cli": [],
+        "cli_unchanged": [],
+    }
+    if before is not None:
+        times.update(before_project=[], before_project_verified=[], before_cli=[])
+    stages: list[dict] = []
+    verified_stages: list[dict] = []
+    for i in range(args.repeat):
+        # A checkpoint before each timed run, so no run pays for the WAL of the one before.
+        sql(target.url(), "CHECKPOINT")
+        times["reference"].append(run_reference(source, target, unlogged=False))
+        sql(target.url(), "CHECKPOINT")
+        times["reference_unlogged"].append(run_reference(source, target, unlogged=True))
+        sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
+        sql(target.url(), "CHECKPOINT")
+        seconds, stage_seconds = run_project(source.url(), target.url(), verify=False)
+        times["project"].append(seconds)
+        stages.append(stage_seconds)
+        sql(target.url(), "CHECKPOINT")
+        seconds, stage_seconds = run_project(source.url(), target.url())
+        times["project_verified"].append(seconds)
+        verified_stages.append(stage_seconds)
+        sql(target.url(), "CHECKPOINT")
+        times["cli"].append(run_cli(source.url(), target.url(), tmp, "never"))
+        sql(target.url(), "CHECKPOINT")
+        times["cli_unchanged"].append(run_cli(source.url(), target.url(), tmp, "auto"))
+        if before is not None:
+            for verify, name in ((False, "before_project"), (True, "before_project_verified")):
+                sql(target.url(), "CHECKPOINT")
+                times[name].append(run_project_before(before, source.url(), target.url(), verify))
+            sql(target.url(), "CHECKPOINT")
+            times["before_cli"].append(run_cli(source.url(), target.url(), tmp, None, before))
+        print(f"run {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+    sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nmedians over {args.repeat} runs, {args.rows:,} rows:")
+    for name, seconds in med.items():
+        print(f"  {name:<20} {seconds:6.2f} s  {args.rows / seconds:>9,.0f} rows/s")
+    for ref in ("reference", "reference_unlogged"):
+        print(f"  ratio project / {ref:<20} {med['project'] / med[ref]:.2f}")
+    for name in ("project_verified", "cli", "cli_unchanged", *(n for n in med if n.startswith("before_"))):
+        print(f"  ratio {name} / reference: {med[name] / med['reference']:.2f}")
+    print(f"  cost of verify-before-commit: {med['project_verified'] / med['project']:.2f}x")
+    stage_median = {k: statistics.median(s[k] for s in stages) for k in stages[0]}
+    print("  project stages (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stage_median.items()))
+    verified_median = {k: statistics.median(s[k] for s in verified_stages) for k in verified_stages[0]}
+    print(
+        "  project_verified stages (median s): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in verified_median.items())
+    )
+
+    rss = {}
+    for rows in sorted({max(args.rows // 4, 1), args.rows, *args.rss_rows}):
+        # Each size is a fresh source table named bench, synced in a fresh process.
+        sql(source.url(), "DROP TABLE bench")
+        build_source(source, rows)
+        rss[rows] = child_peak_rss(source.url(), target.url())
+        print(f"  peak RSS of the syncing process at {rows:,} rows: {rss[rows]} MB", flush=True)
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "rows": args.rows,
+                    "medians": med,
+                    "stages": stage_median,
+                    "rss_mb": {str(k): v for k, v in rss.items()},
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

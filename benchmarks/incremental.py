@@ -52,13 +52,16 @@ def dagster_runs(source_url: str, target_url: str) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "tables.yaml"
         config.write_text(CONFIG, encoding="utf-8")
-        os.environ.update(PG_SYNC_SOURCE_URL=source_url, PG_SYNC_TARGET_URL=target_url,
-                          PG_SYNC_CONFIG=str(config))
+        os.environ.update(
+            PG_SYNC_SOURCE_URL=source_url, PG_SYNC_TARGET_URL=target_url, PG_SYNC_CONFIG=str(config)
+        )
         logging.getLogger("dagster").setLevel(logging.WARNING)
         job = build_definitions().resolve_job_def("sync_bench")
         instance = DagsterInstance.ephemeral()
-        tags = {"dagster/asset_partition_range_start": "2026-01-01-00:00",
-                "dagster/asset_partition_range_end": "2026-01-01-23:00"}
+        tags = {
+            "dagster/asset_partition_range_start": "2026-01-01-00:00",
+            "dagster/asset_partition_range_end": "2026-01-01-23:00",
+        }
         started = time.perf_counter()
         assert job.execute_in_process(instance=instance, tags=tags).success
         one = time.perf_counter() - started
@@ -78,14 +81,33 @@ def cli_runs(source_url: str, target_url: str) -> tuple[float, float]:
         config = Path(tmp) / "tables.yaml"
         config.write_text(CONFIG, encoding="utf-8")
         (Path(tmp) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        env = {**os.environ, "PG_SYNC_SOURCE_URL": source_url, "PG_SYNC_TARGET_URL": target_url,
-               "PG_SYNC_CONFIG": str(config), "DAGSTER_HOME": tmp}
-        base = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "pg_sync_assets.definitions",
-                "--select", "bench"]
+        env = {
+            **os.environ,
+            "PG_SYNC_SOURCE_URL": source_url,
+            "PG_SYNC_TARGET_URL": target_url,
+            "PG_SYNC_CONFIG": str(config),
+            "DAGSTER_HOME": tmp,
+        }
+        base = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "asset",
+            "materialize",
+            "-m",
+            "pg_sync_assets.definitions",
+            "--select",
+            "bench",
+        ]
 
         def run(*args: str) -> None:
-            subprocess.run([*base, *args], env=env, check=True, capture_output=True,
-                           cwd=Path(__file__).resolve().parents[1])
+            subprocess.run(
+                [*base, *args],
+                env=env,
+                check=True,
+                capture_output=True,
+                cwd=Path(__file__).resolve().parents[1],
+            )
 
         started = time.perf_counter()
         run("--partition-range", "2026-01-01-00:00...2026-01-01-23:00")
@@ -104,20 +126,33 @@ def main() -> None:
     args = parser.parse_args()
     exit_cleanly_on_sigterm()
     source, target = start_server("source"), start_server("target")
-    spec = TableSpec(name="bench", target=BENCH, source=BENCH, mode=Mode.INCREMENTAL,
-                     incremental_column="updated_at", partition_start="2026-01-01-00:00")
+    spec = TableSpec(
+        name="bench",
+        target=BENCH,
+        source=BENCH,
+        mode=Mode.INCREMENTAL,
+        incremental_column="updated_at",
+        partition_start="2026-01-01-00:00",
+    )
     try:
         build_source(source, args.rows)
         # spread the rows over 100 hours (the benchmark table's timestamps are 1 s apart)
-        sql(source.url(), "UPDATE bench SET updated_at = timestamptz '2026-01-01 00:00+00' "
-                          "+ mod(id, 100) * interval '1 hour' + mod(id, 3600) * interval '1 second'")
+        sql(
+            source.url(),
+            "UPDATE bench SET updated_at = timestamptz '2026-01-01 00:00+00' "
+            "+ mod(id, 100) * interval '1 hour' + mod(id, 3600) * interval '1 second'",
+        )
         sql(source.url(), "VACUUM ANALYZE bench")
         src, tgt = connect(source.url(), readonly=True), connect(target.url(), readonly=False)
         # the first load creates the target as an incremental table would (with its cursor index)
         sync_table(spec, src, tgt, window=Window(T0, T0 + timedelta(hours=200)))
         hour = T0 + timedelta(hours=150)  # an hour no row is in yet
-        sql(source.url(), "UPDATE bench SET updated_at = %s + mod(id, 3600) * interval '1 second', "
-                          "title = title || ' changed' WHERE id <= %s", (hour, args.hour_rows))
+        sql(
+            source.url(),
+            "UPDATE bench SET updated_at = %s + mod(id, 3600) * interval '1 second', "
+            "title = title || ' changed' WHERE id <= %s",
+            (hour, args.hour_rows),
+        )
 
         times, result, updated = [], None, []
         for i in range(args.repeat):
@@ -128,9 +163,12 @@ def main() -> None:
             times.append(time.perf_counter() - started)
             updated.append(result.updated)
         print(f"{args.rows:,} rows, medians of {args.repeat} runs\n")
-        print(f"1. one hour ({result.rows_copied:,} changed rows) end to end: "
-              f"{statistics.median(times):.2f} s (rows updated per run: {updated}; last run's stages: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items()) + ")")
+        print(
+            f"1. one hour ({result.rows_copied:,} changed rows) end to end: "
+            f"{statistics.median(times):.2f} s (rows updated per run: {updated}; last run's stages: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in result.stage_seconds.items())
+            + ")"
+        )
 
         day = [T0 + timedelta(hours=h) for h in range(24)]
         ranges, singles = [], []
@@ -143,14 +181,20 @@ def main() -> None:
                 sync_table(spec, src, tgt, window=Window(h, h + timedelta(hours=1)))
             singles.append(time.perf_counter() - started)
         r, s = statistics.median(ranges), statistics.median(singles)
-        print(f"2. 24-hour range, {one.rows_copied:,} rows, engine only: one pass {r:.2f} s, "
-              f"24 single-hour calls {s:.2f} s, {s / r:.1f}x faster in one pass")
+        print(
+            f"2. 24-hour range, {one.rows_copied:,} rows, engine only: one pass {r:.2f} s, "
+            f"24 single-hour calls {s:.2f} s, {s / r:.1f}x faster in one pass"
+        )
         r, s = dagster_runs(source.url(), target.url())
-        print(f"3. the same as Dagster runs (asset + checks, in process): one range run {r:.2f} s, "
-              f"24 partition runs {s:.2f} s, {s / r:.1f}x faster in one pass")
+        print(
+            f"3. the same as Dagster runs (asset + checks, in process): one range run {r:.2f} s, "
+            f"24 partition runs {s:.2f} s, {s / r:.1f}x faster in one pass"
+        )
         r, s = cli_runs(source.url(), target.url())
-        print(f"4. the same from the CLI (`dagster asset materialize`, a process a run): one "
-              f"--partition-range {r:.2f} s, 24 --partition runs {s:.2f} s, {s / r:.1f}x faster in one pass")
+        print(
+            f"4. the same from the CLI (`dagster asset materialize`, a process a run): one "
+            f"--partition-range {r:.2f} s, 24 --partition runs {s:.2f} s, {s / r:.1f}x faster in one pass"
+        )
     finally:
         source.stop()
         target.stop()

@@ -66,6 +66,7 @@ def main() -> None:
             def run():
                 cur.execute(statement)
                 return cur.fetchone()
+
             return run
 
         t_count, _ = timed(query("SELECT count(*) FROM bench"), args.repeat)
@@ -75,27 +76,35 @@ def main() -> None:
         print("1. whole-table checksum on the source")
         print(f"   count(*)                                  {t_count:6.2f} s")
         print(f"   sum(hashtextextended(t::text, 0))         {t_plain:6.2f} s")
-        print(f"   pg_sync_assets checksum                   {t_ours:6.2f} s  "
-              f"({t_ours / t_plain:.2f}x the plain hash pass, {t_ours / t_count:.0f}x count(*))")
+        print(
+            f"   pg_sync_assets checksum                   {t_ours:6.2f} s  "
+            f"({t_ours / t_plain:.2f}x the plain hash pass, {t_ours / t_count:.0f}x count(*))"
+        )
 
         t_verified, r_verified = timed(lambda: sync_table(full, src, tgt), args.repeat)
-        t_unverified, _ = timed(lambda: sync_table(TableSpec(**{**full.__dict__, "verify": False}), src, tgt),
-                                args.repeat)
+        t_unverified, _ = timed(
+            lambda: sync_table(TableSpec(**{**full.__dict__, "verify": False}), src, tgt), args.repeat
+        )
         stages = r_verified.stage_seconds
         verify_s = sum(v for k, v in stages.items() if k.startswith("verify"))
         print("\n2. full refresh with and without verify-before-commit")
-        print(f"   verify off {t_unverified:6.2f} s, verify on {t_verified:6.2f} s "
-              f"({t_verified / t_unverified:.2f}x; verify stages {verify_s:.2f} s: "
-              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k.startswith("verify")) + ")")
+        print(
+            f"   verify off {t_unverified:6.2f} s, verify on {t_verified:6.2f} s "
+            f"({t_verified / t_unverified:.2f}x; verify stages {verify_s:.2f} s: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in stages.items() if k.startswith("verify"))
+            + ")"
+        )
 
         changed = [1 + i * (args.rows // 10) for i in range(10)]
         sql(target.url(), "UPDATE bench SET amount = amount + 1 WHERE id = ANY(%s)", (changed,))
         t_localize, diff = timed(lambda: localize_table(spec, src, on(target.url()), args.rows), args.repeat)
         print("\n3. localization of 10 changed rows")
-        print(f"   {t_localize:6.2f} s ({t_localize / t_ours:.2f}x one checksum pass; pass 1 "
-              f"{diff.seconds_pass1:.2f} s, pass 2 {diff.seconds_pass2:.2f} s), found "
-              f"{diff.changed_count} changed of {args.rows:,}, compared {diff.keys_compared:,} keys "
-              f"in {diff.differing_buckets} of {diff.buckets} buckets")
+        print(
+            f"   {t_localize:6.2f} s ({t_localize / t_ours:.2f}x one checksum pass; pass 1 "
+            f"{diff.seconds_pass1:.2f} s, pass 2 {diff.seconds_pass2:.2f} s), found "
+            f"{diff.changed_count} changed of {args.rows:,}, compared {diff.keys_compared:,} keys "
+            f"in {diff.differing_buckets} of {diff.buckets} buckets"
+        )
 
         sync_table(full, src, tgt)
         one_percent = args.rows // 100
@@ -128,13 +137,20 @@ def main() -> None:
             wal_full.append(wal_mb(mark))
         t_rec, t_full = statistics.median(times_rec), statistics.median(times_full)
         print(f"\n4. repair of 1% differing rows ({one_percent:,})")
-        print(f"   reconcile     {t_rec:6.2f} s, rows rewritten {rewritten:,}, "
-              f"target WAL {statistics.median(wal_rec):7.1f} MB  ("
-              + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()) + ")")
-        print(f"   full refresh  {t_full:6.2f} s, rows rewritten {args.rows:,}, "
-              f"target WAL {statistics.median(wal_full):7.1f} MB")
-        print(f"   ratio reconcile / full refresh: {t_rec / t_full:.2f} in time, "
-              f"{statistics.median(wal_rec) / statistics.median(wal_full):.3f} in WAL")
+        print(
+            f"   reconcile     {t_rec:6.2f} s, rows rewritten {rewritten:,}, "
+            f"target WAL {statistics.median(wal_rec):7.1f} MB  ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+            + ")"
+        )
+        print(
+            f"   full refresh  {t_full:6.2f} s, rows rewritten {args.rows:,}, "
+            f"target WAL {statistics.median(wal_full):7.1f} MB"
+        )
+        print(
+            f"   ratio reconcile / full refresh: {t_rec / t_full:.2f} in time, "
+            f"{statistics.median(wal_rec) / statistics.median(wal_full):.3f} in WAL"
+        )
     finally:
         source.stop()
         target.stop()
