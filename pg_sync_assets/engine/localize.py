@@ -148,14 +148,16 @@ def _bucket_sums(cur, inner: sql.Composed) -> dict[int, tuple[int, int]]:
     return {b: (n, int(total)) for b, n, total in cur.fetchall()}
 
 
-def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) -> Iterator[tuple]:
-    """(key text, row hash, key parts) in byte order of the key.
+def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) -> Iterator[list[str]]:
+    """[key text, row hash text, key parts...] in byte order of the key.
 
     A `COPY (sorted query) TO STDOUT` read through a bounded pipe (`copy.ChunkPipe`):
     memory stays bounded whatever the number of rows, and unlike a server-side cursor,
     which PostgreSQL never runs in parallel, the COPY's query can use parallel workers.
     The planner would not pick them here (it cannot estimate the bucket filter and
-    expects every row), so a cheaper tuple transfer is set for the transaction."""
+    expects every row), so a cheaper tuple transfer is set for the transaction. Fields
+    stay text (a hash's text is int8out's, one per value): parsing is most of the
+    Python side, and only the differing rows need their hash as a number."""
     filter_ = sql.SQL("")
     if buckets is not None:
         filter_ = sql.SQL("WHERE b = ANY({}::bigint[])").format(sql.Literal(buckets))
@@ -172,13 +174,14 @@ def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) ->
         while chunk := pipe.read():
             # Every chunk ends with a whole row; inside a field, COPY escapes tab and newline.
             text = chunk.decode(codec)
-            escaped = "\\" in text  # most chunks have no escape at all
-            for line in text.split("\n"):
-                if line:
-                    fields = line.split("\t")
-                    if escaped:
-                        fields = [_unescape(f) for f in fields]
-                    yield fields[0], int(fields[1]), fields[2:]
+            if "\\" in text:  # most chunks have no escape at all
+                for line in text.split("\n"):
+                    if line:
+                        yield [_unescape(f) for f in line.split("\t")]
+            else:
+                for line in text.split("\n"):
+                    if line:
+                        yield line.split("\t")
         worker.join()
         cur.execute("RESET parallel_tuple_cost")  # the rest of the transaction plans as before
     finally:
@@ -196,22 +199,24 @@ def _unescape(field: str) -> str:
     return _ESCAPED.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), field) if "\\" in field else field
 
 
-def _merge(diff: Difference, source: Iterator[tuple], target: Iterator[tuple]) -> None:
+def _merge(diff: Difference, source: Iterator[list[str]], target: Iterator[list[str]]) -> None:
     s, t = next(source, None), next(target, None)
+    compared = 0
     while s is not None or t is not None:
-        diff.keys_compared += 1
+        compared += 1
         if t is None or (s is not None and s[0] < t[0]):
-            diff.add("missing", s[0], s[2])
+            diff.add("missing", s[0], s[2:])
             s = next(source, None)
         elif s is None or t[0] < s[0]:
-            diff.add("extra", t[0], t[2])
-            diff.extra_sum += t[1]
+            diff.add("extra", t[0], t[2:])
+            diff.extra_sum += int(t[1])
             t = next(target, None)
         else:
             if s[1] != t[1]:
-                diff.add("changed", s[0], s[2])
-                diff.changed_target_sum += t[1]
+                diff.add("changed", s[0], s[2:])
+                diff.changed_target_sum += int(t[1])
             s, t = next(source, None), next(target, None)
+    diff.keys_compared += compared
 
 
 def bucket_sums(conn, spec, bucketing: Bucketing, columns: list[str], side: str, n: int) -> BucketSums:
@@ -243,10 +248,10 @@ def localize(
     both passes read one snapshot); the caller ends them. `target_spec` (default `spec`)
     decides the target side's scope: a full refresh compares the whole target table.
     With `give_up_above`, a share of differing buckets (of those holding rows on either
-    side) above it ends the work after pass 1 with `abandoned` set. A side whose bucket sums the caller gives is not read in
-    pass 1: the target's from a verified record of a target no one has written since,
-    the source's when the caller read them while it checked that record. Given sums
-    decide the bucket count.
+    side) above it ends the work after pass 1 with `abandoned` set. A side whose bucket
+    sums the caller gives is not read in pass 1: the target's from a verified record of
+    a target no one has written since, the source's when the caller read them while it
+    checked that record. Given sums decide the bucket count.
     """
     given = [b for b in (source_buckets, target_buckets) if b is not None]
     n = given[0].count if given else bucket_count(rows_hint)
