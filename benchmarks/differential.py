@@ -12,6 +12,8 @@ Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` w
                 per bucket; the second, as in a steady run of differential syncs,
                 has the target's bucket sums from the record the first left), with the
                 WAL each wrote on the target
+  newest keys   then 1% of the rows changed among the newest 2% of keys (as recent
+                orders change), differential: few key blocks differ
   unchanged     a sync of the unchanged table: differential twice (the first after the
                 changed run starts with the source's bucket pass, as the record holds
                 bucket sums; the second with the totals, the target's from its record),
@@ -129,6 +131,15 @@ def change_one_percent(url: str, rows: int, round_: int) -> None:
     )
 
 
+def change_newest(url: str, rows: int, round_: int) -> None:
+    """Update 1% of the rows, all among the newest 2% of keys (as recent orders change)."""
+    sql(
+        url,
+        "UPDATE bench SET title = title || %s WHERE id > %s AND mod(id + %s, 2) = 0",
+        (f" n{round_}", rows - rows // 50, round_),
+    )
+
+
 def change_most(url: str, round_: int) -> None:
     """Update 60% of the rows: more than half of the key buckets differ."""
     sql(url, "UPDATE bench SET title = title || %s WHERE mod(id + %s, 10) < 6", (f" m{round_}", round_))
@@ -196,6 +207,9 @@ def run(args, source, target, before: Path | None) -> None:
                 change_one_percent(source.url(), args.rows, round_)
                 timed(f"{mode.value}, 1% changed, {path}", replace(spec, differential=differential))
             round_ += 1
+            change_newest(source.url(), args.rows, round_)
+            timed(f"{mode.value}, 1% changed among the newest keys, differential", spec)
+            round_ += 1
             change_most(source.url(), round_)
             timed(f"{mode.value}, 60% changed, auto (falls back to the full copy)", spec)
             round_ += 1
@@ -218,9 +232,11 @@ def run(args, source, target, before: Path | None) -> None:
     for mode in ("merge", "full_refresh"):
         full = statistics.median(figures[f"{mode}, 1% changed, full copy"])
         old = f"{mode}, 1% changed, full copy by {args.before_commit}"
-        for after in ("a full copy", "a differential run", "that fallback"):
-            diff = statistics.median(figures[f"{mode}, 1% changed, differential, after {after}"])
-            line = f"  {mode}, 1% changed, after {after}: differential / full copy = {diff / full:.2f}"
+        afters = ("a full copy", "a differential run", "that fallback")
+        runs = [f"1% changed, differential, after {after}" for after in afters]
+        for run in [*runs, "1% changed among the newest keys, differential"]:
+            diff = statistics.median(figures[f"{mode}, {run}"])
+            line = f"  {mode}, {run}: differential / full copy = {diff / full:.2f}"
             if old in figures:
                 ratio = diff / statistics.median(figures[old])
                 line += f", / full copy by {args.before_commit} = {ratio:.2f}"
