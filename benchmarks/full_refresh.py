@@ -158,6 +158,14 @@ tables:
 """
 
 
+MATERIALIZE = ("dagster", "asset", "materialize", "-m", "pg_sync_assets.definitions", "--select", "bench")
+
+
+def materialize_bench() -> list[str]:
+    """`dagster asset materialize` of the bench table, by this interpreter."""
+    return [sys.executable, "-m", *MATERIALIZE]
+
+
 def run_cli(
     source_url: str, target_url: str, tmp: Path, differential: str | None, tree: Path = REPO
 ) -> float:
@@ -177,19 +185,8 @@ def run_cli(
         "PG_SYNC_TARGET_URL": target_url,
         "PYTHONPATH": str(tree),
     }
-    command = [
-        sys.executable,
-        "-m",
-        "dagster",
-        "asset",
-        "materialize",
-        "-m",
-        "pg_sync_assets.definitions",
-        "--select",
-        "bench",
-    ]
     started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tree)
+    done = subprocess.run(materialize_bench(), env=env, capture_output=True, text=True, cwd=tree)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"dagster asset materialize failed:\n{done.stderr[-3000:]}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.full_refresh import build_source, sql  # noqa: E402
+from benchmarks.full_refresh import build_source, materialize_bench, sql  # noqa: E402
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table  # noqa: E402
 from pg_sync_assets.engine.window import Window  # noqa: E402
 from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
@@ -88,17 +88,7 @@ def cli_runs(source_url: str, target_url: str) -> tuple[float, float]:
             "PG_SYNC_CONFIG": str(config),
             "DAGSTER_HOME": tmp,
         }
-        base = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "asset",
-            "materialize",
-            "-m",
-            "pg_sync_assets.definitions",
-            "--select",
-            "bench",
-        ]
+        base = materialize_bench()
 
         def run(*args: str) -> None:
             subprocess.run(
