@@ -27,7 +27,7 @@ from psycopg2 import sql
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .delta_verify import delta_checksum
 from .errors import ConfigError
-from .guard import LoadVerification, require_final_equal
+from .guard import LoadVerification, on_source_meanwhile, require_final_equal
 from .introspect import Column, table_exists
 from .localize import Difference, bucket_count, bucket_sums, bucketing, localize
 from .locks import lock_final_table
@@ -182,8 +182,9 @@ def _bucket_pass_first(spec, plan, scur, tcur, count: int, horizon) -> Differenc
     sums from the record when it is usable, else read live (pass 1 gives totals too)."""
     side, by = target_side(spec), bucketing(plan)
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        source = pool.submit(bucket_sums, scur.connection, spec, by, plan.column_names, "source", count)
+    with on_source_meanwhile(
+        scur, bucket_sums, scur.connection, spec, by, plan.column_names, "source", count
+    ) as source:
         recorded = recorded_checksum(tcur, side, plan.column_names)
         target = recorded_buckets(tcur, side, by) if recorded is not None else None
         source_buckets = source.result()

@@ -26,9 +26,9 @@ from .errors import SyncError
 from .introspect import Column
 from .merge import key_match
 from .spec import Mode, TableSpec
-from .sql import pin_text_settings, source_scope, where_clause
+from .sql import pin_text_settings, where_clause
 from .staging import STAGING_SCHEMA
-from .verify import ScopeChecksum, checksum_select, target_checksum
+from .verify import ScopeChecksum, checksum_select, source_checksum, target_checksum
 
 WHOLE_SCOPE = "target scope"  # check_final compared every target row in scope
 
@@ -68,10 +68,7 @@ def _blame_the_copy(scur, tcur, spec: TableSpec, staging: str, copied: list[str]
     """After the final rows differed from the snapshot (the caller is about to roll back):
     if the staged rows already differed from it, raise that instead, as the copy is to
     blame. Reads the source in the run's snapshot, still open."""
-    pin_text_settings(scur)
-    scur.execute(source_scope(spec, checksum_select(copied)))
-    rows, total = scur.fetchone()
-    source = ScopeChecksum(rows, Decimal(total))
+    source = source_checksum(scur, spec, copied)
     require_staged_equal(str(spec.target), source, staged_checksum(tcur, staging, copied))
 
 
