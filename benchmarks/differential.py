@@ -78,10 +78,19 @@ def reference_pass(url: str) -> float:
     return time.perf_counter() - started
 
 
+def checkpointed_lsn(target_url: str) -> str:
+    """Checkpoint the target (no run pays for the one before) and return its WAL position."""
+    sql(target_url, "CHECKPOINT")
+    return fetch(target_url, "SELECT pg_current_wal_lsn()")[0]
+
+
+def wal_since(target_url: str, lsn: str) -> int:
+    return int(fetch(target_url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))[0])
+
+
 def timed_sync(source_url: str, target_url: str, spec: TableSpec) -> tuple[float, int, str, dict]:
     """(seconds, bytes of WAL written on the target, method, stage seconds)."""
-    sql(target_url, "CHECKPOINT")
-    lsn = fetch(target_url, "SELECT pg_current_wal_lsn()")[0]
+    lsn = checkpointed_lsn(target_url)
     source = connect(source_url, readonly=True, role="source")
     target = connect(target_url, readonly=False, role="target")
     try:
@@ -91,12 +100,12 @@ def timed_sync(source_url: str, target_url: str, spec: TableSpec) -> tuple[float
     finally:
         source.close()
         target.close()
-    wal = fetch(target_url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))[0]
+    wal = wal_since(target_url, lsn)
     stages = dict(result.stage_seconds)
     if result.differential is not None:  # the comparison's own passes, inside `compare`
         stages["compare: buckets"] = result.differential.seconds_buckets
         stages["compare: keys"] = result.differential.seconds_keys
-    return seconds, int(wal), result.method, stages
+    return seconds, wal, result.method, stages
 
 
 # A sync of `bench` into `bench_before`, by the code on the path; its own seconds.
@@ -115,11 +124,9 @@ print(time.perf_counter() - started)
 
 def timed_before(tree: Path, source_url: str, target_url: str, mode: Mode) -> tuple[float, int]:
     """(seconds, bytes of target WAL) of the code in `tree` syncing bench into bench_before."""
-    sql(target_url, "CHECKPOINT")
-    lsn = fetch(target_url, "SELECT pg_current_wal_lsn()")[0]
+    lsn = checkpointed_lsn(target_url)
     seconds = float(run_python(tree, SYNC_BEFORE, dict(os.environ), source_url, target_url, mode.value))
-    wal = fetch(target_url, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn,))[0]
-    return seconds, int(wal)
+    return seconds, wal_since(target_url, lsn)
 
 
 def change_one_percent(url: str, rows: int, round_: int) -> None:
