@@ -31,7 +31,7 @@ from .guard import LoadVerification, on_source_meanwhile, require_final_equal
 from .introspect import Column, table_exists
 from .localize import Difference, bucket_count, bucket_sums, bucketing, localize
 from .locks import lock_final_table
-from .merge import MergeCounts, delete_keys, merge_from_staging
+from .merge import DIFFERENTIAL, MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
 from .record import (
     BucketSums,
@@ -47,7 +47,7 @@ from .run import require_read_only_source
 from .spec import Mode, TableSpec
 from .sql import key_in, pin_text_settings
 from .staging import STAGING_SCHEMA
-from .target import read_target_shape, require_writable_target
+from .target import TargetShape, read_target_shape, require_writable_target
 from .verify import ScopeChecksum, source_checksum, target_checksum
 
 AUTO, ALWAYS, NEVER = "auto", "always", "never"
@@ -126,7 +126,7 @@ def compared_sums(spec: TableSpec, plan: TablePlan, diff: Difference) -> SourceS
     """`full_copy_sums` from a comparison that gave up in the same snapshot (its pass 1
     summed the same scope): no second pass over the source."""
     buckets = diff.source_buckets if records_buckets(spec, plan) else None
-    return ScopeChecksum(diff.source_rows, Decimal(diff.source_sum)), buckets
+    return expected_sums(diff), buckets
 
 
 def target_side(spec: TableSpec) -> TableSpec:
@@ -268,18 +268,10 @@ def copy_differing_rows(
     return rows, bytes_
 
 
-def apply_differing_rows(
-    tcur,
-    spec: TableSpec,
-    plan: TablePlan,
-    copied: list[Column],
-    staging: str,
-    diff: Difference,
-    rows: int,
-    delete_extra: bool,
-    work_mem: str,
-) -> MergeCounts:
-    """In the open final transaction: upsert the staged rows, delete the extra keys."""
+def upsert_differing_rows(
+    tcur, spec: TableSpec, plan: TablePlan, copied: list[Column], staging: str, rows: int, work_mem: str
+) -> tuple[MergeCounts, TargetShape]:
+    """In the open final transaction: upsert the staged rows; (counts, the table's shape)."""
     tcur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
     pin_text_settings(tcur)  # key texts must render as localize saw them
     shape = read_target_shape(tcur, spec.target)
@@ -294,11 +286,31 @@ def apply_differing_rows(
         if rows
         else MergeCounts(0, 0, 0)
     )
-    deleted = 0
+    return replace(counts, method=DIFFERENTIAL), shape
+
+
+def delete_extra_keys(tcur, spec: TableSpec, plan: TablePlan, diff: Difference, shape: TargetShape) -> int:
+    """In the open final transaction, after the upsert: delete the keys only the target has."""
+    extra = diff.key_columns_text(diff.extra, len(plan.key))
+    return delete_keys(tcur, spec.target, plan.key_columns(), extra, shape)
+
+
+def apply_differing_rows(
+    tcur,
+    spec: TableSpec,
+    plan: TablePlan,
+    copied: list[Column],
+    staging: str,
+    diff: Difference,
+    rows: int,
+    delete_extra: bool,
+    work_mem: str,
+) -> MergeCounts:
+    """In the open final transaction: upsert the staged rows, delete the extra keys."""
+    counts, shape = upsert_differing_rows(tcur, spec, plan, copied, staging, rows, work_mem)
     if delete_extra:
-        extra = diff.key_columns_text(diff.extra, len(plan.key))
-        deleted = delete_keys(tcur, spec.target, plan.key_columns(), extra, shape)
-    return MergeCounts(counts.inserted, counts.updated, deleted)
+        counts = replace(counts, deleted=delete_extra_keys(tcur, spec, plan, diff, shape))
+    return counts
 
 
 def deletes_extra_rows(spec: TableSpec) -> bool:
@@ -338,12 +350,47 @@ def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum
     return LoadVerification(expected, final, scope, only_in_target)
 
 
+def log_outcome(log, spec: TableSpec, diff: Difference) -> None:
+    if diff.abandoned:
+        log.info(
+            "`%s`: %d of %d key buckets differ; copying the whole scope",
+            spec.target,
+            diff.differing_buckets,
+            diff.buckets,
+        )
+        return
+    log.info(
+        "`%s`: %d of %d key buckets differ: %d rows missing, %d changed, %d only in the target",
+        spec.target,
+        diff.differing_buckets,
+        diff.buckets,
+        diff.missing_count,
+        diff.changed_count,
+        diff.extra_count,
+    )
+
+
+def expected_sums(diff: Difference) -> ScopeChecksum:
+    """The source scope's count and checksum in the run's snapshot (pass 1 or the totals)."""
+    return ScopeChecksum(diff.source_rows, Decimal(diff.source_sum))
+
+
+def final_table_rows(tcur, spec: TableSpec, verification: LoadVerification | None) -> int:
+    """The final table's row count, in the final transaction."""
+    if verification is not None and target_side(spec).where is None:
+        # the final verification counted the whole table, in this transaction
+        return verification.final.rows + verification.rows_only_in_target
+    tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+    return tcur.fetchone()[0]
+
+
 def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, timer, work_mem: str) -> dict:
     """Copy, apply and verify what `diff` found; commit. The caller ends the transactions."""
-    expected = ScopeChecksum(diff.source_rows, Decimal(diff.source_sum))
     if diff.differing_buckets == 0:
-        return _unchanged(spec, plan, diff, expected, scur, tcur)
-    target_conn = tcur.connection
+        verification, target_rows = unchanged(spec, plan, diff, tcur)
+        require_read_only_source(scur, str(spec.target))
+        tcur.connection.commit()  # the record, if any
+        return _result(spec, 0, 0, MergeCounts(0, 0, 0), target_rows, verification, diff)
     with timer.stage("copy"):
         rows, bytes_ = copy_differing_rows(spec, plan, copied, staging, diff, scur, tcur)
     with timer.stage("merge"):
@@ -353,16 +400,11 @@ def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, 
     verification = None
     if spec.verify:
         with timer.stage("verify_final"):
-            verification = verify_final(tcur, spec, plan, expected, diff)
+            verification = verify_final(tcur, spec, plan, expected_sums(diff), diff)
     with timer.stage("commit"):
-        if verification is not None and target_side(spec).where is None:
-            # the final verification counted the whole table, in this transaction
-            target_rows = verification.final.rows + verification.rows_only_in_target
-        else:
-            tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
-            target_rows = tcur.fetchone()[0]
+        target_rows = final_table_rows(tcur, spec, verification)
         require_read_only_source(scur, str(spec.target))
-        target_conn.commit()
+        tcur.connection.commit()
     return _result(spec, rows, bytes_, counts, target_rows, verification, diff)
 
 
@@ -383,17 +425,14 @@ def _result(spec, rows: int, bytes_: int, counts: MergeCounts, target_rows: int,
     )
 
 
-def _unchanged(
-    spec: TableSpec, plan: TablePlan, diff: Difference, expected: ScopeChecksum, scur, tcur
-) -> dict:
-    """Every bucket is equal: the comparison was the verification, and no row is written.
-    A target hashed live is recorded, so the next run need not hash it again."""
+def unchanged(spec: TableSpec, plan: TablePlan, diff: Difference, tcur) -> tuple[LoadVerification, int]:
+    """Every bucket is equal: the comparison was the verification, and no row is written;
+    (that verification, the table's row count). A target hashed live is recorded, so the
+    next run need not hash it again; the caller commits."""
     target_rows = diff.target_rows
     if target_side(spec).where:  # pass 1 counted the scope; the table may hold more
         tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
         target_rows = tcur.fetchone()[0]
-        tcur.connection.rollback()
-    require_read_only_source(scur, str(spec.target))
     final = ScopeChecksum(diff.target_rows, Decimal(diff.target_sum))
     scope = "whole target table" if spec.mode is Mode.FULL_REFRESH else "target scope"
     if diff.target_recorded_at is not None:
@@ -403,11 +442,8 @@ def _unchanged(
         )
         if diff.target_buckets_recorded:  # nothing changed: the next run starts with totals
             forget_buckets(tcur, target_side(spec))
-            tcur.connection.commit()
     else:
         basis = f"{scope}, compared before any write (all equal)"
         if diff.target_horizon is not None:
             write_record(tcur, target_side(spec), plan.column_names, diff.target_horizon, final)
-            tcur.connection.commit()
-    verification = LoadVerification(expected, final, basis)
-    return _result(spec, 0, 0, MergeCounts(0, 0, 0), target_rows, verification, diff)
+    return LoadVerification(expected_sums(diff), final, basis), target_rows

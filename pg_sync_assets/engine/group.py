@@ -2,17 +2,20 @@
 transaction, so related tables (orders and their items, a parent and its children)
 never disagree in the target, and a failure leaves every one of them as it was.
 
-1. One REPEATABLE READ snapshot on the source for every member: plan, copy, checksums.
+1. One REPEATABLE READ snapshot on the source for every member: plan, compare, copy,
+   checksums.
 2. Each member's table lock and staging table (locks taken in name order, so two groups
-   sharing tables cannot deadlock); each member copied into its staging table.
+   sharing tables cannot deadlock); each member compared with its target as a table
+   synced alone is (`differential.py`: bucket sums, then the differing keys), and
+   copied into its staging table: only its differing rows when few differ, else all.
 3. One final transaction: the members' writes in foreign-key order of the target tables,
    parents first for inserts and updates, children first for deletes (a child row never
    lands before its parent, and a parent row is deleted only after the children that
-   left the source), while the source server sums each member's snapshot; then each
-   final table verified against its sums (`guard.py`); one commit.
+   left the source), while the source server sums the snapshot of each member that was
+   copied whole; then each final table verified against its sums (`guard.py`, or from
+   its changes for a differential member); one commit.
 
-Members always take the full copy (no differential comparison) and must share their
-source and target connections (one snapshot, one transaction).
+Members must share their source and target connections (one snapshot, one transaction).
 """
 
 from __future__ import annotations
@@ -25,10 +28,29 @@ from dataclasses import dataclass
 from psycopg2 import sql
 
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
+from .differential import (
+    SourceSums,
+    compare,
+    compared_sums,
+    copy_differing_rows,
+    delete_extra_keys,
+    deletes_extra_rows,
+    eligible,
+    expected_sums,
+    final_table_rows,
+    full_copy_sums,
+    log_outcome,
+    stats,
+    unchanged,
+    upsert_differing_rows,
+    verify_final,
+)
 from .evolve import SchemaChange
-from .guard import check_full_copy, on_source_meanwhile
+from .guard import on_source_meanwhile
 from .introspect import Column
+from .localize import Difference
 from .merge import (
+    DIFFERENTIAL,
     MergeCounts,
     delete_missing,
     delete_rows,
@@ -41,9 +63,8 @@ from .run import end_run_transactions, open_snapshot, plan_copy, require_read_on
 from .spec import Mode, TableSpec
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
-from .sync import SyncOptions, SyncResult, open_final_table
+from .sync import SyncOptions, SyncResult, open_final_table, verify_full_copy
 from .target import TargetShape
-from .verify import ScopeChecksum, source_checksum
 
 _log = logging.getLogger("pg_sync_assets")
 
@@ -70,6 +91,12 @@ class _Member:
     shape: TargetShape | None = None
     created: bool = False
     counts: MergeCounts | None = None
+    diff: Difference | None = None  # the comparison before the copy, if one ran
+
+    @property
+    def differential(self) -> bool:
+        """Only the rows that differ are copied and written."""
+        return self.diff is not None and not self.diff.abandoned
 
 
 def parents_first(
@@ -109,9 +136,11 @@ def sync_group(
         try:
             with source_conn.cursor() as scur, target_conn.cursor() as tcur:
                 for member in members:
+                    _compare(member, scur, tcur, log)
+                for member in members:
                     _copy(member, scur, tcur)
                 # The source's checksums, on its server, while the target writes.
-                with on_source_meanwhile(scur, _source_checksums, members, scur) as source_sums:
+                with on_source_meanwhile(scur, _source_sums, members, scur) as source_sums:
                     order = _write_order(members, tcur)
                     _apply_all(order, tcur, options.merge_work_mem)
                     results = _verify_all(members, scur, tcur, source_sums)
@@ -134,10 +163,29 @@ def _prepare(specs: list[TableSpec], source_conn, target_conn) -> list[_Member]:
     return members
 
 
+def _compare(member: _Member, scur, tcur, log) -> None:
+    """Compare a member with its target in the group's snapshot, as `sync_table` does."""
+    spec, plan = member.spec, member.plan
+    if not eligible(spec, plan, None) or member.changes:  # a changed shape: copy it all
+        return
+    with member.timer.stage("compare"):
+        tcur.connection.autocommit = False
+        member.diff = compare(spec, plan, scur, tcur)
+    if member.diff is not None:
+        log_outcome(log, spec, member.diff)
+
+
 def _copy(member: _Member, scur, tcur) -> None:
     spec, target_conn = member.spec, tcur.connection
+    if member.differential and not member.diff.differing_buckets:
+        return  # nothing differs: nothing to copy
     with member.timer.stage("copy"):
         target_conn.autocommit = False
+        if member.differential:
+            member.rows, member.bytes = copy_differing_rows(
+                spec, member.plan, member.copied, member.staging, member.diff, scur, tcur
+            )
+            return
         tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, member.staging)))
         done = stream_copy(
             scur,
@@ -149,10 +197,19 @@ def _copy(member: _Member, scur, tcur) -> None:
         member.rows, member.bytes = done.rows, done.bytes
 
 
-def _source_checksums(members: list[_Member], scur) -> list[ScopeChecksum | None]:
-    """The source scope's checksum of every verified member, in the group's snapshot;
-    None for a member with `verify: false`."""
-    return [source_checksum(scur, m.spec, m.plan.column_names) if m.spec.verify else None for m in members]
+def _source_sums(members: list[_Member], scur) -> list[SourceSums | None]:
+    """What each verified member copied whole is checked against, in the group's snapshot
+    (None for a differential member, whose comparison summed the source, and for a member
+    with `verify: false`)."""
+    sums: list[SourceSums | None] = []
+    for m in members:
+        if not m.spec.verify or m.differential:
+            sums.append(None)
+        elif m.diff is not None:  # a comparison that gave up summed the same scope
+            sums.append(compared_sums(m.spec, m.plan, m.diff))
+        else:
+            sums.append(full_copy_sums(scur, m.spec, m.plan, m.rows))
+    return sums
 
 
 def _write_order(members: list[_Member], tcur) -> list[_Member]:
@@ -175,6 +232,14 @@ def _apply_all(order: list[_Member], tcur, work_mem: str) -> None:
 
 def _upsert(member: _Member, cur, work_mem: str) -> None:
     spec, plan = member.spec, member.plan
+    if member.differential:
+        if member.diff.differing_buckets:
+            member.counts, member.shape = upsert_differing_rows(
+                cur, spec, plan, member.copied, member.staging, member.rows, work_mem
+            )
+        else:
+            member.counts = MergeCounts(0, 0, 0, DIFFERENTIAL)
+        return
     shape, member.created = open_final_table(cur, spec, plan, member.changes, work_mem)
     member.shape = shape
     key = plan.key_columns()
@@ -192,7 +257,10 @@ def _upsert(member: _Member, cur, work_mem: str) -> None:
 def _delete(member: _Member, cur) -> None:
     spec, counts, key = member.spec, member.counts, member.plan.key_columns()
     deleted = None
-    if spec.mode is Mode.FULL_REFRESH and member.shape.referenced_by:
+    if member.differential:
+        if member.diff.differing_buckets and deletes_extra_rows(spec):
+            deleted = delete_extra_keys(cur, spec, member.plan, member.diff, member.shape)
+    elif spec.mode is Mode.FULL_REFRESH and member.shape.referenced_by:
         deleted = delete_rows(cur, spec.target, not_staged(member.staging, key), member.shape)
     elif spec.mode is not Mode.FULL_REFRESH and spec.delete_missing:
         deleted = delete_missing(cur, spec, member.staging, key, member.shape)
@@ -203,35 +271,53 @@ def _delete(member: _Member, cur) -> None:
 def _verify_all(members: list[_Member], scur, tcur, source_sums: Future) -> list[SyncResult]:
     results = []
     for i, member in enumerate(members):
-        spec, plan = member.spec, member.plan
-        verification = None
-        if spec.verify:
-            with member.timer.stage("verify_source"):  # what the writes did not cover
-                expected = source_sums.result()[i]
-            with member.timer.stage("verify_final"):
-                copied = [c.name for c in member.copied]
-                verification = check_full_copy(
-                    scur, tcur, spec, plan.column_names, member.staging, plan.key_columns(), copied, expected
-                )
-        tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+        if member.differential:
+            verification, target_rows = _verify_differential(member, tcur)
+        else:
+            verification, target_rows = _verify_full_copy(member, scur, tcur, source_sums, i)
         counts = member.counts
         results.append(
             SyncResult(
-                table=str(spec.target),
-                mode=spec.mode,
+                table=str(member.spec.target),
+                mode=member.spec.mode,
                 rows_copied=member.rows,
                 bytes_copied=member.bytes,
                 inserted=counts.inserted,
                 updated=counts.updated,
                 deleted=counts.deleted,
-                target_rows=tcur.fetchone()[0],
+                target_rows=target_rows,
                 created_target=member.created,
-                plan=plan,
+                plan=member.plan,
                 verification=verification,
                 stage_seconds=dict(member.timer.seconds),
                 removed_orphans=member.orphans,
                 method=counts.method,
                 schema_changes=tuple(c.description for c in member.changes),
+                differential=stats(member.diff) if member.diff is not None else None,
             )
         )
     return results
+
+
+def _verify_differential(member: _Member, tcur):
+    spec, plan, diff = member.spec, member.plan, member.diff
+    if not diff.differing_buckets:  # the comparison was the verification
+        return unchanged(spec, plan, diff, tcur)
+    verification = None
+    if spec.verify:
+        with member.timer.stage("verify_final"):
+            verification = verify_final(tcur, spec, plan, expected_sums(diff), diff)
+    return verification, final_table_rows(tcur, spec, verification)
+
+
+def _verify_full_copy(member: _Member, scur, tcur, source_sums: Future, i: int):
+    spec, plan = member.spec, member.plan
+    verification = None
+    if spec.verify:
+        with member.timer.stage("verify_source"):  # what the writes did not cover
+            expected, buckets = source_sums.result()[i]
+        with member.timer.stage("verify_final"):
+            copied = [c.name for c in member.copied]
+            verification = verify_full_copy(spec, plan, member.staging, copied, expected, buckets, scur, tcur)
+    tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
+    return verification, tcur.fetchone()[0]

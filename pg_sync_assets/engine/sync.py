@@ -26,6 +26,7 @@ from .differential import (
     compared_sums,
     eligible,
     full_copy_sums,
+    log_outcome,
     run_differential,
     stats,
 )
@@ -207,23 +208,9 @@ def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
     # The fallbacks keep the source's snapshot open: the full copy reads the same one.
     if diff is None:
         return None, None
+    log_outcome(log, spec, diff)
     if diff.abandoned:
-        log.info(
-            "`%s`: %d of %d key buckets differ; copying the whole scope",
-            spec.target,
-            diff.differing_buckets,
-            diff.buckets,
-        )
         return None, diff
-    log.info(
-        "`%s`: %d of %d key buckets differ: %d rows missing, %d changed, %d only in the target",
-        spec.target,
-        diff.differing_buckets,
-        diff.buckets,
-        diff.missing_count,
-        diff.changed_count,
-        diff.extra_count,
-    )
     try:
         result = run_differential(
             spec, plan, copied, staging, diff, scur, tcur, timer, options.merge_work_mem
@@ -250,7 +237,7 @@ def _null_cursor_rows(spec: TableSpec, scur) -> int:
     return scur.fetchone()[0]
 
 
-def _verify_full_copy(spec, plan, staging, copied_names, expected, buckets, scur, tcur) -> LoadVerification:
+def verify_full_copy(spec, plan, staging, copied_names, expected, buckets, scur, tcur) -> LoadVerification:
     """In the final transaction: the final table against the snapshot's sums, recorded
     (with the bucket sums, when known) if the whole table was compared."""
     horizon = take_horizon(tcur) if recordable(spec) else None
@@ -316,7 +303,7 @@ def _copy_and_apply(
                         compared_sums(spec, plan, compared) if compared is not None else source_sums.result()
                     )
                 with timer.stage("verify_final"):
-                    verification = _verify_full_copy(
+                    verification = verify_full_copy(
                         spec, plan, staging, copied_names, expected, buckets, scur, tcur
                     )
         with timer.stage("commit"):

@@ -13,6 +13,7 @@ from pg_sync_assets import build_defs
 from pg_sync_assets.config import parse_config
 from pg_sync_assets.engine import ConfigError, Mode, SyncError, TableRef, TableSpec, VerificationError
 from pg_sync_assets.engine.group import parents_first, sync_group
+from pg_sync_assets.engine.merge import DIFFERENTIAL
 from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text, writing_meanwhile
 
 SHOP_DDL = """
@@ -126,6 +127,101 @@ def test_a_writer_on_the_source_during_the_run_causes_no_violation_and_no_differ
     # and a last run on the quiet source leaves all three equal
     _group(dbs, _specs())
     assert all(compare(dbs, s).checksums_match for s in _specs())
+
+
+BIG_SHOP = SHOP_DDL + """
+INSERT INTO shop.customers SELECT i, '고객 ' || i FROM generate_series(1, 200) AS i;
+INSERT INTO shop.orders SELECT i, 1 + i % 200, i * 1.5 FROM generate_series(1, 2000) AS i;
+INSERT INTO shop.items SELECT o, l, 'sku-' || o || '-' || l FROM generate_series(1, 2000) AS o, generate_series(1, 3) AS l;
+"""
+
+# Customer 5 leaves with its 10 orders and their 30 items (the target's keys RESTRICT:
+# the deletes must go children first); a new customer arrives with an order and an item
+# (the inserts must go parents first); one order and one item change.
+SMALL_CHANGE = """
+INSERT INTO shop.customers VALUES (201, '새 고객');
+INSERT INTO shop.orders VALUES (2001, 201, 9.99);
+INSERT INTO shop.items VALUES (2001, 1, 'new');
+DELETE FROM shop.customers WHERE id = 5;
+UPDATE shop.orders SET total = 0 WHERE id = 7;
+UPDATE shop.items SET sku = '바뀐 sku' WHERE order_id = 8 AND line = 2;
+"""
+
+
+def _counts(r):
+    return r.rows_copied, r.inserted, r.updated, r.deleted
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.MERGE])
+def test_a_group_copies_and_writes_only_the_rows_that_differ_in_each_table(dbs, mode):
+    dbs.src(BIG_SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    first = _group(dbs, _specs(mode))
+    assert [r.method for r in first] != [DIFFERENTIAL] * 3 and [r.differential for r in first] == [None] * 3
+    dbs.src(SMALL_CHANGE)
+
+    results = _group(dbs, _specs(mode))
+
+    assert _rows(dbs.target) == _rows(dbs.source)
+    assert [r.method for r in results] == [DIFFERENTIAL] * 3
+    assert not any(r.differential.fell_back for r in results)
+    # items, orders, customers: only the new and changed rows copied, the gone ones deleted
+    assert [_counts(r) for r in results] == [(2, 1, 1, 30), (2, 1, 1, 10), (1, 1, 0, 1)]
+    assert all(r.verification.final == r.verification.source for r in results)
+    assert [r.target_rows for r in results] == [5971, 1991, 200]
+    # one transaction wrote the three tables, and in them only the new and changed rows
+    written = "SELECT count(*) FROM shop.{} WHERE xmin = (SELECT xmin FROM shop.customers WHERE id = 201)"
+    assert [dbs.tgt(written.format(n))[0][0] for n in NAMES] == [1, 2, 2]
+
+
+def test_a_group_mixes_unchanged_differential_and_fallen_back_members(dbs):
+    dbs.src(BIG_SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    _group(dbs, _specs())
+    dbs.src("UPDATE shop.customers SET name = name || '!'; UPDATE shop.orders SET total = 1 WHERE id = 3")
+
+    items, orders, customers = _group(dbs, _specs())
+
+    assert _rows(dbs.target) == _rows(dbs.source)
+    assert items.method == DIFFERENTIAL and _counts(items) == (0, 0, 0, 0)
+    assert items.differential.buckets_differing == 0
+    # the record the group's full copy wrote spared the target's checksum pass
+    assert items.differential.target_recorded_at is not None
+    assert orders.method == DIFFERENTIAL and _counts(orders) == (1, 0, 1, 0)
+    assert customers.differential.fell_back and customers.method != DIFFERENTIAL
+    assert customers.rows_copied == 200
+    assert all(r.verification.final == r.verification.source for r in (items, orders, customers))
+
+
+def test_a_member_can_be_kept_on_the_full_copy(dbs):
+    dbs.src(BIG_SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    specs = [replace(s, differential="never") if s.name == "orders" else s for s in _specs()]
+    _group(dbs, specs)
+    dbs.src(SMALL_CHANGE)
+
+    items, orders, customers = _group(dbs, specs)
+
+    assert _rows(dbs.target) == _rows(dbs.source)
+    assert orders.differential is None and orders.rows_copied == 1991
+    assert items.method == customers.method == DIFFERENTIAL
+
+
+def test_a_trigger_that_alters_a_differential_members_rows_rolls_back_the_whole_group(dbs):
+    dbs.src(BIG_SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    _group(dbs, _specs())
+    before = _rows(dbs.target)
+    dbs.src(SMALL_CHANGE)
+    dbs.tgt("CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "BEGIN NEW.sku := NEW.sku || '!'; RETURN NEW; END $$; "
+            "CREATE TRIGGER corrupt BEFORE INSERT OR UPDATE ON shop.items FOR EACH ROW EXECUTE FUNCTION corrupt()")
+
+    with pytest.raises(VerificationError, match="`shop.items`") as caught:
+        _group(dbs, _specs())
+
+    assert "final table rows differ" in str(caught.value)
+    assert _rows(dbs.target) == before
 
 
 def test_foreign_keys_order_the_writes_and_a_cycle_keeps_the_given_order():
