@@ -5,7 +5,8 @@
 Starts two throwaway servers, builds the source table (same shape as full_refresh.py),
 copies it, then measures in the same run:
   1. checksum of the whole table on the source: pg_sync_assets' checksum (explicit column
-     list, pinned settings) against count(*) and one plain sum(hashtextextended(t::text, 0));
+     list, pinned settings) against count(*), one plain sum(hashtextextended(t::text, 0)),
+     and the same checksum with every column hashed as its text;
   2. full refresh with verify-before-commit against the same without it;
   3. localization of 10 differing rows (changed in the target);
   4. reconcile of 1% differing rows against a full refresh that repairs the same.
@@ -24,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.full_refresh import build_source, sql  # noqa: E402
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, reconcile_table, sync_table  # noqa: E402
 from pg_sync_assets.engine.localize import localize_table  # noqa: E402
-from pg_sync_assets.engine.verify import source_checksum  # noqa: E402
+from pg_sync_assets.engine.plan import plan_table  # noqa: E402
+from pg_sync_assets.engine.verify import as_text, source_checksum  # noqa: E402
 from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 BENCH = TableRef("public", "bench")
-COLUMNS = ["id", "updated_at", "title", "amount", "attrs", "active", "scores"]
 
 
 def timed(fn, repeat: int) -> tuple[float, object]:
@@ -71,7 +72,9 @@ def main() -> None:
 
         t_count, _ = timed(query("SELECT count(*) FROM bench"), args.repeat)
         t_plain, _ = timed(query("SELECT sum(hashtextextended(t::text, 0)) FROM bench AS t"), args.repeat)
-        t_ours, _ = timed(lambda: source_checksum(cur, full, COLUMNS), args.repeat)
+        columns = plan_table(cur, full).columns
+        t_ours, _ = timed(lambda: source_checksum(cur, full, columns), args.repeat)
+        t_text, _ = timed(lambda: source_checksum(cur, full, as_text(columns)), args.repeat)
         src.rollback()
         print("1. whole-table checksum on the source")
         print(f"   count(*)                                  {t_count:6.2f} s")
@@ -80,6 +83,7 @@ def main() -> None:
             f"   pg_sync_assets checksum                   {t_ours:6.2f} s  "
             f"({t_ours / t_plain:.2f}x the plain hash pass, {t_ours / t_count:.0f}x count(*))"
         )
+        print(f"   the same, every column hashed as text     {t_text:6.2f} s  ({t_text / t_plain:.2f}x)")
 
         t_verified, r_verified = timed(lambda: sync_table(full, src, tgt), args.repeat)
         t_unverified, _ = timed(

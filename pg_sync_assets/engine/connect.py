@@ -16,6 +16,8 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from .errors import PgSyncError
 
 DEFAULT_APPLICATION_NAME = "pg_sync_assets"
+# The row checksum's hash_record_extended (verify.py), and pg_current_xact_id, are 14+.
+MIN_SERVER_VERSION = 140000
 
 
 class ConnectionFailed(PgSyncError):
@@ -101,6 +103,13 @@ def connect(
             )
         )
     else:
+        if conn.server_version < MIN_SERVER_VERSION:
+            conn.close()
+            raise ConnectionFailed(
+                f"the {role} database {describe_dsn(dsn)} runs PostgreSQL {conn.server_version // 10000}; "
+                f"pg_sync_assets needs {MIN_SERVER_VERSION // 10000} or later (its row checksum uses "
+                "hash_record_extended); upgrade the server"
+            )
         if readonly:
             conn.set_session(readonly=True)
         return conn

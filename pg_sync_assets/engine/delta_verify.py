@@ -76,7 +76,7 @@ def delta_checksum(cur, spec, plan: TablePlan, diff: Difference, deleted_extra: 
             "SELECT count(*), COALESCE(sum({}), 0), count(*) FILTER (WHERE {}) FROM {} WHERE {}"
         )
         keys = _keys(plan, diff, written)
-        cur.execute(read_back.format(row_hash(plan.column_names), mine_only, spec.target.ident, keys))
+        cur.execute(read_back.format(row_hash(plan.columns), mine_only, spec.target.ident, keys))
         back_rows, back_sum, back_mine = cur.fetchone()
     if back_rows != len(written) or back_mine != mine:
         return None

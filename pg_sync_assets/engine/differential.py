@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from decimal import Decimal
@@ -117,9 +118,9 @@ def full_copy_sums(scur, spec: TableSpec, plan: TablePlan, rows: int) -> SourceS
     that run the target's bucket pass and the totals."""
     if records_buckets(spec, plan):
         n = bucket_count(rows)
-        buckets = bucket_sums(scur.connection, spec, bucketing(plan), plan.column_names, "source", n)
+        buckets = bucket_sums(scur.connection, spec, bucketing(plan), plan.columns, "source", n)
         return buckets.total, buckets
-    return source_checksum(scur, spec, plan.column_names), None
+    return source_checksum(scur, spec, plan.columns), None
 
 
 def compared_sums(spec: TableSpec, plan: TablePlan, diff: Difference) -> SourceSums:
@@ -183,9 +184,9 @@ def _bucket_pass_first(spec, plan, scur, tcur, count: int, horizon) -> Differenc
     side, by = target_side(spec), bucketing(plan)
     started = time.monotonic()
     with on_source_meanwhile(
-        scur, bucket_sums, scur.connection, spec, by, plan.column_names, "source", count
+        scur, bucket_sums, scur.connection, spec, by, plan.columns, "source", count
     ) as source:
-        recorded = recorded_checksum(tcur, side, plan.column_names)
+        recorded = recorded_checksum(tcur, side, plan.columns)
         target = recorded_buckets(tcur, side, by) if recorded is not None else None
         source_buckets = source.result()
     waited = time.monotonic() - started
@@ -201,7 +202,7 @@ def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at, 
         scur.connection,
         tcur.connection,
         bucketing(plan),
-        plan.column_names,
+        plan.columns,
         rows,
         limit=sys.maxsize,
         target_spec=target_side(spec),
@@ -218,12 +219,12 @@ def _totals(spec: TableSpec, plan: TablePlan, scur, tcur):
     of the target's side, on both servers at once (psycopg2 releases the GIL while it
     waits)."""
     with ThreadPoolExecutor(max_workers=1) as pool:
-        target = pool.submit(_target_totals, tcur, target_side(spec), plan.column_names)
-        source = source_checksum(scur, spec, plan.column_names)
+        target = pool.submit(_target_totals, tcur, target_side(spec), plan.columns)
+        source = source_checksum(scur, spec, plan.columns)
         return source, target.result()
 
 
-def _target_totals(tcur, side: TableSpec, columns: list[str]) -> tuple[ScopeChecksum, str | None]:
+def _target_totals(tcur, side: TableSpec, columns: Sequence[Column]) -> tuple[ScopeChecksum, str | None]:
     """The target's recorded totals and when they were verified, if it provably holds
     the verified rows still (one scan of row versions, no hashing); else hashed live."""
     recorded = recorded_checksum(tcur, side, columns)
@@ -331,7 +332,7 @@ def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum
         horizon = diff.target_horizon
     else:
         horizon = take_horizon(tcur) if recordable(side) else None
-        final = target_checksum(tcur, side, plan.column_names)
+        final = target_checksum(tcur, side, plan.columns)
     whole_table = final
     only_in_target = 0
     if not deletes_extra_rows(spec) and diff.extra_count:
@@ -346,7 +347,7 @@ def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum
         # source's bucket sums are its own, for the next run's pass 1.
         exact = deletes_extra_rows(spec) or not diff.extra_count
         buckets = diff.source_buckets if exact else None
-        write_record(tcur, side, plan.column_names, horizon, whole_table, buckets)
+        write_record(tcur, side, plan.columns, horizon, whole_table, buckets)
     return LoadVerification(expected, final, scope, only_in_target)
 
 
@@ -445,5 +446,5 @@ def unchanged(spec: TableSpec, plan: TablePlan, diff: Difference, tcur) -> tuple
     else:
         basis = f"{scope}, compared before any write (all equal)"
         if diff.target_horizon is not None:
-            write_record(tcur, target_side(spec), plan.column_names, diff.target_horizon, final)
+            write_record(tcur, target_side(spec), plan.columns, diff.target_horizon, final)
     return LoadVerification(expected_sums(diff), final, basis), target_rows

@@ -14,7 +14,7 @@ the others are counted and reported.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,10 +49,10 @@ def check_full_copy(
     scur,
     tcur,
     spec: TableSpec,
-    columns: list[str],
+    columns: Sequence[Column],
     staging: str,
     key: list[Column],
-    copied: list[str],
+    copied: Sequence[Column],
     expected: ScopeChecksum,
 ) -> LoadVerification:
     """`check_final` after a full copy of the `copied` columns into `staging`: a mismatch
@@ -64,7 +64,7 @@ def check_full_copy(
         raise
 
 
-def _blame_the_copy(scur, tcur, spec: TableSpec, staging: str, copied: list[str]) -> None:
+def _blame_the_copy(scur, tcur, spec: TableSpec, staging: str, copied: Sequence[Column]) -> None:
     """After the final rows differed from the snapshot (the caller is about to roll back):
     if the staged rows already differed from it, raise that instead, as the copy is to
     blame. Reads the source in the run's snapshot, still open."""
@@ -80,7 +80,7 @@ def _differ(what: str, source: ScopeChecksum, other: ScopeChecksum, outcome: str
     )
 
 
-def staged_checksum(cur, staging: str, copied: list[str]) -> ScopeChecksum:
+def staged_checksum(cur, staging: str, copied: Sequence[Column]) -> ScopeChecksum:
     pin_text_settings(cur)
     cur.execute(
         sql.SQL("SELECT {} FROM {}").format(checksum_select(copied), sql.Identifier(STAGING_SCHEMA, staging))
@@ -116,7 +116,7 @@ def on_source_meanwhile(scur, work, *args) -> Iterator[Future]:
 def check_final(
     cur,
     spec: TableSpec,
-    columns: list[str],
+    columns: Sequence[Column],
     staging: str,
     key: list[Column],
     expected: ScopeChecksum,

@@ -28,7 +28,40 @@ IMAGE_EQUAL_TYPES = frozenset({
     650, 774, 829, 869,  # cidr macaddr8 macaddr inet
     1042, 1043, 1082, 1083, 1114, 1184, 1266, 2950,  # bpchar varchar date time ts tstz timetz uuid
 })
+
+# How a built-in type enters the row hash (`verify.row_hash`), so that two values hash
+# alike only when they render alike as text, and every bit of the value is hashed:
+# - HASH_OWN: the type's own hash (`=` is identity, and the whole value is hashed);
+# - HASH_BYTES: text hashed as its bytes (COLLATE "C": no collation folds two texts);
+# - SEND_FUNCTIONS: the binary send form, hashed as bytes. For types whose `=` is not
+#   identity (numeric's scale, interval's days and hours, bpchar's trailing blanks) or
+#   whose own hash folds 64 bits to 32 (bigint, timestamps, times);
+# - anything else (floats, json, jsonb, geometry, ranges, extension and user types) as
+#   its text, as before.
+HASH_OWN = frozenset({16, 17, 18, 21, 23, 26, 1082, 2950})  # bool bytea char int2 int4 oid date uuid
+HASH_BYTES = frozenset({19, 25, 1043})  # name text varchar
+SEND_FUNCTIONS = {
+    20: "int8send", 1114: "timestamp_send", 1184: "timestamptz_send", 1083: "time_send",
+    1266: "timetz_send", 1700: "numeric_send", 1186: "interval_send", 790: "cash_send",
+    1042: "bpcharsend", 869: "inet_send", 650: "cidr_send", 829: "macaddr_send",
+    774: "macaddr8_send", 1560: "bit_send", 1562: "varbit_send",
+}
 # fmt: on
+OWN_HASH, BYTES_HASH, TEXT_HASH = "own", "bytes", "text"  # else a send function's name
+# Types whose `=` follows a collation (a nondeterministic one says 'abc' = 'ABC').
+COLLATABLE_TYPES = frozenset({19, 25, 1042, 1043})  # name text bpchar varchar
+
+
+def hash_as(oid: int, element_oid: int | None) -> str:
+    """How a column of built-in type `oid` (an array of `element_oid`) is hashed."""
+    if element_oid is not None:  # an array: its send form holds dimensions, bounds, NULLs
+        hashed = element_oid in HASH_OWN or element_oid in HASH_BYTES or element_oid in SEND_FUNCTIONS
+        return "array_send" if hashed else TEXT_HASH
+    if oid in HASH_OWN:
+        return OWN_HASH
+    if oid in HASH_BYTES:
+        return BYTES_HASH
+    return SEND_FUNCTIONS.get(oid, TEXT_HASH)
 
 
 @dataclass(frozen=True)
@@ -64,6 +97,8 @@ class Column:
     enum_labels: tuple[str, ...] = ()
     native_compare: bool = True
     typmod_known: bool = True
+    hash_as: str = TEXT_HASH  # how `verify.row_hash` hashes it (see `hash_as`)
+    collatable: bool = False  # compared under COLLATE "C", byte for byte
 
     @property
     def travels_as_text(self) -> bool:
@@ -134,6 +169,8 @@ def build_column(
             builtin_sql=text,
             native_compare=element.oid in IMAGE_EQUAL_TYPES,
             typmod_known=typmod_known,
+            hash_as=hash_as(oid, element.oid if info.is_array else None),
+            collatable=element.oid in COLLATABLE_TYPES,
         )
     suffix = "[]" if info.is_array else ""
     return Column(

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,6 +31,7 @@ from psycopg2.extensions import encodings
 
 from .copy import ChunkPipe, copy_out_in_thread
 from .errors import ConfigError
+from .introspect import Column
 from .plan import TablePlan, plan_table
 from .record import INTEGER_BLOCKS, KEY_TEXT, Bucketing, BucketSums
 from .sql import pin_text_settings, source_scope, target_scope
@@ -128,7 +129,7 @@ def bucket_of(bucketing: Bucketing, n: int) -> sql.Composed:
     )
 
 
-def _inner(spec, bucketing: Bucketing, columns: list[str], side: str, n: int) -> sql.Composed:
+def _inner(spec, bucketing: Bucketing, columns: Sequence[Column], side: str, n: int) -> sql.Composed:
     """The scope as (bucket, key text, row hash, key parts p0, p1, ...).
 
     Values are literals, never bind parameters: with parameters psycopg2 would read any
@@ -219,7 +220,7 @@ def _merge(diff: Difference, source: Iterator[list[str]], target: Iterator[list[
     diff.keys_compared += compared
 
 
-def bucket_sums(conn, spec, bucketing: Bucketing, columns: list[str], side: str, n: int) -> BucketSums:
+def bucket_sums(conn, spec, bucketing: Bucketing, columns: Sequence[Column], side: str, n: int) -> BucketSums:
     """Pass 1 on one side: count and checksum per bucket, over `n` buckets."""
     with conn.cursor() as cur:
         pin_text_settings(cur)
@@ -233,7 +234,7 @@ def localize(
     source_conn,
     target_conn,
     bucketing: Bucketing,
-    columns: list[str],
+    columns: Sequence[Column],
     rows_hint: int,
     limit: int = 100,
     *,
@@ -313,7 +314,7 @@ def localize_table(spec, source_conn, target_conn, rows_hint: int, limit: int = 
             raise ConfigError(
                 f"cannot tell which rows of `{spec.target}` differ: it has no key; set `primary_key`"
             )
-        return localize(spec, source_conn, target_conn, bucketing(plan), plan.column_names, rows_hint, limit)
+        return localize(spec, source_conn, target_conn, bucketing(plan), plan.columns, rows_hint, limit)
     finally:
         source_conn.rollback()
         target_conn.rollback()

@@ -2,9 +2,10 @@
 
 `merge`: MERGE by key with an IS DISTINCT FROM guard, so unchanged rows are not
 rewritten (half the time and a fifth of the WAL of an unguarded upsert); the guard
-compares in the column's own type where equality means identical text, and as text
-where it does not (numeric 1.5 = 1.50, float 0 = -0, interval '1 day' = '24 hours',
-json without `=`), so a change the checksum would see is never skipped.
+compares in the column's own type where equality means identical text (texts under
+COLLATE "C": a nondeterministic collation says 'abc' = 'ABC'), and as text where it
+does not (numeric 1.5 = 1.50, float 0 = -0, interval '1 day' = '24 hours', json without
+`=`), so a change the checksum would see is never skipped.
 `full_refresh`: TRUNCATE + INSERT in the same transaction: readers see the old rows
 or the new ones, never a half; grants, views and the table's OID survive. A table
 that other tables reference by foreign key is refreshed by key instead: MERGE, then
@@ -47,7 +48,11 @@ def staged_value(col: Column, alias: str = "s") -> sql.Composable:
 
 
 def _comparable(expr: sql.Composable, col: Column) -> sql.Composable:
-    return expr if col.native_compare else sql.SQL("({})::text").format(expr)
+    if not col.native_compare:
+        return sql.SQL("({})::text").format(expr)
+    if col.collatable:  # byte for byte, whatever the column's collation says is equal
+        return sql.SQL("{} COLLATE {}").format(expr, sql.Identifier("pg_catalog", "C"))
+    return expr
 
 
 def key_match(key: list[Column]) -> sql.Composable:

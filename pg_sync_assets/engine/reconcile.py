@@ -62,7 +62,7 @@ def reconcile_table(
                         source_conn,
                         target_conn,
                         bucketing(plan),
-                        plan.column_names,
+                        plan.columns,
                         rows_hint,
                         limit=sys.maxsize,
                     )
@@ -85,7 +85,7 @@ def reconcile_table(
                     )
                 with timer.stage("verify_final"):
                     verification = check_final(
-                        tcur, spec, plan.column_names, staging, plan.key_columns(), expected, whole_scope=True
+                        tcur, spec, plan.columns, staging, plan.key_columns(), expected, whole_scope=True
                     )
                 with timer.stage("commit"):
                     require_read_only_source(scur, label)

@@ -28,18 +28,20 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
 import psycopg2
 from psycopg2 import sql
 
+from .introspect import Column
 from .spec import TableSpec
 from .staging import STAGING_SCHEMA, create_if_missing
 from .verify import ScopeChecksum
 
 RECORD_TABLE = "verified_tables"
-RECORD_VERSION = 1  # part of every fingerprint: a new checksum recipe voids old records
+RECORD_VERSION = 2  # part of every fingerprint: a new checksum recipe voids old records
 # xids are 32 bits and wrap: a record is trusted for at most this many transactions.
 MAX_AGE_XIDS = 1 << 30
 
@@ -101,9 +103,10 @@ class BucketSums:
         return cls(bucketing, count, sums)
 
 
-def fingerprint(columns: list[str]) -> str:
-    """What a recorded checksum is a checksum of: these columns, over the whole table."""
-    text = json.dumps({"v": RECORD_VERSION, "columns": columns})
+def fingerprint(columns: Sequence[Column]) -> str:
+    """What a recorded checksum is a checksum of: these columns, each hashed as it says,
+    over the whole table."""
+    text = json.dumps({"v": RECORD_VERSION, "columns": [[c.name, c.hash_as] for c in columns]})
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -159,7 +162,7 @@ def recordable(spec: TableSpec) -> bool:
 def write_record(
     cur,
     spec: TableSpec,
-    columns: list[str],
+    columns: Sequence[Column],
     horizon: int,
     table: ScopeChecksum,
     buckets: BucketSums | None = None,
@@ -246,7 +249,7 @@ def written_since(horizon: int, other_than: sql.Composable) -> sql.Composed:
     )
 
 
-def recorded_checksum(cur, spec: TableSpec, columns: list[str]) -> Recorded | None:
+def recorded_checksum(cur, spec: TableSpec, columns: Sequence[Column]) -> Recorded | None:
     """The recorded checksum of the whole target table if it provably still holds the
     verified rows; else None (hash it live)."""
     if not recordable(spec):  # the table exists: every run's staging step makes it

@@ -237,14 +237,14 @@ def _null_cursor_rows(spec: TableSpec, scur) -> int:
     return scur.fetchone()[0]
 
 
-def verify_full_copy(spec, plan, staging, copied_names, expected, buckets, scur, tcur) -> LoadVerification:
+def verify_full_copy(spec, plan, staging, copied, expected, buckets, scur, tcur) -> LoadVerification:
     """In the final transaction: the final table against the snapshot's sums, recorded
     (with the bucket sums, when known) if the whole table was compared."""
     horizon = take_horizon(tcur) if recordable(spec) else None
     key = plan.key_columns()
-    verification = check_full_copy(scur, tcur, spec, plan.column_names, staging, key, copied_names, expected)
+    verification = check_full_copy(scur, tcur, spec, plan.columns, staging, key, copied, expected)
     if horizon is not None and verification.final_scope == WHOLE_SCOPE:
-        write_record(tcur, spec, plan.column_names, horizon, verification.final, buckets)
+        write_record(tcur, spec, plan.columns, horizon, verification.final, buckets)
     return verification
 
 
@@ -255,7 +255,6 @@ def _copy_and_apply(
     (its source sums, from the same snapshot, are the verification's)."""
     label = str(spec.target)
     target_conn = tcur.connection
-    copied_names = [c.name for c in copied]
 
     def report(p: CopyProgress) -> None:
         log.info(
@@ -304,7 +303,7 @@ def _copy_and_apply(
                     )
                 with timer.stage("verify_final"):
                     verification = verify_full_copy(
-                        spec, plan, staging, copied_names, expected, buckets, scur, tcur
+                        spec, plan, staging, copied, expected, buckets, scur, tcur
                     )
         with timer.stage("commit"):
             require_read_only_source(scur, label)

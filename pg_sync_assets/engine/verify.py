@@ -1,20 +1,26 @@
 """Row counts and checksums of a scope, computed in SQL on each server.
 
-The checksum is the sum of a 64-bit hash (hashtextextended) of each row's canonical
-text, `ROW(explicit columns)::text`, in a session whose text-rendering settings are
-pinned (see `sql.PINNED_TEXT_SETTINGS`). A sum is order-independent, runs as a
-parallel aggregate, and unlike XOR does not cancel out a row that appears twice.
-No row leaves the server.
+The checksum is the sum of a 64-bit hash of each row (`row_hash`). A sum is
+order-independent, runs as a parallel aggregate, and unlike XOR does not cancel out a
+row that appears twice. No row leaves the server.
+
+A row's hash sees what its text would show, at a third less cost than rendering the row
+as text: each column enters `hash_record_extended` in the form `introspect.hash_as`
+picks for its type (its own hash where `=` means identical, the bytes of a text, the
+binary send form, or its text under pinned settings, `sql.PINNED_TEXT_SETTINGS`), and
+the record's hash, a sum of the columns' hashes weighted by position, is hashed once
+more so that two rows swapping a value between them change the table's sum.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 from psycopg2 import sql
 
-from .introspect import table_columns
+from .introspect import BYTES_HASH, OWN_HASH, TEXT_HASH, Column, table_columns
 from .plan import plan_table
 from .spec import TableSpec
 from .sql import pin_text_settings, source_scope, target_scope
@@ -31,13 +37,26 @@ class ScopeChecksum:
         return f"{int(self.checksum) % (1 << 64):016x}"
 
 
-def row_hash(columns: list[str]) -> sql.Composed:
-    """The 64-bit hash of a row's canonical text over `columns`."""
-    row_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.Identifier(c) for c in columns))
-    return sql.SQL("hashtextextended({}, 0)").format(row_text)
+def _hashed(column: Column) -> sql.Composable:
+    ident = sql.Identifier(column.name)
+    if column.hash_as == OWN_HASH:
+        return ident
+    if column.hash_as == BYTES_HASH:
+        return sql.SQL("{} COLLATE {}").format(ident, sql.Identifier("pg_catalog", "C"))
+    if column.hash_as == TEXT_HASH:
+        return sql.SQL("({})::text").format(ident)
+    return sql.SQL("{}({})").format(sql.Identifier("pg_catalog", column.hash_as), ident)
 
 
-def checksum_select(columns: list[str]) -> sql.Composed:
+def row_hash(columns: Sequence[Column]) -> sql.Composed:
+    """The 64-bit hash of a row over `columns` (see the module docstring)."""
+    record = sql.SQL("pg_catalog.hash_record_extended(ROW({}), 0)").format(
+        sql.SQL(", ").join(_hashed(c) for c in columns)
+    )
+    return sql.SQL("pg_catalog.hashtextextended({}::text, 0)").format(record)
+
+
+def checksum_select(columns: Sequence[Column]) -> sql.Composed:
     return sql.SQL("count(*), COALESCE(sum({}), 0)").format(row_hash(columns))
 
 
@@ -48,11 +67,11 @@ def _run(cur, statement: sql.Composed) -> ScopeChecksum:
     return ScopeChecksum(rows, Decimal(total))
 
 
-def source_checksum(cur, spec: TableSpec, columns: list[str]) -> ScopeChecksum:
+def source_checksum(cur, spec: TableSpec, columns: Sequence[Column]) -> ScopeChecksum:
     return _run(cur, source_scope(spec, checksum_select(columns)))
 
 
-def target_checksum(cur, spec: TableSpec, columns: list[str]) -> ScopeChecksum:
+def target_checksum(cur, spec: TableSpec, columns: Sequence[Column]) -> ScopeChecksum:
     return _run(cur, target_scope(spec, checksum_select(columns)))
 
 
@@ -76,6 +95,11 @@ class TableComparison:
         return self.rows_match and self.target is not None and self.source.checksum == self.target.checksum
 
 
+def as_text(columns: Sequence[Column]) -> list[Column]:
+    """`columns` hashed by their text: equal on two sides whose types differ."""
+    return [replace(c, hash_as=TEXT_HASH) for c in columns]
+
+
 def compare_table(spec: TableSpec, source_conn, target_conn) -> TableComparison:
     """Count and checksum both scopes over the source's columns, one query a side."""
     source_conn.rollback()
@@ -83,23 +107,25 @@ def compare_table(spec: TableSpec, source_conn, target_conn) -> TableComparison:
     target_conn.rollback()
     try:
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
-            plan = plan_table(scur, spec)
-            columns = plan.column_names
+            columns = plan_table(scur, spec).columns
+            names = tuple(c.name for c in columns)
+            present = {c.name: c for c in table_columns(tcur, spec.target)}
+            if any(c.name in present and present[c.name].type_key != c.type_key for c in columns):
+                columns = as_text(columns)  # a typed hash of one side would not match the other's
             source = source_checksum(scur, spec, columns)
-            present = {c.name for c in table_columns(tcur, spec.target)}
             if not present:
                 return TableComparison(
                     source,
                     None,
-                    tuple(columns),
+                    names,
                     f"target table `{spec.target}` does not exist; materialize the asset",
                 )
-            missing = [c for c in columns if c not in present]
+            missing = [n for n in names if n not in present]
             if missing:
                 return TableComparison(
-                    source, None, tuple(columns), f"target table `{spec.target}` lacks column(s) {missing}"
+                    source, None, names, f"target table `{spec.target}` lacks column(s) {missing}"
                 )
-            return TableComparison(source, target_checksum(tcur, spec, columns), tuple(columns))
+            return TableComparison(source, target_checksum(tcur, spec, columns), names)
     finally:
         source_conn.rollback()
         target_conn.rollback()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -170,6 +171,16 @@ def test_connection_errors_never_show_the_password():
         pass
     assert "s3cret-Pa55" not in exception_chain_text(caught.value)
     assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+def test_a_server_older_than_the_checksum_needs_is_refused_by_name(dbs, monkeypatch):
+    # The test servers are new enough: raise the bar above them to see the refusal.
+    monkeypatch.setattr(importlib.import_module("pg_sync_assets.engine.connect"), "MIN_SERVER_VERSION", 990000)
+    with pytest.raises(ConnectionFailed) as caught:
+        connect(dbs.source, readonly=True, role="source")
+    running = dbs.src("SELECT current_setting('server_version_num')::int / 10000")[0][0]
+    assert "the source database postgres@127.0.0.1:" in str(caught.value)
+    assert f"runs PostgreSQL {running}; pg_sync_assets needs 99 or later" in str(caught.value)
 
 
 def test_source_sessions_are_read_only(dbs):

@@ -85,6 +85,67 @@ def test_checksum_catches_and_merge_repairs_every_single_value_change(dbs):
         assert compare(dbs, _zoo_spec()).checksums_match, column
 
 
+# Changes a cheaper row hash would miss, each caught by the one `verify.row_hash` uses:
+# a type's own hash folds 64 bits to 32 (bigint 1 and 2^32, timestamps 2^32+1 µs apart)
+# and ignores an array's dimensions; a nondeterministic collation hashes and compares
+# 'abc' like 'ABC'; a sum of per-column hashes cannot see two rows swapping a value.
+HASH_TRAPS_DDL = """
+CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TABLE traps (id int PRIMARY KEY, big bigint, at timestamptz, arr int[], email text COLLATE ci,
+                    name varchar(20) COLLATE ci, tags text[] COLLATE ci, pos int);
+INSERT INTO traps VALUES
+ (1, 1, '2000-01-01 00:00:00+00', '{1,2,3,4}', 'kim@example.com', 'Kim', '{a,b}', 1),
+ (2, 2, '2000-01-02 00:00:00+00', '{5,6}', 'lee@example.com', 'Lee', '{c}', 2);
+CREATE TABLE swaps (id int PRIMARY KEY, pos int);
+INSERT INTO swaps VALUES (1, 1), (2, 2);
+"""
+HASH_TRAPS = [
+    "UPDATE traps SET big = 4294967296 WHERE id = 1",
+    "UPDATE traps SET at = '2000-01-01 01:11:34.967297+00' WHERE id = 1",
+    "UPDATE traps SET arr = '{{1,2},{3,4}}' WHERE id = 1",
+    "UPDATE traps SET arr = '[0:1]={5,6}' WHERE id = 2",
+    "UPDATE traps SET email = 'KIM@example.com' WHERE id = 1",
+    "UPDATE traps SET name = 'KIM' WHERE id = 1",
+    "UPDATE traps SET tags = '{A,b}' WHERE id = 1",
+    "UPDATE traps SET pos = 3 - pos",  # rows 1 and 2 swap positions
+    "UPDATE swaps SET pos = 3 - pos",  # the same where nothing else in the rows differs
+]
+
+
+@pytest.mark.parametrize("differential", ["never", "always"])
+@pytest.mark.parametrize("change", HASH_TRAPS)
+def test_checksum_and_merge_see_what_equality_and_folded_hashes_miss(dbs, change, differential):
+    dbs.src(HASH_TRAPS_DDL)
+    dbs.tgt("CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    table = TableRef("public", change.split()[1])
+    spec = TableSpec(name=table.name, source=table, target=table, mode=Mode.MERGE, differential=differential)
+    run_sync(dbs, spec)
+    dbs.src(change)
+
+    assert not compare(dbs, spec).checksums_match, change
+    repaired = run_sync(dbs, spec)
+
+    assert repaired.updated >= 1, f"{change}: the run wrote nothing"
+    assert compare(dbs, spec).checksums_match
+    assert table_text(dbs.source, spec.source, "id") == table_text(dbs.target, spec.target, "id")
+
+
+def test_the_traps_are_real(dbs):
+    """Each trap fools the obvious hash or comparison (checked on the server, not assumed)."""
+    dbs.src(HASH_TRAPS_DDL)
+    fooled = dbs.src("""
+        SELECT hashint8extended(1, 0) = hashint8extended(4294967296, 0),
+               hash_record_extended(ROW(timestamptz '2000-01-01 00:00:00+00'), 0)
+                 = hash_record_extended(ROW(timestamptz '2000-01-01 01:11:34.967297+00'), 0),
+               hash_array_extended('{1,2,3,4}'::int[], 0) = hash_array_extended('{{1,2},{3,4}}'::int[], 0),
+               hash_record_extended(ROW('kim@example.com'::text COLLATE ci), 0)
+                 = hash_record_extended(ROW('KIM@example.com'::text COLLATE ci), 0),
+               NOT (ROW('Kim'::varchar COLLATE ci) IS DISTINCT FROM ROW('KIM'::varchar COLLATE ci)),
+               (SELECT sum(hash_record_extended(ROW(id, pos), 0)) FROM swaps)
+                 = (SELECT sum(hash_record_extended(ROW(id, 3 - pos), 0)) FROM swaps)""")
+    assert fooled == [(True,) * 6]
+
+
 def test_checksums_agree_whatever_the_servers_session_defaults(dbs):
     dbs.src(ZOO_DDL)
     run_sync(dbs, _zoo_spec())

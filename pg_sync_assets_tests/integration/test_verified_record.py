@@ -379,7 +379,7 @@ def test_the_checksum_from_changes_needs_every_written_row_named(dbs, stray):
             if stray:
                 assert from_changes is None
             else:
-                assert from_changes == target_checksum(tcur, spec, plan.column_names)
+                assert from_changes == target_checksum(tcur, spec, plan.columns)
             target.rollback()
 
 
