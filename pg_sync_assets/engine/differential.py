@@ -352,6 +352,9 @@ def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum
 
 
 def log_outcome(log, spec: TableSpec, diff: Difference) -> None:
+    if diff.buckets == 0:  # the totals were equal: no bucket was compared
+        log.info("`%s`: source and target checksums are equal; nothing to copy", spec.target)
+        return
     if diff.abandoned:
         log.info(
             "`%s`: %d of %d key buckets differ; copying the whole scope",
