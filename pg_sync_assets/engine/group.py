@@ -317,7 +317,8 @@ def _verify_full_copy(member: _Member, scur, tcur, source_sums: Future, i: int):
         with member.timer.stage("verify_source"):  # what the writes did not cover
             expected, buckets = source_sums.result()[i]
         with member.timer.stage("verify_final"):
-            copied = [c.name for c in member.copied]
-            verification = verify_full_copy(spec, plan, member.staging, copied, expected, buckets, scur, tcur)
+            verification = verify_full_copy(
+                spec, plan, member.staging, member.copied, expected, buckets, scur, tcur
+            )
     tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
     return verification, tcur.fetchone()[0]
