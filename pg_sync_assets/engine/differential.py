@@ -9,6 +9,7 @@ where the mode deletes (`full_refresh`, `merge` with `delete_missing`). Otherwis
 falls back to the full copy, in the same snapshot. Either way the final table ends
 exactly as a full copy would leave it, and it is verified against the snapshot's
 checksum before the commit (so a trigger or rule that alters rows still fails the run).
+This module decides and compares; `differential_write` copies, writes and verifies.
 
 What each side is compared over: the `where` scope on both for `merge`; for
 `full_refresh` the whole target table, since a full copy leaves nothing else in it.
@@ -25,30 +26,19 @@ from decimal import Decimal
 
 from psycopg2 import sql
 
-from .copy import source_copy_statement, staging_copy_statement, stream_copy
-from .delta_verify import delta_checksum
-from .errors import ConfigError
-from .guard import LoadVerification, on_source_meanwhile, require_final_equal
+from .guard import on_source_meanwhile
 from .introspect import Column, table_exists
 from .localize import Difference, bucket_count, bucket_sums, bucketing, localize
-from .locks import lock_final_table
-from .merge import DIFFERENTIAL, MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
 from .record import (
     BucketSums,
-    forget_buckets,
     recordable,
     recorded_bucket_count,
     recorded_buckets,
     recorded_checksum,
     take_horizon,
-    write_record,
 )
-from .run import require_read_only_source
 from .spec import Mode, TableSpec
-from .sql import key_in, pin_text_settings
-from .staging import STAGING_SCHEMA
-from .target import TargetShape, read_target_shape, require_writable_target
 from .verify import ScopeChecksum, source_checksum, target_checksum
 
 AUTO, ALWAYS, NEVER = "auto", "always", "never"
@@ -250,105 +240,18 @@ def stats(diff: Difference) -> DifferentialStats:
     )
 
 
-def copy_differing_rows(
-    spec: TableSpec, plan: TablePlan, copied: list[Column], staging: str, diff: Difference, scur, tcur
-) -> tuple[int, int]:
-    """Copy the source rows of the missing and changed keys into staging; (rows, bytes)."""
-    tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-    rows = bytes_ = 0
-    to_copy = diff.missing + diff.changed
-    if to_copy:
-        # COPY takes no bind parameters: the keys go in as a quoted literal.
-        texts = diff.key_columns_text(to_copy, len(plan.key))
-        only = key_in(plan.key_columns(), [sql.Literal(v) for v in texts])
-        done = stream_copy(
-            scur, tcur, source_copy_statement(spec, copied, only), staging_copy_statement(staging, copied)
-        )
-        rows, bytes_ = done.rows, done.bytes
-    tcur.connection.commit()
-    return rows, bytes_
-
-
-def upsert_differing_rows(
-    tcur, spec: TableSpec, plan: TablePlan, copied: list[Column], staging: str, rows: int, work_mem: str
-) -> tuple[MergeCounts, TargetShape]:
-    """In the open final transaction: upsert the staged rows; (counts, the table's shape)."""
-    tcur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
-    pin_text_settings(tcur)  # key texts must render as localize saw them
-    shape = read_target_shape(tcur, spec.target)
-    if shape is None:
-        raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
-    require_writable_target(spec.target, shape, spec.mode, plan.key)
-    if rows:  # the planner's row estimate decides between index lookups and a scan
-        tcur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-    lock_final_table(tcur, spec, "ROW EXCLUSIVE")
-    counts = (
-        merge_from_staging(tcur, spec.target, staging, copied, plan.key_columns(), rows, shape)
-        if rows
-        else MergeCounts(0, 0, 0)
-    )
-    return replace(counts, method=DIFFERENTIAL), shape
-
-
-def delete_extra_keys(tcur, spec: TableSpec, plan: TablePlan, diff: Difference, shape: TargetShape) -> int:
-    """In the open final transaction, after the upsert: delete the keys only the target has."""
-    extra = diff.key_columns_text(diff.extra, len(plan.key))
-    return delete_keys(tcur, spec.target, plan.key_columns(), extra, shape)
-
-
-def apply_differing_rows(
-    tcur,
-    spec: TableSpec,
-    plan: TablePlan,
-    copied: list[Column],
-    staging: str,
-    diff: Difference,
-    rows: int,
-    delete_extra: bool,
-    work_mem: str,
-) -> MergeCounts:
-    """In the open final transaction: upsert the staged rows, delete the extra keys."""
-    counts, shape = upsert_differing_rows(tcur, spec, plan, copied, staging, rows, work_mem)
-    if delete_extra:
-        counts = replace(counts, deleted=delete_extra_keys(tcur, spec, plan, diff, shape))
-    return counts
-
-
 def deletes_extra_rows(spec: TableSpec) -> bool:
     return spec.mode is Mode.FULL_REFRESH or spec.delete_missing
 
 
-def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum, diff: Difference):
-    """The final table against the snapshot, in the final transaction; recorded when the
-    whole table was compared. Its checksum comes from the changes where `delta_verify`
-    can prove them the only ones, else from a full pass. Where extra rows stay (merge
-    without delete_missing), their count and checksum, known from pass 2, are taken out
-    of the target's totals first."""
-    side = target_side(spec)
-    scope = "target scope" if spec.mode is Mode.MERGE else "whole target table"
-    final = delta_checksum(tcur, side, plan, diff, deletes_extra_rows(spec)) if recordable(side) else None
-    from_changes = final is not None
-    if from_changes:
-        horizon = diff.target_horizon
-    else:
-        horizon = take_horizon(tcur) if recordable(side) else None
-        final = target_checksum(tcur, side, plan.columns)
-    whole_table = final
-    only_in_target = 0
-    if not deletes_extra_rows(spec) and diff.extra_count:
-        only_in_target = diff.extra_count
-        final = ScopeChecksum(final.rows - diff.extra_count, final.checksum - Decimal(diff.extra_sum))
-        scope = f"{scope} without the {diff.extra_count} rows only in the target"
-    if from_changes:
-        scope += f", {FROM_CHANGES}"
-    require_final_equal(str(spec.target), expected, final)
-    if horizon is not None:
-        # The table now holds exactly the source scope (unless it keeps extra rows): the
-        # source's bucket sums are its own, for the next run's pass 1.
-        exact = deletes_extra_rows(spec) or not diff.extra_count
-        buckets = diff.source_buckets if exact else None
-        write_record(tcur, side, plan.columns, horizon, whole_table, buckets)
-    return LoadVerification(expected, final, scope, only_in_target)
+def compare_logged(spec: TableSpec, plan: TablePlan, scur, tcur, timer, log) -> Difference | None:
+    """`compare` as a run's "compare" stage, its outcome logged."""
+    with timer.stage("compare"):
+        tcur.connection.autocommit = False
+        diff = compare(spec, plan, scur, tcur)
+    if diff is not None:
+        log_outcome(log, spec, diff)
+    return diff
 
 
 def log_outcome(log, spec: TableSpec, diff: Difference) -> None:
@@ -377,77 +280,3 @@ def log_outcome(log, spec: TableSpec, diff: Difference) -> None:
 def expected_sums(diff: Difference) -> ScopeChecksum:
     """The source scope's count and checksum in the run's snapshot (pass 1 or the totals)."""
     return ScopeChecksum(diff.source_rows, Decimal(diff.source_sum))
-
-
-def final_table_rows(tcur, spec: TableSpec, verification: LoadVerification | None) -> int:
-    """The final table's row count, in the final transaction."""
-    if verification is not None and target_side(spec).where is None:
-        # the final verification counted the whole table, in this transaction
-        return verification.final.rows + verification.rows_only_in_target
-    tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
-    return tcur.fetchone()[0]
-
-
-def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, timer, work_mem: str) -> dict:
-    """Copy, apply and verify what `diff` found; commit. The caller ends the transactions."""
-    if diff.differing_buckets == 0:
-        verification, target_rows = unchanged(spec, plan, diff, tcur)
-        require_read_only_source(scur, str(spec.target))
-        tcur.connection.commit()  # the record, if any
-        return _result(spec, 0, 0, MergeCounts(0, 0, 0), target_rows, verification, diff)
-    with timer.stage("copy"):
-        rows, bytes_ = copy_differing_rows(spec, plan, copied, staging, diff, scur, tcur)
-    with timer.stage("merge"):
-        counts = apply_differing_rows(
-            tcur, spec, plan, copied, staging, diff, rows, deletes_extra_rows(spec), work_mem
-        )
-    verification = None
-    if spec.verify:
-        with timer.stage("verify_final"):
-            verification = verify_final(tcur, spec, plan, expected_sums(diff), diff)
-    with timer.stage("commit"):
-        target_rows = final_table_rows(tcur, spec, verification)
-        require_read_only_source(scur, str(spec.target))
-        tcur.connection.commit()
-    return _result(spec, rows, bytes_, counts, target_rows, verification, diff)
-
-
-def _result(spec, rows: int, bytes_: int, counts: MergeCounts, target_rows: int, verification, diff) -> dict:
-    """SyncResult fields of a differential run."""
-    return dict(
-        table=str(spec.target),
-        mode=spec.mode,
-        rows_copied=rows,
-        bytes_copied=bytes_,
-        inserted=counts.inserted,
-        updated=counts.updated,
-        deleted=counts.deleted,
-        target_rows=target_rows,
-        created_target=False,
-        verification=verification,
-        differential=stats(diff),
-    )
-
-
-def unchanged(spec: TableSpec, plan: TablePlan, diff: Difference, tcur) -> tuple[LoadVerification, int]:
-    """Every bucket is equal: the comparison was the verification, and no row is written;
-    (that verification, the table's row count). A target hashed live is recorded, so the
-    next run need not hash it again; the caller commits."""
-    target_rows = diff.target_rows
-    if target_side(spec).where:  # pass 1 counted the scope; the table may hold more
-        tcur.execute(sql.SQL("SELECT count(*) FROM {}").format(spec.target.ident))
-        target_rows = tcur.fetchone()[0]
-    final = ScopeChecksum(diff.target_rows, Decimal(diff.target_sum))
-    scope = "whole target table" if spec.mode is Mode.FULL_REFRESH else "target scope"
-    if diff.target_recorded_at is not None:
-        basis = (
-            f"{scope}: the checksum verified at {diff.target_recorded_at}, and no row written "
-            "since (row versions and count checked)"
-        )
-        if diff.target_buckets_recorded:  # nothing changed: the next run starts with totals
-            forget_buckets(tcur, target_side(spec))
-    else:
-        basis = f"{scope}, compared before any write (all equal)"
-        if diff.target_horizon is not None:
-            write_record(tcur, target_side(spec), plan.columns, diff.target_horizon, final)
-    return LoadVerification(expected_sums(diff), final, basis), target_rows

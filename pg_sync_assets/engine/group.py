@@ -30,17 +30,18 @@ from psycopg2 import sql
 from .copy import source_copy_statement, staging_copy_statement, stream_copy
 from .differential import (
     SourceSums,
-    compare,
+    compare_logged,
     compared_sums,
-    copy_differing_rows,
-    delete_extra_keys,
     deletes_extra_rows,
     eligible,
     expected_sums,
-    final_table_rows,
     full_copy_sums,
-    log_outcome,
     stats,
+)
+from .differential_write import (
+    copy_differing_rows,
+    delete_extra_keys,
+    final_table_rows,
     unchanged,
     upsert_differing_rows,
     verify_final,
@@ -168,11 +169,7 @@ def _compare(member: _Member, scur, tcur, log) -> None:
     spec, plan = member.spec, member.plan
     if not eligible(spec, plan, None) or member.changes:  # a changed shape: copy it all
         return
-    with member.timer.stage("compare"):
-        tcur.connection.autocommit = False
-        member.diff = compare(spec, plan, scur, tcur)
-    if member.diff is not None:
-        log_outcome(log, spec, member.diff)
+    member.diff = compare_logged(spec, plan, scur, tcur, member.timer, log)
 
 
 def _copy(member: _Member, scur, tcur) -> None:

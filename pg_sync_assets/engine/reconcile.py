@@ -14,7 +14,7 @@ import logging
 import sys
 from decimal import Decimal
 
-from .differential import apply_differing_rows, copy_differing_rows
+from .differential_write import apply_differing_rows, copy_differing_rows
 from .errors import ConfigError, SchemaMismatchError
 from .guard import check_final
 from .introspect import table_exists

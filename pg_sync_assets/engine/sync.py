@@ -20,16 +20,8 @@ from psycopg2 import sql
 from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
 from .cursor import above, integer_cursor_floor
 from .ddl import create_target_table
-from .differential import (
-    DifferentialStats,
-    compare,
-    compared_sums,
-    eligible,
-    full_copy_sums,
-    log_outcome,
-    run_differential,
-    stats,
-)
+from .differential import DifferentialStats, compare_logged, compared_sums, eligible, full_copy_sums, stats
+from .differential_write import run_differential
 from .evolve import SchemaChange, apply_schema_changes
 from .guard import (
     WHOLE_SCOPE,
@@ -199,17 +191,12 @@ def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
     None) when the full copy must run: the target is empty, or too much of it differs."""
     target_conn = tcur.connection
     try:
-        with timer.stage("compare"):
-            target_conn.autocommit = False
-            diff = compare(spec, plan, scur, tcur)
+        diff = compare_logged(spec, plan, scur, tcur, timer, log)
     except BaseException:
         end_run_transactions(scur.connection, target_conn)
         raise
     # The fallbacks keep the source's snapshot open: the full copy reads the same one.
-    if diff is None:
-        return None, None
-    log_outcome(log, spec, diff)
-    if diff.abandoned:
+    if diff is None or diff.abandoned:
         return None, diff
     try:
         result = run_differential(
