@@ -21,6 +21,11 @@ table under the same name (oid), other column names or types, a partitioned or i
 target, more than 2^30 transactions since (ids wrap at 2^32), or any row version the scan
 cannot place. A table compared only in part (a `merge` with `where`, a window) is not
 recorded. Doubt costs a checksum pass, never a wrong answer.
+
+Only the target is ever trusted this way. Its record lives in its own database, so a
+restore of the target rewinds the record with the rows. A record of the source would
+live apart from the source's rows, and a source restored from a disk snapshot reuses
+the transaction ids of the span it lost: every run hashes the source (README).
 """
 
 from __future__ import annotations
