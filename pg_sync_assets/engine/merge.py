@@ -40,6 +40,10 @@ class MergeCounts:
     deleted: int
     method: str = MERGED
 
+    def fields(self) -> dict[str, int]:
+        """As a SyncResult's `inserted`, `updated` and `deleted`."""
+        return dict(inserted=self.inserted, updated=self.updated, deleted=self.deleted)
+
 
 def staged_value(col: Column, alias: str = "s") -> sql.Composable:
     """A staging column as a value of the target column's type."""
