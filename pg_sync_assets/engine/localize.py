@@ -40,7 +40,7 @@ from .verify import row_hash
 BUCKET_SEED = 20261122
 GROUP_BITS = 4  # an integer key's buckets hold blocks of 2**4 consecutive values
 INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
-PARALLEL_TUPLE_COST = "0.001"  # the default 0.1 keeps pass 2's scan serial (see _stream)
+PARALLEL_TUPLE_COST = "0.001"  # the default 0.1 keeps pass 2's scan serial (see _KeyStream)
 LOCALIZE_WORK_MEM = "256MB"
 
 
@@ -149,8 +149,8 @@ def _bucket_sums(cur, inner: sql.Composed) -> dict[int, tuple[int, int]]:
     return {b: (n, int(total)) for b, n, total in cur.fetchall()}
 
 
-def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) -> Iterator[list[str]]:
-    """[key text, row hash text, key parts...] in byte order of the key.
+class _KeyStream:
+    """[key text, row hash text, key parts...] of one side, in byte order of the key.
 
     A `COPY (sorted query) TO STDOUT` read through a bounded pipe (`copy.ChunkPipe`):
     memory stays bounded whatever the number of rows, and unlike a server-side cursor,
@@ -158,23 +158,37 @@ def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) ->
     The planner would not pick them here (it cannot estimate the bucket filter and
     expects every row), so a cheaper tuple transfer is set for the transaction. Fields
     stay text (a hash's text is int8out's, one per value): parsing is most of the
-    Python side, and only the differing rows need their hash as a number."""
-    filter_ = sql.SQL("")
-    if buckets is not None:
-        filter_ = sql.SQL("WHERE b = ANY({}::bigint[])").format(sql.Literal(buckets))
-    columns = sql.SQL(", ").join(sql.Identifier(c) for c in ["k", "h", *(f"p{i}" for i in range(width))])
-    statement = sql.SQL('COPY (SELECT {} FROM ({}) AS x {} ORDER BY k COLLATE "C") TO STDOUT').format(
-        columns, inner, filter_
-    )
-    codec = encodings[conn.encoding]
-    pipe = ChunkPipe(None, 0.0)
-    cur = conn.cursor()
-    cur.execute("SELECT set_config('parallel_tuple_cost', %s, true)", (PARALLEL_TUPLE_COST,))
-    worker, _ = copy_out_in_thread(cur, statement, pipe, "pg-sync-localize")
-    try:
-        while chunk := pipe.read():
+    Python side, and only the differing rows need their hash as a number.
+
+    The COPY starts when the stream is made, not when it is first read: the merge reads
+    one side first, and that side's first row arrives only once its scan and sort are
+    done, so a side started on first read would begin its own only then. On separate
+    hosts the two sorts overlap; on one 2-core machine, where each side's scan already
+    takes both cores, it measured the same (README). `close` stops a COPY not read to
+    its end."""
+
+    def __init__(self, conn, inner: sql.Composed, buckets: list[int] | None, width: int) -> None:
+        filter_ = sql.SQL("")
+        if buckets is not None:
+            filter_ = sql.SQL("WHERE b = ANY({}::bigint[])").format(sql.Literal(buckets))
+        columns = sql.SQL(", ").join(sql.Identifier(c) for c in ["k", "h", *(f"p{i}" for i in range(width))])
+        statement = sql.SQL('COPY (SELECT {} FROM ({}) AS x {} ORDER BY k COLLATE "C") TO STDOUT').format(
+            columns, inner, filter_
+        )
+        self._codec = encodings[conn.encoding]
+        self._pipe = ChunkPipe(None, 0.0)
+        self._cur = conn.cursor()
+        try:
+            self._cur.execute("SELECT set_config('parallel_tuple_cost', %s, true)", (PARALLEL_TUPLE_COST,))
+            self._worker, _ = copy_out_in_thread(self._cur, statement, self._pipe, "pg-sync-localize")
+        except BaseException:
+            self._cur.close()
+            raise
+
+    def __iter__(self) -> Iterator[list[str]]:
+        while chunk := self._pipe.read():
             # Every chunk ends with a whole row; inside a field, COPY escapes tab and newline.
-            text = chunk.decode(codec)
+            text = chunk.decode(self._codec)
             if "\\" in text:  # most chunks have no escape at all
                 for line in text.split("\n"):
                     if line:
@@ -183,12 +197,13 @@ def _stream(conn, inner: sql.Composed, buckets: list[int] | None, width: int) ->
                 for line in text.split("\n"):
                     if line:
                         yield line.split("\t")
-        worker.join()
-        cur.execute("RESET parallel_tuple_cost")  # the rest of the transaction plans as before
-    finally:
-        pipe.cancel()
-        worker.join()
-        cur.close()
+        self._worker.join()
+        self._cur.execute("RESET parallel_tuple_cost")  # the rest of the transaction plans as before
+
+    def close(self) -> None:
+        self._pipe.cancel()
+        self._worker.join()
+        self._cur.close()
 
 
 # COPY's text format escapes these; it writes any other character as it is.
@@ -292,11 +307,16 @@ def localize(
     started = time.monotonic()
     # When most buckets differ, reading everything is cheaper than filtering.
     buckets = differing if len(differing) < len(filled) // 2 else None
-    _merge(
-        diff,
-        _stream(source_conn, inner["source"], buckets, len(bucketing.key)),
-        _stream(target_conn, inner["target"], buckets, len(bucketing.key)),
-    )
+    width = len(bucketing.key)
+    source = _KeyStream(source_conn, inner["source"], buckets, width)
+    try:  # both servers sort at once
+        target = _KeyStream(target_conn, inner["target"], buckets, width)
+        try:
+            _merge(diff, iter(source), iter(target))
+        finally:
+            target.close()
+    finally:
+        source.close()
     diff.seconds_pass2 = round(time.monotonic() - started, 3)
     return diff
 

@@ -93,19 +93,20 @@ class BucketSums:
         return ScopeChecksum(rows, Decimal(sum(total for _, total in self.sums.values())))
 
     def pack(self) -> bytes:
-        """8 bytes of count and 16 of checksum per non-empty bucket, with its number."""
+        """Per non-empty bucket in order: its number, count and checksum (4, 8 and 16 bytes,
+        big-endian; the checksum as its high signed and low unsigned 8 bytes)."""
         return b"".join(
-            struct.pack(">iq", b, n) + total.to_bytes(16, "big", signed=True)
-            for b, (n, total) in sorted(self.sums.items())
+            [_PACKED.pack(b, n, total >> 64, total & _LOW) for b, (n, total) in sorted(self.sums.items())]
         )
 
     @classmethod
     def unpack(cls, bucketing: Bucketing, count: int, data: bytes) -> BucketSums:
-        sums = {}
-        for at in range(0, len(data), 28):
-            b, n = struct.unpack_from(">iq", data, at)
-            sums[b] = (n, int.from_bytes(data[at + 12 : at + 28], "big", signed=True))
+        sums = {b: (n, (high << 64) + low) for b, n, high, low in _PACKED.iter_unpack(data)}
         return cls(bucketing, count, sums)
+
+
+_PACKED = struct.Struct(">iqqQ")
+_LOW = (1 << 64) - 1
 
 
 def fingerprint(columns: Sequence[Column]) -> str:

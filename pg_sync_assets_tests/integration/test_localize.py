@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec
 from pg_sync_assets.engine.localize import bucket_count, bucket_of, bucketing
 from pg_sync_assets.engine.plan import plan_table
 from pg_sync_assets.engine.record import INTEGER_BLOCKS, KEY_TEXT, Bucketing
+from pg_sync_assets_tests.integration.test_failures import wait_for_first
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
 from pg_sync_assets_tests.support import compare, localize, run_sync
 
@@ -145,3 +149,73 @@ def test_extreme_and_negative_integer_keys_are_localized(dbs):
 
     assert sorted(diff.changed) == sorted(["(9223372036854775807)", "(-9223372036854775808)", "(-492081)"])
     assert diff.keys_compared < 200
+
+
+SLOW_SOURCE = "(SELECT count(*) FROM pg_sleep(2)) = 1"  # evaluated once, as an InitPlan
+
+
+def _pass_2_in_background(dbs, spec: TableSpec, target_url: str):
+    """Pass 2 alone (both sides' bucket sums given) in a thread, the source side slowed
+    by SLOW_SOURCE; (thread, outcome list: the Difference or the exception)."""
+    from dataclasses import replace
+
+    from pg_sync_assets.engine import connect
+    from pg_sync_assets.engine.localize import bucket_sums, localize as localize_engine
+
+    outcome: list = []
+
+    def work() -> None:
+        source = connect(dbs.source, readonly=True, role="source")
+        target = connect(target_url, readonly=True, role="target")
+        try:
+            with source.cursor() as cur:
+                plan = plan_table(cur, spec)
+            by, n = bucketing(plan), bucket_count(2000)
+            owner = connect(dbs.target, readonly=True, role="target")  # can read the target's table
+            try:
+                sums = {side: bucket_sums(conn, spec, by, plan.columns, side, n)
+                        for side, conn in (("source", source), ("target", owner))}
+            finally:
+                owner.close()
+            outcome.append(localize_engine(
+                replace(spec, where=SLOW_SOURCE), source, target, by, plan.columns, 2000,
+                target_spec=spec, source_buckets=sums["source"], target_buckets=sums["target"]))
+        except BaseException as exc:  # handed to the test thread
+            outcome.append(exc)
+        finally:
+            source.close()
+            target.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker, outcome
+
+
+def test_pass_2_starts_both_sides_before_reading_either(dbs):
+    spec = _items(dbs, 2000)
+    dbs.tgt("UPDATE items SET note = 'x' WHERE id IN (5, 1500)")
+    worker, outcome = _pass_2_in_background(dbs, spec, dbs.target)
+    wait_for_first(lambda: dbs.src("SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                                   "AND query LIKE 'COPY%%'"))
+    # While the source's COPY still sleeps, the target's has already been sent.
+    target_sessions = dbs.tgt("SELECT query FROM pg_stat_activity WHERE application_name = 'pg_sync_assets' "
+                              "AND query LIKE 'COPY%%'")
+    worker.join(timeout=30)
+    assert [q.split(" FROM ")[0] for (q,) in target_sessions] == ['COPY (SELECT "k", "h", "p0"']
+    assert len(outcome) == 1 and sorted(outcome[0].changed) == ["(1500)", "(5)"], outcome
+
+
+def test_a_side_failing_in_pass_2_stops_the_other_and_raises(dbs):
+    from psycopg2.extensions import make_dsn
+
+    spec = _items(dbs, 2000)
+    dbs.tgt("UPDATE items SET note = 'x' WHERE id = 5; CREATE ROLE no_reader LOGIN")
+    try:
+        worker, outcome = _pass_2_in_background(dbs, spec, make_dsn(dbs.target, user="no_reader"))
+        worker.join(timeout=30)
+    finally:
+        dbs.tgt("DROP ROLE no_reader")
+    assert not worker.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], psycopg2.errors.InsufficientPrivilege), outcome
+    assert "permission denied for table items" in str(outcome[0])
+    assert not [t for t in threading.enumerate() if t.name == "pg-sync-localize"]
