@@ -210,3 +210,54 @@ def test_where_and_query_with_trailing_semicolon_and_comment_sync_as_written(dbs
     assert run_sync(dbs, scoped).rows_copied == 10
     assert run_sync(dbs, query).rows_copied == 2
     assert compare(dbs, scoped).checksums_match and compare(dbs, query).checksums_match
+
+
+def _merge_plan(dbs, key_lookup: dict[str, str], monkeypatch) -> tuple[str, list[str], tuple]:
+    """merge_from_staging of 5,000 changed rows into a 50,000-row `orders` with its
+    primary key, with `KEY_LOOKUP_JOIN` as given: (the MERGE's plan as auto_explain
+    logged it, the join settings after it, the counts)."""
+    import psycopg2
+
+    from pg_sync_assets.engine import merge
+    from pg_sync_assets.engine.plan import plan_table
+    from pg_sync_assets.engine.target import read_target_shape
+
+    monkeypatch.setattr(merge, "KEY_LOOKUP_JOIN", key_lookup)
+    conn = psycopg2.connect(dbs.target)
+    try:
+        with conn.cursor() as cur:
+            with psycopg2.connect(dbs.source) as src, src.cursor() as scur:
+                plan = plan_table(scur, _spec(mode=Mode.MERGE))
+            cur.execute("CREATE SCHEMA IF NOT EXISTS sync_staging; "
+                        "CREATE UNLOGGED TABLE sync_staging.stg_plan (LIKE public.orders); "
+                        "INSERT INTO sync_staging.stg_plan SELECT id, status, total, note || 'x' FROM orders "
+                        "WHERE mod(id, 10) = 0; ANALYZE sync_staging.stg_plan; ANALYZE orders")
+            cur.execute("LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; "
+                        "SET auto_explain.log_level = notice; SET client_min_messages = notice")
+            del conn.notices[:]
+            counts = merge.merge_from_staging(cur, ORDERS, "stg_plan", plan.columns, plan.key_columns(), 5000,
+                                              read_target_shape(cur, ORDERS))
+            merge_plans = [n for n in conn.notices if "MERGE INTO" in n]
+            cur.execute("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+            after = list(cur.fetchone())
+    finally:
+        conn.rollback()
+        conn.close()
+    assert len(merge_plans) == 1, conn.notices
+    return merge_plans[0], after, (counts.inserted, counts.updated)
+
+
+def test_a_merge_looks_staged_keys_up_in_the_targets_unique_index(dbs, monkeypatch):
+    from pg_sync_assets.engine.merge import KEY_LOOKUP_JOIN
+
+    _seed_orders(dbs, 50_000)
+    run_sync(dbs, _spec(mode=Mode.MERGE))
+    plan, after, counts = _merge_plan(dbs, dict(KEY_LOOKUP_JOIN), monkeypatch)
+    assert "Nested Loop" in plan and "Index Scan using orders_pkey on orders t" in plan, plan
+    assert "Hash" not in plan, plan
+    assert after == ["on", "on"]  # the rest of the transaction plans as configured
+    assert counts == (0, 5000)
+    # Without the settings, the planner's default costs hash the whole target instead.
+    plan, _, counts = _merge_plan(dbs, {}, monkeypatch)
+    assert "Hash Right Join" in plan and "Seq Scan on orders t" in plan, plan
+    assert counts == (0, 5000)
