@@ -1,6 +1,7 @@
 """Differential sync against the full copy, and against one checksum pass over the source.
 
     python benchmarks/differential.py [--rows 2000000] [--repeat 3] [--before-commit REV]
+                                      [--modes merge,full_refresh]
 
 Starts two throwaway servers, builds the mixed-type table of `full_refresh.py` with
 `--rows` rows, syncs it once, then times in the same run, for `merge` and `full_refresh`:
@@ -158,7 +159,11 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--before-commit", help="also time the full copy of this git revision")
+    parser.add_argument(
+        "--modes", default="merge,full_refresh", help="which modes to time, comma-separated (default both)"
+    )
     args = parser.parse_args()
+    args.modes = [Mode(m) for m in args.modes.split(",")]
     exit_cleanly_on_sigterm()
     source, target = start_server("source"), start_server("target")
     tmp = Path(tempfile.mkdtemp(prefix="pg_sync_bench_differential_"))
@@ -193,7 +198,7 @@ def run(args, source, target, before: Path | None) -> None:
         wal.setdefault(label, []).append(written)
         print(f"  {label}: {seconds:.2f} s", flush=True)
 
-    for mode in (Mode.MERGE, Mode.FULL_REFRESH):
+    for mode in args.modes:
         spec = TableSpec(name="bench", source=BENCH, target=BENCH, mode=mode)
         timed_sync(source.url(), target.url(), TableSpec(name="bench", source=BENCH, target=BENCH))
         sql(target.url(), "VACUUM ANALYZE bench")
@@ -236,7 +241,7 @@ def run(args, source, target, before: Path | None) -> None:
             f"  {label:<64} {median:7.2f} s  {median / ref:5.2f}x reference  "
             f"WAL {statistics.median(wal[label]) / 1e6:8.1f} MB"
         )
-    for mode in ("merge", "full_refresh"):
+    for mode in (m.value for m in args.modes):
         full = statistics.median(figures[f"{mode}, 1% changed, full copy"])
         old = f"{mode}, 1% changed, full copy by {args.before_commit}"
         afters = ("a full copy", "a differential run", "that fallback")
