@@ -164,8 +164,8 @@ class _KeyStream:
     one side first, and that side's first row arrives only once its scan and sort are
     done, so a side started on first read would begin its own only then. On separate
     hosts the two sorts overlap; on one 2-core machine, where each side's scan already
-    takes both cores, it measured the same (README). `close` stops a COPY not read to
-    its end."""
+    takes both cores, it measured the same (README). Leaving the `with` block stops a
+    COPY not read to its end."""
 
     def __init__(self, conn, inner: sql.Composed, buckets: list[int] | None, width: int) -> None:
         filter_ = sql.SQL("")
@@ -200,7 +200,11 @@ class _KeyStream:
         self._worker.join()
         self._cur.execute("RESET parallel_tuple_cost")  # the rest of the transaction plans as before
 
-    def close(self) -> None:
+    def __enter__(self) -> _KeyStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        """Stop the COPY if it was not read to its end; close the cursor."""
         self._pipe.cancel()
         self._worker.join()
         self._cur.close()
@@ -308,15 +312,11 @@ def localize(
     # When most buckets differ, reading everything is cheaper than filtering.
     buckets = differing if len(differing) < len(filled) // 2 else None
     width = len(bucketing.key)
-    source = _KeyStream(source_conn, inner["source"], buckets, width)
-    try:  # both servers sort at once
-        target = _KeyStream(target_conn, inner["target"], buckets, width)
-        try:
-            _merge(diff, iter(source), iter(target))
-        finally:
-            target.close()
-    finally:
-        source.close()
+    with (  # both servers sort at once
+        _KeyStream(source_conn, inner["source"], buckets, width) as source,
+        _KeyStream(target_conn, inner["target"], buckets, width) as target,
+    ):
+        _merge(diff, iter(source), iter(target))
     diff.seconds_pass2 = round(time.monotonic() - started, 3)
     return diff
 

@@ -16,8 +16,6 @@ Every deletion first checks that no referencing row points at a row it removes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 from psycopg2 import sql
@@ -26,7 +24,7 @@ from .errors import SyncError
 from .indexes import drop_indexes_for_reload, rebuild_indexes
 from .introspect import Column
 from .spec import TableRef, TableSpec
-from .sql import key_in, scope_condition
+from .sql import key_in, planner_settings, scope_condition
 from .staging import STAGING_SCHEMA
 from .target import TargetShape
 
@@ -105,19 +103,6 @@ def merge_statement(target: TableRef, staging: str, columns: list[Column], key: 
 # faster, from 1% of the rows staged to all of them. Only where a unique index on the key
 # exists: otherwise a lookup would be a scan, and the settings are left alone.
 KEY_LOOKUP_JOIN = {"enable_hashjoin": "off", "enable_mergejoin": "off"}
-
-
-@contextmanager
-def planner_settings(cur, settings: dict[str, str]) -> Iterator[None]:
-    """`settings` for the statements inside, in the open transaction, then the values
-    before again. They are transaction-local: a failed statement's rollback ends them."""
-    before = {}
-    for name, value in settings.items():
-        cur.execute("SELECT current_setting(%s), set_config(%s, %s, true)", (name, name, value))
-        before[name] = cur.fetchone()[0]
-    yield
-    for name, value in before.items():
-        cur.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
 def count_matched(cur, target: TableRef, staging: str, key: list[Column]) -> int:

@@ -8,6 +8,8 @@ one read-only SELECT (`user_sql.py`) before it is wrapped here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from psycopg2 import sql
@@ -33,6 +35,19 @@ PINNED_TEXT_SETTINGS: dict[str, str] = {
 def pin_text_settings(cur) -> None:
     for name, value in PINNED_TEXT_SETTINGS.items():
         cur.execute("SELECT set_config(%s, %s, false)", (name, value))
+
+
+@contextmanager
+def planner_settings(cur, settings: dict[str, str]) -> Iterator[None]:
+    """`settings` for the statements inside, in the open transaction, then the values
+    before again. They are transaction-local: a failed statement's rollback ends them."""
+    before = {}
+    for name, value in settings.items():
+        cur.execute("SELECT current_setting(%s), set_config(%s, %s, true)", (name, name, value))
+        before[name] = cur.fetchone()[0]
+    yield
+    for name, value in before.items():
+        cur.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
 def _conditions(spec: TableSpec, extra: tuple[sql.Composable, ...]) -> list[sql.Composable]:
