@@ -1,6 +1,6 @@
 """Full refresh of a mixed-type table: pg_sync_assets against a hand-made psql pipe.
 
-    python benchmarks/full_refresh.py [--rows 1000000] [--repeat 3] [--before-commit REV]
+    python benchmarks/full_refresh.py [--rows 1000000] [--repeat 3] [--before-commit REV] [--pin]
 
 Starts two throwaway servers (source and target), builds the source table, then times,
 alternating, in the same run:
@@ -23,6 +23,14 @@ checkpointed before every timed run (outside the timing), so no run pays for the
 written by the one before. Last it measures the peak RSS of the syncing process at a
 quarter of --rows, at --rows and at each --rss-rows size (a fresh source table each
 time, synced in a fresh child process) to show memory stays flat.
+
+`--pin` stands in for two hosts on this one machine: each server, every process of it,
+is held to a CPU of its own (the source to the first, the target to the last, with
+`taskset`), so neither server's work takes CPU from the other's. The clients (psql, the
+syncing Python process, Dagster) are not pinned: they run where the kernel puts them,
+as on a third host sharing both. Each "host" then has one core, so parallel scans and
+index builds gain nothing: it is not a measurement of separate hosts, only of the two
+servers not competing with each other.
 """
 
 from __future__ import annotations
@@ -75,6 +83,15 @@ FROM generate_series(1, %s) AS i;
 CREATE INDEX ON bench (updated_at);
 ANALYZE bench;
 """
+
+
+def pin(server: LocalServer, cpu: int) -> None:
+    """Hold `server`'s postmaster and every process it has started to `cpu`; the backends
+    it forks later inherit the postmaster's affinity."""
+    postmaster = (server.datadir / "postmaster.pid").read_text().split()[0]
+    children = subprocess.run(["pgrep", "-P", postmaster], capture_output=True, text=True).stdout.split()
+    for pid in (postmaster, *children):
+        subprocess.run(["taskset", "-a", "-p", "-c", str(cpu), pid], check=True, capture_output=True)
 
 
 def sql(url: str, statement: str, params=None) -> None:
@@ -224,12 +241,19 @@ def main() -> None:
         help="more table sizes to measure the peak RSS at (e.g. 4000000)",
     )
     parser.add_argument("--before-commit", help="also time the step and the CLI with this git revision")
+    parser.add_argument("--pin", action="store_true", help="hold each server to a CPU of its own (see above)")
     args = parser.parse_args()
+    if args.pin and (os.cpu_count() or 1) < 2:
+        parser.error("--pin needs two CPUs: one for each server")
 
     exit_cleanly_on_sigterm()
     tmp = Path(tempfile.mkdtemp(prefix="pg_sync_bench_"))
     source, target = start_server("source"), start_server("target")
     try:
+        if args.pin:
+            pin(source, 0)
+            pin(target, os.cpu_count() - 1)
+            print(f"source server on CPU 0, target server on CPU {os.cpu_count() - 1}")
         with checkout(args.before_commit, tmp) if args.before_commit else nullcontext() as before:
             run(args, source, target, tmp, before)
     finally:
