@@ -80,6 +80,12 @@ class DatabasePair:
         return execute(self.target, statement, params)
 
 
+# The table list's SQL may not call volatile functions (`engine/side_effects.py`), so a
+# test that slows a run down from inside a `where` or `query` calls this one, which is
+# declared STABLE; every test database has it.
+NAP = "CREATE FUNCTION nap(float8) RETURNS text LANGUAGE sql STABLE AS 'SELECT pg_sleep($1)::text'"
+
+
 @pytest.fixture
 def dbs(servers: ServerPair) -> Iterator[DatabasePair]:
     token = uuid.uuid4().hex[:10]
@@ -88,8 +94,11 @@ def dbs(servers: ServerPair) -> Iterator[DatabasePair]:
         execute(url, sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING 'UTF8'").format(
             sql.Identifier(name)))
     try:
-        yield DatabasePair(_database_url(servers.source_url, names[0]),
-                           _database_url(servers.target_url, names[1]))
+        pair = DatabasePair(_database_url(servers.source_url, names[0]),
+                            _database_url(servers.target_url, names[1]))
+        pair.src(NAP)
+        pair.tgt(NAP)
+        yield pair
     finally:
         for url, name in zip((servers.source_url, servers.target_url), names, strict=False):
             execute(url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -26,7 +26,7 @@ from .locks import lock_final_table
 from .merge import DIFFERENTIAL, MergeCounts, delete_keys, merge_from_staging
 from .plan import TablePlan
 from .record import forget_buckets, recordable, take_horizon, write_record
-from .run import require_read_only_source
+from .run import final_transaction, require_read_only_source
 from .spec import Mode, TableSpec
 from .sql import key_in, pin_text_settings
 from .staging import STAGING_SCHEMA
@@ -149,18 +149,18 @@ def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, 
         return _result(spec, 0, 0, MergeCounts(0, 0, 0), target_rows, verification, diff)
     with timer.stage("copy"):
         rows, bytes_ = copy_differing_rows(spec, plan, copied, staging, diff, scur, tcur)
-    with timer.stage("merge"):
-        counts = apply_differing_rows(
-            tcur, spec, plan, copied, staging, diff, rows, deletes_extra_rows(spec), work_mem
-        )
-    verification = None
-    if spec.verify:
-        with timer.stage("verify_final"):
-            verification = verify_final(tcur, spec, plan, expected_sums(diff), diff)
-    with timer.stage("commit"):
-        target_rows = final_table_rows(tcur, spec, verification)
-        require_read_only_source(scur, str(spec.target))
-        tcur.connection.commit()
+    with final_transaction(scur, tcur, str(spec.target)) as final:
+        with timer.stage("merge"):
+            counts = apply_differing_rows(
+                tcur, spec, plan, copied, staging, diff, rows, deletes_extra_rows(spec), work_mem
+            )
+        verification = None
+        if spec.verify:
+            with timer.stage("verify_final"):
+                verification = verify_final(tcur, spec, plan, expected_sums(diff), diff)
+        with timer.stage("commit"):
+            target_rows = final_table_rows(tcur, spec, verification)
+            final.commit()
     return _result(spec, rows, bytes_, counts, target_rows, verification, diff)
 
 

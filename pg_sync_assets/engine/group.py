@@ -60,7 +60,7 @@ from .merge import (
     replace_from_staging,
 )
 from .plan import TablePlan
-from .run import end_run_transactions, open_snapshot, plan_copy, require_read_only_source, staged_run
+from .run import end_run_transactions, final_transaction, open_snapshot, plan_copy, staged_run
 from .spec import Mode, TableSpec
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
@@ -141,12 +141,13 @@ def sync_group(
                 for member in members:
                     _copy(member, scur, tcur)
                 # The source's checksums, on its server, while the target writes.
+                labels = ", ".join(str(m.spec.target) for m in members)
                 with on_source_meanwhile(scur, _source_sums, members, scur) as source_sums:
                     order = _write_order(members, tcur)
-                    _apply_all(order, tcur, options.merge_work_mem)
-                    results = _verify_all(members, scur, tcur, source_sums)
-                require_read_only_source(scur, ", ".join(str(m.spec.target) for m in members))
-                target_conn.commit()
+                    with final_transaction(scur, tcur, labels) as final:
+                        _apply_all(order, tcur, options.merge_work_mem)
+                        results = _verify_all(members, scur, tcur, source_sums)
+                        final.commit()
         finally:
             end_run_transactions(source_conn, target_conn)
     return results

@@ -34,6 +34,7 @@ from .errors import ConfigError
 from .introspect import Column
 from .plan import TablePlan, plan_table
 from .record import INTEGER_BLOCKS, KEY_TEXT, Bucketing, BucketSums
+from .side_effects import require_side_effect_free
 from .sql import pin_text_settings, source_scope, target_scope
 from .verify import row_hash
 
@@ -328,8 +329,9 @@ def localize_table(spec, source_conn, target_conn, rows_hint: int, limit: int = 
     target_conn.rollback()
     target_conn.set_session(isolation_level="REPEATABLE READ", autocommit=False)
     try:
-        with source_conn.cursor() as cur:
+        with source_conn.cursor() as cur, target_conn.cursor() as tcur:
             plan = plan_table(cur, spec)
+            require_side_effect_free(tcur, spec, "target")
         if not plan.key:
             raise ConfigError(
                 f"cannot tell which rows of `{spec.target}` differ: it has no key; set `primary_key`"

@@ -12,6 +12,7 @@ from psycopg2 import sql
 
 from .errors import ConfigError
 from .introspect import Column, primary_key, query_columns, table_columns, table_exists
+from .side_effects import require_side_effect_free
 from .spec import Mode, TableSpec
 from .sql import source_scope
 
@@ -79,7 +80,7 @@ def _select_columns(spec: TableSpec, columns: list[Column], key: tuple[str, ...]
         return columns
     names = [c.name for c in columns]
     unknown = [c for c in (*spec.columns_include, *spec.columns_exclude) if c not in names]
-    if unknown:
+    if unknown and not spec.columns_where_present:
         raise ConfigError(
             f"{_entry(spec)}: `{what}` names column(s) {unknown} that the source does not have; "
             f"available columns: {names}"
@@ -104,6 +105,7 @@ def _select_columns(spec: TableSpec, columns: list[Column], key: tuple[str, ...]
 
 def plan_table(cur, spec: TableSpec) -> TablePlan:
     """Read and check the source side of `spec`; raises ConfigError naming the entry."""
+    require_side_effect_free(cur, spec, "source")  # before any of the table list's SQL runs
     columns = _read_columns(cur, spec)
     key = spec.primary_key
     if not key and spec.source is not None:

@@ -19,7 +19,7 @@ from .errors import ConfigError, SchemaMismatchError
 from .guard import check_final
 from .introspect import table_exists
 from .localize import bucketing, localize
-from .run import end_run_transactions, prepare, require_read_only_source, staged_run
+from .run import end_run_transactions, final_transaction, prepare, staged_run
 from .sql import estimate_rows
 from .stages import StageTimer
 from .sync import SyncOptions, SyncResult, sync_table
@@ -79,17 +79,17 @@ def reconcile_table(
                 )
                 with timer.stage("copy"):
                     rows, bytes_ = copy_differing_rows(spec, plan, copied, staging, diff, scur, tcur)
-                with timer.stage("merge"):
-                    counts = apply_differing_rows(
-                        tcur, spec, plan, copied, staging, diff, rows, True, options.merge_work_mem
-                    )
-                with timer.stage("verify_final"):
-                    verification = check_final(
-                        tcur, spec, plan.columns, staging, plan.key_columns(), expected, whole_scope=True
-                    )
-                with timer.stage("commit"):
-                    require_read_only_source(scur, label)
-                    target_conn.commit()
+                with final_transaction(scur, tcur, label) as final:
+                    with timer.stage("merge"):
+                        counts = apply_differing_rows(
+                            tcur, spec, plan, copied, staging, diff, rows, True, options.merge_work_mem
+                        )
+                    with timer.stage("verify_final"):
+                        verification = check_final(
+                            tcur, spec, plan.columns, staging, plan.key_columns(), expected, whole_scope=True
+                        )
+                    with timer.stage("commit"):
+                        final.commit()
             finally:
                 end_run_transactions(source_conn, target_conn)
     return SyncResult(

@@ -19,8 +19,9 @@ from .introspect import Column, table_columns
 from .locks import acquire_table_lock, release_table_lock
 from .plan import TablePlan, plan_table
 from .record import ensure_record_table
+from .side_effects import require_side_effect_free
 from .spec import TableSpec
-from .stages import StageTimer
+from .stages import COMMIT_UNKNOWN, UNCHANGED, StageTimer
 from .staging import (
     STAGING_SCHEMA,
     create_staging,
@@ -74,6 +75,7 @@ def preflight(scur, tcur, spec: TableSpec) -> tuple[TablePlan, list[Column], lis
     its shape. Raises ConfigError or SchemaMismatchError; the start of every run and
     `python -m pg_sync_assets check`."""
     plan = plan_table(scur, spec)
+    require_side_effect_free(tcur, spec, "target")
     target_cols = table_columns(tcur, spec.target)
     changes = plan_schema_changes(spec, list(plan.columns), target_cols, plan.key) if target_cols else []
     shape = read_target_shape(tcur, spec.target)
@@ -136,12 +138,17 @@ def end_run_transactions(source_conn, target_conn) -> None:
 
 
 def require_read_only_source(scur, table: str) -> None:
-    """A tripwire before the target commits: the source transaction is still read-only
-    and has written nothing. The table list's SQL is parsed so that nothing can end that
-    transaction (`user_sql`); this proves it held for the whole run."""
-    scur.execute("SELECT current_setting('transaction_read_only'), pg_current_xact_id_if_assigned()")
+    """A tripwire before the target commits: the source transaction is still read-only,
+    has written nothing, and the session still lexes SQL as the table list's was checked.
+    The table list's SQL can neither end that transaction (`user_sql`) nor call anything
+    volatile (`side_effects`); this proves it held for the whole run."""
+    scur.execute(
+        "SELECT current_setting('transaction_read_only') = 'on'"
+        " AND current_setting('standard_conforming_strings') = 'on',"
+        " pg_current_xact_id_if_assigned()"
+    )
     read_only, xid = scur.fetchone()
-    if read_only != "on" or xid is not None:
+    if not read_only or xid is not None:
         raise SyncError(
             table,
             "verify",
@@ -150,6 +157,85 @@ def require_read_only_source(scur, table: str) -> None:
             "database's triggers and rules",
             side="source",
         )
+
+
+class FinalTransaction:
+    """The target's last transaction of a run, where the final table changes.
+
+    Its id is taken when it opens, so that both ends of it can be proven: `commit` runs
+    only in that same transaction (nothing the run sent committed it earlier), and an
+    error that says the target is unchanged is re-worded if, after the rollback, the
+    server reports that transaction committed after all.
+    """
+
+    def __init__(self, scur, tcur, table: str) -> None:
+        self.scur, self.tcur, self.table = scur, tcur, table
+        if tcur.connection.autocommit:  # only ever outside a transaction
+            tcur.connection.autocommit = False
+        tcur.execute("SELECT pg_current_xact_id()::text")
+        self.xid = tcur.fetchone()[0]
+
+    def commit(self) -> None:
+        require_read_only_source(self.scur, self.table)
+        self.tcur.execute(
+            "SELECT pg_current_xact_id_if_assigned()::text = %s"
+            " AND current_setting('standard_conforming_strings') = 'on'",
+            (self.xid,),
+        )
+        if not self.tcur.fetchone()[0]:
+            raise SyncError(
+                self.table,
+                "commit",
+                "the target session is no longer in the transaction the run opened (or its settings "
+                "changed); nothing more was committed; check the table's `where` and the target "
+                f"database's triggers; {self._outcome()}",
+                side="target",
+            )
+        self.tcur.connection.commit()
+
+    def _outcome(self) -> str:
+        """After a rollback: whether the transaction the run opened committed anyway. A
+        session that died took its open transaction with it: nothing to ask then."""
+        conn = self.tcur.connection
+        if conn.closed:
+            return UNCHANGED
+        rollback_quietly(conn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_xact_status(%s::xid8)", (self.xid,))
+                status = cur.fetchone()[0]
+            conn.rollback()
+        except psycopg2.Error:
+            return COMMIT_UNKNOWN
+        if status == "aborted":
+            return UNCHANGED
+        return (
+            "but the run's target transaction was committed before it failed, so the target table "
+            "may have changed: run the table's checks (verify_all) and reconcile it"
+        )
+
+    def proven(self, exc: SyncError) -> SyncError:
+        """`exc`, or its cause re-worded when its claim that the target is unchanged is false."""
+        if UNCHANGED not in exc.cause:
+            return exc
+        outcome = self._outcome()
+        if outcome == UNCHANGED:
+            return exc
+        cause = exc.cause.replace("rolled back: " + UNCHANGED, outcome).replace(UNCHANGED, outcome)
+        return SyncError(exc.table, exc.stage, cause, side=exc.side)
+
+
+@contextmanager
+def final_transaction(scur, tcur, table: str) -> Iterator[FinalTransaction]:
+    """Open the target's final transaction; see `FinalTransaction`."""
+    final = FinalTransaction(scur, tcur, table)
+    try:
+        yield final
+    except SyncError as exc:
+        proven = final.proven(exc)
+        if proven is exc:
+            raise
+        raise proven from None
 
 
 def _drop_staging_quietly(conn, staging: str, label: str, log) -> None:

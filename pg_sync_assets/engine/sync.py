@@ -44,7 +44,7 @@ from .merge import (
 )
 from .plan import TablePlan
 from .record import recordable, take_horizon, write_record
-from .run import end_run_transactions, prepare, require_read_only_source, rollback_quietly, staged_run
+from .run import end_run_transactions, final_transaction, prepare, rollback_quietly, staged_run
 from .spec import Mode, TableSpec
 from .sql import source_scope
 from .stages import StageTimer
@@ -272,6 +272,7 @@ def _copy_and_apply(
             if spec.verify and compared is None:  # summed on the source while the target merges
                 sums = on_source_meanwhile(scur, full_copy_sums, scur, spec, plan, copied_result.rows)
                 source_sums = meanwhile.enter_context(sums)
+            final = meanwhile.enter_context(final_transaction(scur, tcur, label))
             with timer.stage("merge"):
                 try:
                     counts, created, target_rows = _apply(
@@ -292,9 +293,8 @@ def _copy_and_apply(
                     verification = verify_full_copy(
                         spec, plan, staging, copied, expected, buckets, scur, tcur
                     )
-        with timer.stage("commit"):
-            require_read_only_source(scur, label)
-            target_conn.commit()
+            with timer.stage("commit"):
+                final.commit()
     finally:
         end_run_transactions(scur.connection, target_conn)
     return dict(

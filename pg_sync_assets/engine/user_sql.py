@@ -15,6 +15,7 @@ backslashes this parser applies.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from pglast import ast, parse_sql
 from pglast.parser import ParseError, scan
@@ -26,14 +27,20 @@ _SEMICOLON = "ASCII_59"
 _WRITES = (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt, ast.MergeStmt)
 
 
-def _nodes(node: ast.Node) -> Iterator[ast.Node]:
+def _nodes(node: object) -> Iterator[ast.Node]:
+    """Every node below `node`, itself included; lists nest (a FROM function is a list
+    of (call, column definitions) pairs), so tuples are walked at any depth."""
+    if isinstance(node, tuple):
+        for child in node:
+            yield from _nodes(child)
+        return
+    if not isinstance(node, ast.Node):
+        return
     yield node
     for slot in node.__slots__:
         value = getattr(node, slot, None)
-        children = value if isinstance(value, tuple) else (value,)
-        for child in children:
-            if isinstance(child, ast.Node):
-                yield from _nodes(child)
+        if isinstance(value, (ast.Node, tuple)):
+            yield from _nodes(value)
 
 
 def _significant(key: str, text: str) -> str:
@@ -134,3 +141,45 @@ def columns_named(condition: str) -> set[str]:
         for node in _nodes(statement)
         if isinstance(node, ast.ColumnRef) and isinstance(node.fields[-1], ast.String)
     }
+
+
+@dataclass(frozen=True)
+class Calls:
+    """What a checked `where` or `query` asks the server to run besides reading rows:
+    functions and operators by (schema or None, name), casts by target type name parts.
+    `side_effects.py` looks each up in a server's catalog."""
+
+    functions: tuple[tuple[str | None, str], ...] = ()
+    operators: tuple[tuple[str | None, str], ...] = ()
+    types: tuple[tuple[str, ...], ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.functions or self.operators or self.types)
+
+
+def _qualified(names: tuple) -> tuple[str | None, str]:
+    parts = [n.sval for n in names]
+    return (parts[-2] if len(parts) > 1 else None, parts[-1])
+
+
+def calls(condition: str | None = None, query: str | None = None) -> Calls:
+    """The functions, operators and casts in a checked `where` and/or `query`."""
+    statements = []
+    if condition is not None:
+        statements.append(parse_sql(_WHERE_PREFIX + condition + "\n)")[0].stmt)
+    if query is not None:
+        statements.append(parse_sql(query)[0].stmt)
+    functions: dict = {}
+    operators: dict = {}
+    types: dict = {}
+    for node in (n for statement in statements for n in _nodes(statement)):
+        if isinstance(node, ast.FuncCall):
+            functions[_qualified(node.funcname)] = None
+        elif isinstance(node, ast.A_Expr) and node.name:
+            name = _qualified(node.name)
+            # BETWEEN and its kin are keywords here; their operators are the type's own.
+            if not any(ch.isalpha() for ch in name[1]):
+                operators[name] = None
+        elif isinstance(node, ast.TypeCast) and node.typeName is not None:
+            types[tuple(n.sval for n in node.typeName.names)] = None
+    return Calls(tuple(functions), tuple(operators), tuple(types))

@@ -22,6 +22,7 @@ from psycopg2 import sql
 
 from .introspect import BYTES_HASH, OWN_HASH, TEXT_HASH, Column, table_columns
 from .plan import plan_table
+from .side_effects import require_side_effect_free
 from .spec import TableSpec
 from .sql import pin_text_settings, source_scope, target_scope
 
@@ -108,6 +109,7 @@ def compare_table(spec: TableSpec, source_conn, target_conn) -> TableComparison:
     try:
         with source_conn.cursor() as scur, target_conn.cursor() as tcur:
             columns = plan_table(scur, spec).columns
+            require_side_effect_free(tcur, spec, "target")
             names = tuple(c.name for c in columns)
             present = {c.name: c for c in table_columns(tcur, spec.target)}
             if any(c.name in present and present[c.name].type_key != c.type_key for c in columns):

@@ -34,7 +34,7 @@ from pg_sync_assets_tests.support import exception_chain_text, run_sync, staging
 TARGET = TableRef("public", "items")
 FIRST = "SELECT i AS id, 'v1' AS v FROM generate_series(1, 5000) AS i"
 # Streams 2,000 rows, then sleeps inside the COPY (so a test can kill it midway).
-SLOW = ("SELECT i AS id, CASE WHEN i = 2000 THEN pg_sleep(30)::text || 'v2' ELSE 'v2' END AS v "
+SLOW = ("SELECT i AS id, CASE WHEN i = 2000 THEN nap(30) || 'v2' ELSE 'v2' END AS v "
         "FROM generate_series(1, 5000) AS i")
 
 

@@ -62,7 +62,7 @@ def test_target_lost_during_copy_names_the_target_and_the_copy(dbs):
     run_sync(dbs, _spec(FIRST))
     before = table_text(dbs.target, TARGET, "id")
     # The target only notices its loss when the source sends more rows: sleep briefly.
-    worker, outcome = _in_background(dbs, _spec(SLOW.replace("pg_sleep(30)", "pg_sleep(2)")))
+    worker, outcome = _in_background(dbs, _spec(SLOW.replace("nap(30)", "nap(2)")))
     _wait_for_sleeping_copy(dbs)
     pid = wait_for_first(lambda: dbs.tgt(
         "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_sync_assets' "

@@ -7,7 +7,7 @@ import pytest
 
 from pg_sync_assets.config import parse_config
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec
-from pg_sync_assets.engine.user_sql import clean_query, clean_where
+from pg_sync_assets.engine.user_sql import calls, clean_query, clean_where
 
 INJECTION = "true); COMMIT; BEGIN READ WRITE; INSERT INTO t VALUES (1); SELECT 1 FROM t WHERE (true"
 
@@ -82,3 +82,30 @@ def test_a_spec_built_in_code_is_checked_too():
     with pytest.raises(ConfigError) as caught:
         TableSpec(name="o", target=TableRef("a", "o"), query="SELECT 1; DROP TABLE x")
     assert str(caught.value).startswith("table entry `o`: `query` holds a `;`")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT * FROM ROWS FROM (f((WITH d AS (DELETE FROM t RETURNING 1) SELECT 1 FROM d)))",
+        "SELECT * FROM f((WITH d AS (DELETE FROM t RETURNING 1) SELECT 1 FROM d))",
+        "SELECT * FROM f() AS x(a int), LATERAL (SELECT * FROM (SELECT 1 FROM t FOR UPDATE) s) y",
+    ],
+)
+def test_writes_nested_in_a_from_function_list_are_found(text):
+    """A FROM function is a list of (call, column list) pairs: the walk reaches inside."""
+    with pytest.raises(ConfigError, match="contains DELETE|locks rows"):
+        clean_query(text)
+
+
+def test_calls_lists_every_function_operator_and_cast_at_any_depth():
+    found = calls(
+        condition="a BETWEEN 1 AND 2 AND public.f(x::pg_catalog.int4[]) AND s OPERATOR(s2.===) 'x' "
+        "AND EXISTS (SELECT FROM ROWS FROM (set_config('a', 'b', false)) r)",
+    )
+    assert found.functions == (("public", "f"), (None, "set_config"))
+    assert found.operators == (("s2", "==="),)
+    assert found.types == (("pg_catalog", "int4"),)
+    query = calls(query="SELECT extract(year FROM now()) FROM t WHERE a = ANY (g())")
+    assert query.functions == (("pg_catalog", "extract"), (None, "now"), (None, "g"))
+    assert query.operators == ((None, "="),)
