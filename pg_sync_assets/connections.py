@@ -15,11 +15,12 @@ connection opened.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
-from .engine.connect import build_dsn, parse_connection_string
+from .engine.connect import build_dsn, parse_connection_string, require_plain_fields
 from .engine.errors import ConfigError, PgSyncError
 from .naming import VALID_NAME
 
@@ -28,6 +29,8 @@ SOURCE_URL_ENV, TARGET_URL_ENV = "PG_SYNC_SOURCE_URL", "PG_SYNC_TARGET_URL"
 TEXT_FIELDS = ("host", "dbname", "user", "password", "sslmode")
 NUMBER_FIELDS = ("port", "connect_timeout")
 CONNECTION_KEYS = ("url", *TEXT_FIELDS, *NUMBER_FIELDS)
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ def _parse_one(name: Any, raw: Any, where: str) -> Connection:
             f"{where}: a password is never written in the table list (the Dagster UI shows "
             "resource settings, and files get copied); use `password: {env: VARIABLE}`"
         )
+    literal = {k: v for k, v in values.items() if isinstance(v, str) and k != "url"}
+    try:
+        require_plain_fields(literal, name)
+    except PgSyncError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     url = values.get("url")
     if isinstance(url, str):
         try:
@@ -122,8 +130,16 @@ def _parse_one(name: Any, raw: Any, where: str) -> Connection:
 
 def _value(key: str, value: Any, where: str) -> Any:
     if isinstance(value, dict):
-        if set(value) != {"env"} or not isinstance(value["env"], str) or not value["env"].strip():
-            raise ConfigError(f"{where}: `{key}` must be a value or {{env: VARIABLE_NAME}}, got a mapping")
+        if set(value) != {"env"}:
+            raise ConfigError(
+                f"{where}: `{key}` must be a value or {{env: VARIABLE_NAME}}; the mapping has the "
+                f"key(s) {sorted(map(str, value))}, and `env` is the only one allowed"
+            )
+        if not isinstance(value["env"], str) or not ENV_NAME.match(value["env"]):
+            raise ConfigError(
+                f"{where}: `{key}: {{env: ...}}` needs the name of an environment variable "
+                f"(letters, digits and _, not starting with a digit), got {value['env']!r}"
+            )
         return EnvRef(value["env"])
     if key in NUMBER_FIELDS:
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
@@ -132,6 +148,8 @@ def _value(key: str, value: Any, where: str) -> Any:
     if not isinstance(value, str) or not value.strip():
         # The value is not echoed: under a misspelt key it could be a secret.
         raise ConfigError(f"{where}: `{key}` must be a non-empty string or {{env: VARIABLE_NAME}}")
+    if key == "sslmode" and value not in SSL_MODES:
+        raise ConfigError(f"{where}: `sslmode` is {value!r}; allowed: {', '.join(SSL_MODES)}")
     return value
 
 

@@ -46,18 +46,70 @@ def _malformed(role: str, exc: psycopg2.Error) -> ConnectionFailed:
 # records would print, password and all).
 
 
+_URL_SCHEMES = ("postgresql://", "postgres://")
+# Fields that end up in `user@host:port/dbname` of messages (and in libpq's own): a URL or
+# credentials put there by mistake would be shown whole.
+_PLAIN_FIELDS = {"host": "@= ", "hostaddr": "@=/ ", "port": "@=/ ", "dbname": "=", "user": "="}
+
+
+def _ambiguous(role: str, problem: str) -> ConnectionFailed:
+    return ConnectionFailed(
+        f"the connection string for `{role}` is malformed ({problem}); the user name and password of a "
+        "URL must be percent-encoded (`/` as %2F, `@` as %40, `?` as %3F, `%` as %25), or use the "
+        "key=value form or the `password:` field"
+    )
+
+
+def require_unambiguous(dsn: str, role: str) -> None:
+    """ConnectionFailed, without the string, when libpq would read a URL otherwise than its
+    author meant: libpq ends the user and password at the first `@` or `/`, so a password
+    holding an unencoded `/`, `?` or `@` turns into host, port or database name, which
+    messages show (and only the password libpq found would be cut out of them)."""
+    text = dsn.strip()
+    if not text.lower().startswith(_URL_SCHEMES):
+        return
+    rest = text.split("://", 1)[1]
+    stops = [i for i in (rest.find("/"), rest.find("?")) if i != -1]
+    authority_end = min(stops) if stops else len(rest)
+    if "@" in rest[authority_end:]:
+        raise _ambiguous(role, "an `@` after the first `/` or `?` of a URL")
+    if rest[:authority_end].count("@") > 1:
+        raise _ambiguous(role, "more than one `@` before the host of a URL")
+
+
+def require_plain_fields(fields: dict[str, str], role: str) -> None:
+    """ConnectionFailed, without the value, for a host, port, database or user name that
+    holds a URL or credentials (it would be shown in messages as a name)."""
+    for key, forbidden in _PLAIN_FIELDS.items():
+        value = fields.get(key)
+        if value and ("://" in value or any(ch in value for ch in forbidden)):
+            raise ConnectionFailed(
+                f"the connection for `{role}` is malformed (its `{key}` holds a URL, credentials or "
+                "characters a name cannot have); put a connection URL in `url`, and a password only "
+                "in `password` or the URL's environment variable"
+            )
+
+
 def parse_connection_string(dsn: str, role: str) -> dict[str, str]:
-    """libpq's reading of `dsn`; ConnectionFailed, never echoing the string, if it is malformed."""
+    """libpq's reading of `dsn`; ConnectionFailed, never echoing the string, if it is
+    malformed or could be read two ways (`require_unambiguous`)."""
+    require_unambiguous(dsn, role)
     try:
-        return parse_dsn(dsn)
+        parts = parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
         error = _malformed(role, exc)
+    except UnicodeDecodeError:  # a percent escape that is not UTF-8, as %ff
+        error = _ambiguous(role, "a percent escape that does not decode as UTF-8")
+    else:
+        require_plain_fields(parts, role)
+        return parts
     raise error
 
 
 def build_dsn(dsn: str, role: str, **overrides) -> str:
     """`dsn` with `overrides` (None values ignored) set; checked as `parse_connection_string` does."""
     parse_connection_string(dsn, role)
+    require_plain_fields({k: str(v) for k, v in overrides.items() if v is not None}, role)
     try:
         return make_dsn(dsn, **{k: v for k, v in overrides.items() if v is not None})
     except psycopg2.ProgrammingError as exc:
@@ -69,7 +121,7 @@ def describe_dsn(dsn: str) -> str:
     """`user@host:port/dbname` for messages: never the password or other options."""
     try:
         p = parse_dsn(dsn)
-    except psycopg2.ProgrammingError:
+    except (psycopg2.ProgrammingError, UnicodeDecodeError):
         return "an unparsable connection string"
     return f"{p.get('user', '')}@{p.get('host', 'localhost')}:{p.get('port', '5432')}/{p.get('dbname', '')}"
 
@@ -78,7 +130,7 @@ def redact(text: str, dsn: str) -> str:
     """`text` with the password of `dsn` (if any) cut out."""
     try:
         password = parse_dsn(dsn).get("password")
-    except psycopg2.ProgrammingError:
+    except (psycopg2.ProgrammingError, UnicodeDecodeError):
         return text
     return text.replace(password, "***") if password else text
 

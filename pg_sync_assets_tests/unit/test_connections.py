@@ -71,7 +71,15 @@ def test_without_connections_source_and_target_come_from_the_usual_variables():
         ({"shop": {"host": "h", "pasword": "hunter2"}},
          "connection `shop`: unknown key(s) ['pasword']; allowed: ['url', 'host'"),
         ({"shop": {"port": "5432"}}, "connection `shop`: `port` must be a whole number above 0, got '5432'"),
-        ({"shop": {"user": {"env": ""}}}, "connection `shop`: `user` must be a value or {env: VARIABLE_NAME}"),
+        ({"shop": {"user": {"env": ""}}}, "connection `shop`: `user: {env: ...}` needs the name of an "
+                                          "environment variable (letters, digits and _, not starting with "
+                                          "a digit), got ''"),
+        ({"shop": {"url": {"env": "1X"}}}, "`url: {env: ...}` needs the name of an environment variable"),
+        ({"shop": {"url": {"evn": "X"}}}, "`url` must be a value or {env: VARIABLE_NAME}; the mapping has the "
+                                          "key(s) ['evn'], and `env` is the only one allowed"),
+        ({"shop": {"host": "h", "sslmode": "bogus"}},
+         "connection `shop`: `sslmode` is 'bogus'; allowed: disable, allow, prefer, require, verify-ca, "
+         "verify-full"),
         ({"shop": {"user": ["x"]}}, "connection `shop`: `user` must be a non-empty string or {env: VARIABLE_NAME}"),
         ({"shop-db": {"host": "h"}}, "connection `shop-db`: a connection name is a Dagster resource key"),
         ({"shop": {"url": "host=h port=5432 dbname='x"}}, "connection `shop`: the connection string for `shop` "
