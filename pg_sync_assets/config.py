@@ -200,7 +200,9 @@ def parse_project(document: Any, source_name: str = "<config>", state_file: Path
                 f"{label}: the pattern matched no table when `python -m pg_sync_assets check` last "
                 "listed them; fix the pattern (or its `exclude`), or run `check` again"
             )
-        entries.extend(_parse_entry(one, number, where) for one in tables)
+        for one in tables:
+            entry = _parse_entry(one, number, where)
+            entries.append(replace(entry, spec=replace(entry.spec, columns_where_present=True)))
     entries = [replace(e, list_name=name) for e in entries]
     check_roles(connections, [(e.name, e.source_connection, e.target_connection) for e in entries], where)
     _reject_duplicates(entries, where)

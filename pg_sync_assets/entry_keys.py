@@ -6,7 +6,7 @@ times, choices). `config.py` assembles them into a TableSpec.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -149,6 +149,12 @@ def incremental_keys(entry: EntryReader, mode: Mode, schedule: str | None) -> di
                 "remove them, or set `mode: incremental`"
             )
         return {}
+    raw_start = entry.raw.get("partition_start")
+    if isinstance(raw_start, (date, datetime)):  # YAML reads an unquoted 2026-11-20 as a date
+        raise entry.error(
+            f"`partition_start` must be an hourly partition key in quotes, like '2026-11-20-00:00' "
+            f"({PARTITION_FORMAT}); YAML read the unquoted value as the date {raw_start.isoformat()}"
+        )
     column, start = entry.text("incremental_column", required=True), entry.text("partition_start")
     if start is None:
         return _integer_cursor_keys(entry, column)
@@ -158,21 +164,26 @@ def incremental_keys(entry: EntryReader, mode: Mode, schedule: str | None) -> di
             "use `lookback` (hours)"
         )
     try:
-        on_the_hour = datetime.strptime(start, PARTITION_FORMAT).minute == 0
+        first_hour = datetime.strptime(start, PARTITION_FORMAT)
     except ValueError:
-        on_the_hour = False
-    if not on_the_hour:
+        first_hour = None
+    if first_hour is None or first_hour.minute != 0:
         raise entry.error(
             f"`partition_start` must be an hourly partition key, on the hour, like "
             f"'2026-11-20-00:00' ({PARTITION_FORMAT}), got {start!r}"
         )
     zone = entry.text("timezone") or "UTC"
     try:
-        ZoneInfo(zone)
+        tz = ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
         raise entry.error(
             f"`timezone` {zone!r} is not a known IANA time zone (e.g. 'UTC', 'Asia/Seoul')"
         ) from None
+    if first_hour.replace(tzinfo=tz) > datetime.now(tz):
+        raise entry.error(
+            f"`partition_start` {start!r} is in the future ({zone}): no hour before it can be loaded "
+            "and no partition exists until then; set it to the first hour of the data"
+        )
     lookback = entry.raw.get("lookback", 0)
     if not isinstance(lookback, int) or isinstance(lookback, bool) or not 0 <= lookback <= 168:
         raise entry.error(f"`lookback` must be a whole number of hours from 0 to 168, got {lookback!r}")

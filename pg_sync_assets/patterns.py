@@ -155,7 +155,29 @@ def expand(
     ]
 
 
-def _list(pattern: Pattern, connections: Mapping, environ: Mapping[str, str]) -> list[TableRef]:
+_COLUMNS_OF = """
+SELECT DISTINCT a.attname FROM pg_attribute a
+JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN unnest(%s::text[], %s::text[]) AS t(s, r) ON n.nspname = t.s AND c.relname = t.r
+WHERE a.attnum > 0 AND NOT a.attisdropped
+"""
+
+
+def _unmatched_columns(cur, raw: dict, found: list[TableRef]) -> list[str]:
+    """The names a pattern's `columns:` lists that none of its tables has (typos): a name
+    some tables lack is fine, the rule applies where the column occurs."""
+    selection = raw.get("columns")
+    if not isinstance(selection, dict) or not found:
+        return []
+    names = [n for value in selection.values() if isinstance(value, list) for n in value]
+    cur.execute(_COLUMNS_OF, ([t.schema for t in found], [t.name for t in found]))
+    present = {row[0] for row in cur.fetchall()}
+    return [n for n in names if n not in present]
+
+
+def _list(
+    pattern: Pattern, connections: Mapping, environ: Mapping[str, str], raw: dict | None = None
+) -> list[TableRef]:
     if pattern.connection not in connections:
         raise ConfigError(
             f"pattern `{pattern.text}` reads connection `{pattern.connection}`, which is not "
@@ -165,9 +187,16 @@ def _list(pattern: Pattern, connections: Mapping, environ: Mapping[str, str]) ->
     conn = connect(dsn, readonly=True, application_name="pg_sync_assets check", role=pattern.connection)
     try:
         with conn.cursor() as cur:
-            return pattern.list_tables(cur)
+            found = pattern.list_tables(cur)
+            unmatched = _unmatched_columns(cur, raw or {}, found)
     finally:
         conn.close()
+    if unmatched:
+        raise ConfigError(
+            f"pattern `{pattern.text}`: `columns` names {unmatched}, which none of its {len(found)} "
+            "tables has; check the spelling (a column some tables lack is fine)"
+        )
+    return found
 
 
 def _summary(pattern: Pattern, found: list[TableRef], before: list[list[str]] | None) -> str:
@@ -199,7 +228,7 @@ def refresh_state(document: Any, table_list: Path, out: Callable[[str], None], e
         old = read_state(path)
         for raw in raws:
             pattern = parse_pattern(raw, f"{where}, pattern `{raw['source']}`")
-            found = _list(pattern, connections, environ)
+            found = _list(pattern, connections, environ, raw)
             out(_summary(pattern, found, old.get(pattern.state_key)))
             listings[pattern.state_key] = [[t.schema, t.name] for t in found]
     except PgSyncError as exc:

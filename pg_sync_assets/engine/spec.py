@@ -71,6 +71,9 @@ class TableSpec:
     # out are neither read from the source nor created in the target. See `plan.py`.
     columns_include: tuple[str, ...] = ()
     columns_exclude: tuple[str, ...] = ()
+    # Set for the tables of a pattern: `columns` names a column wherever it occurs, so a
+    # name this table lacks is skipped (`check` refuses a name no matched table has).
+    columns_where_present: bool = False
     # What a run may change in an existing target: `fail`, `add_columns`, `evolve` (`evolve.py`).
     on_schema_change: str = "fail"
     # Tables of one snapshot group are synced together: one source snapshot, one target

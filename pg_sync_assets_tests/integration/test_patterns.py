@@ -201,3 +201,31 @@ def test_every_schema_with_excludes(project, dbs, capsys):
     assert out.splitlines()[0] == "pattern *.* (source): 4 tables"
     assert sorted(e.spec.source.name for e in load_project(project).tables) == ["actor", "film", "film_actor",
                                                                                  "language"]
+
+
+def test_a_pattern_excludes_a_column_wherever_it_occurs_and_refuses_a_typo(dbs, tmp_path, monkeypatch, capsys):
+    """A schema-wide personal-data rule: `ssn` is left out of the tables that have it, the
+    others sync whole; a name no matched table has is a typo, refused by `check`."""
+    seed = """
+    CREATE SCHEMA crm;
+    CREATE TABLE crm.person (id int PRIMARY KEY, name text, ssn text);
+    CREATE TABLE crm.employee (id int PRIMARY KEY, person_id int, ssn text, salary int);
+    CREATE TABLE crm.region (id int PRIMARY KEY, label text);
+    INSERT INTO crm.person VALUES (1, 'a', '123-45'); INSERT INTO crm.employee VALUES (1, 1, '999', 10);
+    INSERT INTO crm.region VALUES (1, 'north');
+    """
+    path = point_definitions_at(dbs, tmp_path, monkeypatch, seed,
+                                "tables:\n  - source: crm.*\n    columns: {exclude: [ssn]}\n")
+    status, out = _check(path, capsys)
+    assert status == 0, out
+    defs = build_definitions()
+    result = defs.resolve_job_def("sync_all").execute_in_process(instance=DagsterInstance.ephemeral())
+    assert result.success and all(c.passed for c in result.get_asset_check_evaluations())
+    columns = dbs.tgt("SELECT table_name, string_agg(column_name, ',' ORDER BY ordinal_position) "
+                      "FROM information_schema.columns WHERE table_schema = 'crm' GROUP BY 1 ORDER BY 1")
+    assert columns == [("employee", "id,person_id,salary"), ("person", "id,name"), ("region", "id,label")]
+
+    path.write_text("tables:\n  - source: crm.*\n    columns: {exclude: [ssn, snn]}\n", encoding="utf-8")
+    status, out = _check(path, capsys)
+    assert status == 2
+    assert "pattern `crm.*`: `columns` names ['snn'], which none of its 3 tables has" in out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 
 from pg_sync_assets.config import DEMO_CONFIG, ScheduleSettings, load_config, parse_config, parse_schedules
@@ -71,6 +73,13 @@ def test_a_single_primary_key_column_may_be_a_string():
         ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
           "partition_start": "2026-11-20-00:00", "schedule": "0 * * * *"},
          ["`schedule` does not apply to mode `incremental`"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
+          "partition_start": datetime.date(2026, 11, 20)},
+         ["`partition_start` must be an hourly partition key in quotes, like '2026-11-20-00:00'",
+          "YAML read the unquoted value as the date 2026-11-20"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u",
+          "partition_start": "2999-01-01-00:00", "timezone": "Asia/Seoul"},
+         ["`partition_start` '2999-01-01-00:00' is in the future (Asia/Seoul)"]),
         ({"source": "a.b", "lookback": 2}, ["['lookback'] apply to mode `incremental` only"]),
         ({"source": "a.b", "schedule": "daily"}, ["`schedule` must be a valid 5-field cron string"]),
         # the holes: each was silently accepted or reported without file and entry
