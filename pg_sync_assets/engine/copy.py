@@ -66,6 +66,10 @@ class ChunkPipe:
         self._last_report = self._started
         self.writes = 0
         self.bytes = 0
+        # Ctrl-C (or Dagster stopping the run) raised while the target COPY waited in
+        # read(): psycopg2 turns it into "COPY from stdin failed ... cancelled"; the
+        # interrupt itself is what the caller re-raises.
+        self.interrupted: BaseException | None = None
 
     # source side, worker thread
     def write(self, data) -> int:
@@ -98,7 +102,12 @@ class ChunkPipe:
 
     # target side, calling thread
     def read(self, size: int = -1) -> bytes:
-        item = self._queue.get()
+        try:
+            item = self._queue.get()
+        except BaseException as exc:
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, a run being stopped
+                self.interrupted = exc
+            raise
         if item is _EOF:
             return b""
         if isinstance(item, BaseException):
@@ -181,7 +190,11 @@ def stream_copy(
         target_cur.copy_expert(copy_in, pipe, size=CHUNK_BYTES)
     except BaseException:
         pipe.cancel()
+        if pipe.interrupted is not None:
+            source_cur.connection.cancel()  # the source's COPY would run on to its end
         worker.join()
+        if pipe.interrupted is not None:
+            raise pipe.interrupted from None
         if source_error:
             raise source_error[0] from None
         raise

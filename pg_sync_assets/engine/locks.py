@@ -57,9 +57,12 @@ def release_table_lock(cur, table: TableRef) -> None:
     cur.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (LOCK_NAMESPACE + str(table),))
 
 
+# Another role's session shows its pid, role and lock, but not its application, state or
+# start (pg_stat_activity hides them without pg_read_all_stats): said so, not shown as 0.
 _HOLDERS_QUERY = """
-SELECT a.pid, COALESCE(NULLIF(a.application_name, ''), '?'), COALESCE(a.state, '?'),
-       COALESCE(round(extract(epoch FROM now() - a.xact_start))::int, 0)
+SELECT a.pid, COALESCE(a.usename, '?'), l.mode, a.state IS NOT NULL,
+       NULLIF(a.application_name, ''), a.state,
+       round(extract(epoch FROM now() - a.xact_start))::int
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.granted AND l.pid <> pg_backend_pid() AND l.relation = (
     SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -73,9 +76,17 @@ def _holders(cur, table: TableRef) -> str:
     rows = cur.fetchall()
     if not rows:
         return "the sessions holding it had finished by the last try"
-    return "held by " + ", ".join(
-        f"pid {pid} ({app}, {state}, transaction open {age} s)" for pid, app, state, age in rows
-    )
+    return "held by " + ", ".join(_holder(*row) for row in rows)
+
+
+def _holder(pid: int, role: str, mode: str, visible: bool, app: str | None, state: str | None, age) -> str:
+    if not visible:
+        return (
+            f"pid {pid} (role {role}, {mode}; its application, state and age are hidden from this "
+            "role: grant it pg_read_all_stats to see them)"
+        )
+    opened = f"transaction open {age} s" if age is not None else "no transaction open"
+    return f"pid {pid} (role {role}, {app or 'no application_name'}, {state}, {mode}, {opened})"
 
 
 def lock_final_table(cur, spec: TableSpec, mode: str) -> int:

@@ -9,10 +9,12 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from dataclasses import replace
 
 import psycopg2
 import pytest
+from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.engine import (
@@ -29,7 +31,8 @@ from pg_sync_assets.engine import (
 from pg_sync_assets.engine.record import ensure_record_table
 from pg_sync_assets.engine.staging import ensure_staging_schema
 from pg_sync_assets.resources import PostgresResource
-from pg_sync_assets_tests.support import exception_chain_text, run_sync, staging_tables, table_text
+from pg_sync_assets_tests.conftest import dbname
+from pg_sync_assets_tests.support import exception_chain_text, run_sync, sessions, staging_tables, table_text
 
 TARGET = TableRef("public", "items")
 FIRST = "SELECT i AS id, 'v1' AS v FROM generate_series(1, 5000) AS i"
@@ -295,3 +298,56 @@ def test_first_runs_of_several_tables_in_parallel_create_one_schema_and_enum(dbs
         worker.join(timeout=60)
     assert errors == []
     assert dbs.tgt("SELECT count(*) FROM pg_tables WHERE schemaname = 'analytics'") == [(6,)]
+
+
+def test_a_lock_holder_of_another_role_is_named_by_role_not_by_zeros(dbs):
+    """Without pg_read_all_stats, pg_stat_activity hides another role's application,
+    state and start: the message says so and names the role and the lock."""
+    role = f"loader_{uuid.uuid4().hex[:8]}"
+    dbs.tgt(sql.SQL("CREATE ROLE {r} LOGIN; GRANT CREATE ON DATABASE {d} TO {r}; GRANT CREATE ON SCHEMA public TO {r}")
+            .format(r=sql.Identifier(role), d=sql.Identifier(dbname(dbs.target))))
+    as_loader = make_dsn(dbs.target, user=role)
+    spec = TableSpec(name="items", target=TARGET, query=FIRST, primary_key=("id",), mode=Mode.FULL_REFRESH,
+                     lock_timeout=1.0, lock_attempt_timeout=0.2, differential="never")
+    try:
+        with sessions(dbs) as (source, _):
+            target = connect(as_loader, readonly=False, role="target")
+            try:
+                sync_table(spec, source, target)
+                reader = psycopg2.connect(dbs.target)  # the superuser's report
+                try:
+                    with reader.cursor() as cur:
+                        cur.execute("SELECT count(*) FROM items")
+                    with pytest.raises(LockTimeoutError) as caught:
+                        sync_table(spec, source, target)
+                    reader_pid = reader.get_backend_pid()
+                finally:
+                    reader.close()
+            finally:
+                target.close()
+    finally:
+        dbs.tgt(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+        dbs.tgt(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
+    message = str(caught.value)
+    assert (f"held by pid {reader_pid} (role postgres, AccessShareLock; its application, state and age "
+            "are hidden from this role: grant it pg_read_all_stats to see them)") in message
+    assert "?" not in message and "open 0 s" not in message
+
+
+def test_ctrl_c_during_the_copy_is_reported_as_an_interrupt_not_a_cancelled_statement(dbs):
+    run_sync(dbs, _spec(FIRST))
+    before = table_text(dbs.target, TARGET, "id")
+    child = subprocess.Popen([sys.executable, "-c", SYNC_IN_CHILD, dbs.source, dbs.target, SLOW],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_sleeping_copy(dbs)
+        os.kill(child.pid, signal.SIGINT)
+        _, stderr = child.communicate(timeout=20)  # the source's 30 s sleep is cancelled
+    finally:
+        if child.poll() is None:
+            child.kill()
+    last = stderr.strip().splitlines()[-1]
+    assert last == "KeyboardInterrupt", stderr
+    assert "cancel" not in stderr.lower(), stderr
+    assert table_text(dbs.target, TARGET, "id") == before
+    assert staging_tables(dbs.target) == []
