@@ -69,12 +69,17 @@ from .target import TargetShape
 
 _log = logging.getLogger("pg_sync_assets")
 
+# A foreign key declared on a partition (as `pg_dump -s` writes pagila's) orders the
+# partitioned table it belongs to as well: each side of a key stands for itself and for
+# the root of its partition tree, whichever of them is a member.
 _FK_EDGES = """
-SELECT cn.nspname, c.relname, pn.nspname, p.relname
+SELECT DISTINCT cn.nspname, c.relname, pn.nspname, p.relname
 FROM pg_constraint k
-JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
-JOIN pg_class p ON p.oid = k.confrelid JOIN pg_namespace pn ON pn.oid = p.relnamespace
-WHERE k.contype = 'f' AND k.conrelid <> k.confrelid AND k.conparentid = 0
+CROSS JOIN LATERAL (VALUES (k.conrelid), (pg_partition_root(k.conrelid))) AS child(oid)
+CROSS JOIN LATERAL (VALUES (k.confrelid), (pg_partition_root(k.confrelid))) AS parent(oid)
+JOIN pg_class c ON c.oid = child.oid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+JOIN pg_class p ON p.oid = parent.oid JOIN pg_namespace pn ON pn.oid = p.relnamespace
+WHERE k.contype = 'f' AND child.oid <> parent.oid
 """
 
 

@@ -276,3 +276,40 @@ def test_a_group_cannot_span_two_connections():
     }
     with pytest.raises(ConfigError, match="snapshot group `shop` holds `orders` .* and `items`"):
         parse_config(document)
+
+
+PARTITIONED = """
+CREATE SCHEMA shop;
+CREATE TABLE shop.customers (id int PRIMARY KEY, name text NOT NULL);
+CREATE TABLE shop.payments (id int, paid_on date, customer_id int NOT NULL, amount numeric(8,2),
+                            PRIMARY KEY (id, paid_on)) PARTITION BY RANGE (paid_on);
+CREATE TABLE shop.payments_2026_10 PARTITION OF shop.payments FOR VALUES FROM ('2026-10-01') TO ('2026-11-01');
+CREATE TABLE shop.payments_2026_11 PARTITION OF shop.payments FOR VALUES FROM ('2026-11-01') TO ('2026-12-01');
+"""
+# As `pg_dump -s` of pagila writes them: each partition declares its own foreign key.
+ON_PARTITIONS = """
+ALTER TABLE ONLY shop.payments_2026_10 ADD CONSTRAINT p10_customer FOREIGN KEY (customer_id)
+    REFERENCES shop.customers (id) ON DELETE RESTRICT;
+ALTER TABLE ONLY shop.payments_2026_11 ADD CONSTRAINT p11_customer FOREIGN KEY (customer_id)
+    REFERENCES shop.customers (id) ON DELETE RESTRICT;
+"""
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.MERGE])
+def test_foreign_keys_declared_on_partitions_order_their_partitioned_table(dbs, mode):
+    dbs.src(PARTITIONED + """
+        INSERT INTO shop.customers SELECT i, 'c' || i FROM generate_series(1, 30) i;
+        INSERT INTO shop.payments SELECT i, date '2026-10-01' + i % 60, 1 + i % 30, i FROM generate_series(1, 200) i;
+    """)
+    dbs.tgt(PARTITIONED + ON_PARTITIONS)
+    specs = [TableSpec(name=n, source=TableRef("shop", n), target=TableRef("shop", n), mode=mode,
+                       snapshot_group="shop", delete_missing=mode is Mode.MERGE)
+             for n in ("payments", "customers")]  # the child first on purpose
+    _group(dbs, specs)
+    dbs.src("INSERT INTO shop.customers VALUES (31, 'new'); "
+            "INSERT INTO shop.payments VALUES (201, '2026-11-05', 31, 5); "
+            "DELETE FROM shop.payments WHERE customer_id = 7; DELETE FROM shop.customers WHERE id = 7")
+    for _ in range(2):  # the change, then nothing to change
+        _group(dbs, specs)
+    for n, key in (("customers", "id"), ("payments", "id")):
+        assert table_text(dbs.target, TableRef("shop", n), key) == table_text(dbs.source, TableRef("shop", n), key)
