@@ -23,6 +23,7 @@ from .engine.differential import DIFFERENTIAL_CHOICES
 from .engine.errors import ConfigError
 from .engine.evolve import ON_SCHEMA_CHANGE_CHOICES
 from .engine.spec import Mode, TableRef, TableSpec
+from .engine.triggers import TARGET_TRIGGER_CHOICES
 from .engine.user_sql import clean_query, clean_where
 from .entry_keys import (
     EntryReader,
@@ -54,6 +55,7 @@ TABLE_KEYS = (
     "where",
     "columns",
     "on_schema_change",
+    "target_triggers",
     "snapshot_group",
     "delete_missing",
     "verify",
@@ -75,6 +77,7 @@ DEFAULT_KEYS = (
     "lock_attempt_timeout",
     "differential",
     "on_schema_change",
+    "target_triggers",
     *PRESENTATION_KEYS,
 )
 SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
@@ -272,6 +275,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         **choice(entry, "differential", DIFFERENTIAL_CHOICES),
         **column_selection(entry, primary_key, incremental.get("incremental_column"), where),
         **choice(entry, "on_schema_change", ON_SCHEMA_CHANGE_CHOICES),
+        **choice(entry, "target_triggers", TARGET_TRIGGER_CHOICES),
         **snapshot_group_key(entry, mode, schedule),
         **incremental,
         name=_asset_name(entry, target),

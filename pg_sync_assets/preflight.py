@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .engine import PgSyncError, TableSpec, connect
 from .engine.run import preflight
+from .engine.triggers import FIRE, triggers_advice, user_triggers
 from .project import Project, TableEntry
 
 
@@ -58,6 +59,7 @@ def _check_one(entry: TableEntry, source, target) -> TableReport:
     try:
         with source.cursor() as scur, target.cursor() as tcur:
             plan, target_cols, changes = preflight(scur, tcur, spec)
+            fired = user_triggers(tcur, spec.target) if target_cols and spec.target_triggers == FIRE else []
     except PgSyncError as exc:
         return TableReport(spec, str(exc))
     finally:
@@ -68,6 +70,8 @@ def _check_one(entry: TableEntry, source, target) -> TableReport:
     state = "exists, matches" if target_cols else "will be created"
     if changes:
         state = "exists; the next run will: " + "; ".join(c.description for c in changes)
+    if fired:
+        state += "; " + triggers_advice(fired)
     target_text = f"{entry.target_connection} `{spec.target}`"
     return TableReport(
         spec, None, f"{origin} -> {target_text} ({len(plan.columns)} columns, key: {key}; target {state})"

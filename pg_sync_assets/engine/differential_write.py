@@ -31,6 +31,7 @@ from .spec import Mode, TableSpec
 from .sql import key_in, pin_text_settings
 from .staging import STAGING_SCHEMA
 from .target import TargetShape, read_target_shape, require_writable_target
+from .triggers import DISABLE, disable_user_triggers
 from .verify import ScopeChecksum, target_checksum
 
 
@@ -66,6 +67,8 @@ def upsert_differing_rows(
     if rows:  # the planner's row estimate decides between index lookups and a scan
         tcur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
     lock_final_table(tcur, spec, "ROW EXCLUSIVE")
+    if spec.target_triggers == DISABLE:
+        disable_user_triggers(tcur, spec.target)
     counts = (
         merge_from_staging(tcur, spec.target, staging, copied, plan.key_columns(), rows, shape)
         if rows
@@ -121,7 +124,7 @@ def verify_final(tcur, spec: TableSpec, plan: TablePlan, expected: ScopeChecksum
         scope = f"{scope} without the {diff.extra_count} rows only in the target"
     if from_changes:
         scope += f", {FROM_CHANGES}"
-    require_final_equal(str(spec.target), expected, final)
+    require_final_equal(tcur, spec, expected, final)
     if horizon is not None:
         # The table now holds exactly the source scope (unless it keeps extra rows): the
         # source's bucket sums are its own, for the next run's pass 1.

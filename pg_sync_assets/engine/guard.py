@@ -28,6 +28,7 @@ from .merge import key_match
 from .spec import Mode, TableSpec
 from .sql import pin_text_settings, where_clause
 from .staging import STAGING_SCHEMA
+from .triggers import FIRE, triggers_advice, user_triggers
 from .verify import ScopeChecksum, checksum_select, source_checksum, target_checksum
 
 WHOLE_SCOPE = "target scope"  # check_final compared every target row in scope
@@ -148,15 +149,17 @@ def check_final(
     else:
         final = target_checksum(cur, spec, columns)
         verification = LoadVerification(expected, final, WHOLE_SCOPE)
-    require_final_equal(str(spec.target), expected, final)
+    require_final_equal(cur, spec, expected, final)
     return verification
 
 
-def require_final_equal(table: str, expected: ScopeChecksum, final: ScopeChecksum) -> None:
-    """VerificationError (the caller rolls back) unless the final rows match the snapshot."""
-    if final != expected:
-        raise VerificationError(
-            table,
-            "verify",
-            _differ("final table rows", expected, final, "rolled back: the target table is unchanged"),
-        )
+def require_final_equal(cur, spec: TableSpec, expected: ScopeChecksum, final: ScopeChecksum) -> None:
+    """VerificationError (the caller rolls back) unless the final rows match the snapshot;
+    the message names the target's triggers that fired on the written rows, if any."""
+    if final == expected:
+        return
+    outcome = "rolled back: the target table is unchanged"
+    fired = user_triggers(cur, spec.target) if spec.target_triggers == FIRE else []
+    if fired:
+        outcome = f"{triggers_advice(fired)}; {outcome}"
+    raise VerificationError(str(spec.target), "verify", _differ("final table rows", expected, final, outcome))

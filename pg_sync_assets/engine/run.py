@@ -31,6 +31,7 @@ from .staging import (
     new_staging_name,
 )
 from .target import read_target_shape, require_writable_target
+from .triggers import forget_disabled, restore_triggers
 
 
 def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]:
@@ -172,10 +173,12 @@ class FinalTransaction:
         self.scur, self.tcur, self.table = scur, tcur, table
         if tcur.connection.autocommit:  # only ever outside a transaction
             tcur.connection.autocommit = False
+        forget_disabled(tcur.connection)
         tcur.execute("SELECT pg_current_xact_id()::text")
         self.xid = tcur.fetchone()[0]
 
     def commit(self) -> None:
+        restore_triggers(self.tcur)
         require_read_only_source(self.scur, self.table)
         self.tcur.execute(
             "SELECT pg_current_xact_id_if_assigned()::text = %s"
@@ -231,7 +234,10 @@ def final_transaction(scur, tcur, table: str) -> Iterator[FinalTransaction]:
     final = FinalTransaction(scur, tcur, table)
     try:
         yield final
-    except SyncError as exc:
+    except BaseException as exc:
+        forget_disabled(tcur.connection)
+        if not isinstance(exc, SyncError):
+            raise
         proven = final.proven(exc)
         if proven is exc:
             raise

@@ -10,8 +10,9 @@ transaction), `nextval`, `pg_advisory_lock`, `dblink_exec`, `pg_sleep`, `lo_impo
 and it does not let a STABLE or IMMUTABLE function's own statements write, so the rule
 is the catalog's own: a name is accepted only if no function (or operator, or cast to
 that type) it could resolve to is volatile. Two built-ins declared STABLE still act
-(`txid_current` and `pg_current_xact_id` assign a transaction id) and are refused by name. It is checked on each server the SQL
-runs on (a `where` narrows the target's scope too), at plan time, before the SQL is sent.
+(`txid_current` and `pg_current_xact_id` assign a transaction id) and are refused by
+name. It is checked on each server the SQL runs on (a `where` narrows the target's scope
+too), at plan time, before the SQL is sent.
 
 What the rule trusts: functions already defined in the database, as declared by their
 owners (a STABLE function that calls `set_config` itself is a bug of that database).

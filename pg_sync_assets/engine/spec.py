@@ -76,6 +76,8 @@ class TableSpec:
     columns_where_present: bool = False
     # What a run may change in an existing target: `fail`, `add_columns`, `evolve` (`evolve.py`).
     on_schema_change: str = "fail"
+    # The target's own triggers during the final transaction: `fire` or `disable` (`triggers.py`).
+    target_triggers: str = "fire"
     # Tables of one snapshot group are synced together: one source snapshot, one target
     # transaction, in foreign-key order (`group.py`).
     snapshot_group: str | None = None

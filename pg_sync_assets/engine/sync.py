@@ -50,6 +50,7 @@ from .sql import source_scope
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
 from .target import TargetShape, read_target_shape, require_writable_target
+from .triggers import DISABLE, disable_user_triggers
 from .window import Window, hour_bucket, partition_key, window_condition
 
 _log = logging.getLogger("pg_sync_assets")
@@ -108,6 +109,8 @@ def open_final_table(
     truncates = spec.mode is Mode.FULL_REFRESH and not shape.referenced_by
     # ALTER TABLE takes ACCESS EXCLUSIVE: take it in the lock's short tries, not by upgrading.
     lock_final_table(cur, spec, "ACCESS EXCLUSIVE" if truncates or changes else "ROW EXCLUSIVE")
+    if spec.target_triggers == DISABLE:
+        disable_user_triggers(cur, spec.target)
     apply_schema_changes(cur, changes)
     return shape, False
 
