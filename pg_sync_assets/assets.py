@@ -30,7 +30,7 @@ from dagster import (
 )
 from pydantic import Field
 
-from .checks import compared_window, evaluate_checks, table_check_specs
+from .checks import compared_window, evaluate_checks, fail_step, table_check_specs
 from .engine import (
     ConfigError,
     SchemaMismatchError,
@@ -394,6 +394,8 @@ def build_table_asset(entry: TableEntry) -> AssetsDefinition:
             result = sync_or_fail(context, entry, config)
             record_partition_counts(context, entry, result)
             yield materialize_result(context, entry, result)
-        yield from evaluate_checks(context, entry, result)
+        failures: list[str] = []
+        yield from evaluate_checks(context, entry, result, failures)
+        fail_step(failures)
 
     return _table

@@ -254,10 +254,11 @@ def table_check_specs(entry: TableEntry) -> list[AssetCheckSpec]:
 
 
 def evaluate_checks(
-    context: AssetExecutionContext, entry: TableEntry, result: SyncResult | None
+    context: AssetExecutionContext, entry: TableEntry, result: SyncResult | None, failures: list[str]
 ) -> Iterator[AssetCheckResult]:
     """The selected checks of `entry`: from `result`'s pre-commit comparison when this step
-    synced the table with verification, else compared live."""
+    synced the table with verification, else compared live. A failure's summary is added
+    to `failures`: the step evaluates every table's checks before `fail_step` ends it."""
     spec = entry.spec
     key = table_asset_key(entry)  # a snapshot group's step holds the checks of several tables
     selected = {k.name for k in context.selected_asset_check_keys if k.asset_key == key}
@@ -288,10 +289,17 @@ def evaluate_checks(
         yield null_cursor_result(context, entry, result)
     failed = [r for r in results if not r.passed]
     if failed:
-        # Failing the step ourselves puts this summary in the run's last lines (the
-        # CLI's and the UI's), instead of Dagster's generic "blocking checks failed".
-        # Not retried: a retry policy is for faults that pass; a difference waits for a repair.
-        raise Failure(description=failure_summary(spec, failed), allow_retries=False)
+        failures.append(failure_summary(spec, failed))
+
+
+def fail_step(failures: list[str]) -> None:
+    """End the step if any table's checks failed.
+
+    Failing the step ourselves puts the summaries in the run's last lines (the CLI's and
+    the UI's), instead of Dagster's generic "blocking checks failed". Not retried: a retry
+    policy is for faults that pass; a difference waits for a repair."""
+    if failures:
+        raise Failure(description="\n".join(failures), allow_retries=False)
 
 
 def failure_summary(spec: TableSpec, failed: list[AssetCheckResult]) -> str:

@@ -8,7 +8,7 @@ member's own checks."""
 from dagster import AssetExecutionContext, AssetsDefinition, Failure, multi_asset
 
 from .assets import NOT_TRANSIENT, SyncRunConfig, materialize_result, retry_policy, table_asset_spec
-from .checks import evaluate_checks, table_check_specs
+from .checks import evaluate_checks, fail_step, table_check_specs
 from .definition_names import asset_op
 from .engine import reconcile_table
 from .engine.group import sync_group
@@ -34,8 +34,10 @@ def build_group_asset(group: str, entries: list[TableEntry]) -> AssetsDefinition
         results = dict(zip((e.name for e in selected), _sync(context, selected, config), strict=True))
         for entry in selected:
             yield materialize_result(context, entry, results[entry.name])
-        for entry in entries:
-            yield from evaluate_checks(context, entry, results.get(entry.name))
+        failures: list[str] = []
+        for entry in entries:  # every member's checks report, then the step fails if any did
+            yield from evaluate_checks(context, entry, results.get(entry.name), failures)
+        fail_step(failures)
 
     return _group
 

@@ -313,3 +313,27 @@ def test_foreign_keys_declared_on_partitions_order_their_partitioned_table(dbs, 
         _group(dbs, specs)
     for n, key in (("customers", "id"), ("payments", "id")):
         assert table_text(dbs.target, TableRef("shop", n), key) == table_text(dbs.source, TableRef("shop", n), key)
+
+
+def test_verify_all_reports_every_member_of_a_group_when_several_differ(dbs, monkeypatch):
+    dbs.src(SHOP)
+    dbs.tgt(TARGET_SCHEMA)
+    monkeypatch.setenv("PG_SYNC_SOURCE_URL", dbs.source)
+    monkeypatch.setenv("PG_SYNC_TARGET_URL", dbs.target)
+    defs = build_defs(CONFIG)
+    instance = DagsterInstance.ephemeral()
+    assert defs.resolve_job_def("sync_all").execute_in_process(instance=instance).success
+    dbs.tgt("UPDATE shop.items SET sku = 'wrong' WHERE order_id = 2; "
+            "UPDATE shop.orders SET total = -1 WHERE id = 3; UPDATE shop.customers SET name = 'x' WHERE id = 4")
+
+    result = defs.resolve_job_def("verify_all").execute_in_process(instance=instance, raise_on_error=False)
+
+    assert not result.success
+    checks = {(c.asset_key.path[-1], c.check_name): c.passed for c in result.get_asset_check_evaluations()}
+    assert len(checks) == 8  # every member's two checks, and the table outside the group
+    assert [k for k, passed in sorted(checks.items()) if not passed] == [
+        ("customers", "checksum"), ("items", "checksum"), ("orders", "checksum")]
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE"
+                   and e.step_key == "snapshot_group_shop")
+    text = failure.event_specific_data.error.message
+    assert all(f"`shop.{n}`" in text for n in ("customers", "orders", "items")), text
