@@ -103,6 +103,27 @@ def _select_columns(spec: TableSpec, columns: list[Column], key: tuple[str, ...]
     return kept
 
 
+_UNREADABLE = """
+SELECT current_user, c FROM unnest(%s::text[]) AS c
+WHERE NOT has_column_privilege(format('%%I.%%I', %s::text, %s::text)::regclass, c, 'SELECT')
+"""
+
+
+def _require_readable(cur, spec: TableSpec, names: list[str]) -> None:
+    """The source role may SELECT every copied column (a table-level grant, or a grant on
+    each column): `check` says so before a run meets "permission denied"."""
+    if spec.source is None:  # a query that cannot be read already failed to describe itself
+        return
+    cur.execute(_UNREADABLE, (names, spec.source.schema, spec.source.name))
+    denied = cur.fetchall()
+    if denied:
+        raise ConfigError(
+            f"{_entry(spec)}: the source role `{denied[0][0]}` may not read column(s) "
+            f"{[c for _, c in denied]} of `{spec.source}`; grant it SELECT on the table or on those "
+            "columns (GRANT SELECT (column, ...) ON ...), or leave them out with `columns: {exclude: [...]}`"
+        )
+
+
 def plan_table(cur, spec: TableSpec) -> TablePlan:
     """Read and check the source side of `spec`; raises ConfigError naming the entry."""
     require_side_effect_free(cur, spec, "source")  # before any of the table list's SQL runs
@@ -112,6 +133,7 @@ def plan_table(cur, spec: TableSpec) -> TablePlan:
         key = primary_key(cur, spec.source)
     columns = _select_columns(spec, columns, tuple(c for c in key if c in {x.name for x in columns}))
     names = [c.name for c in columns]
+    _require_readable(cur, spec, names)
     missing = [k for k in key if k not in names]
     if missing:
         raise ConfigError(

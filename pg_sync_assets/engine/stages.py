@@ -19,7 +19,8 @@ from .errors import PgSyncError, SyncError
 
 # What to do about the errors users meet most (SQLSTATE -> advice).
 _HINTS = {
-    "42501": "check grants: the source user needs SELECT on the source table; the target "
+    "42501": "check grants: the source user needs SELECT on the source table (or on each copied "
+    "column: leave out the others with `columns: {exclude: [...]}`); the target "
     "user needs CREATE on the target database (for the sync_staging schema) and INSERT, "
     "UPDATE, DELETE, TRUNCATE on the target table; ",
     "53200": "the server ran out of memory; lower merge_work_mem or the server's work_mem; ",

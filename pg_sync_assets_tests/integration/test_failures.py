@@ -18,6 +18,7 @@ from psycopg2 import sql
 from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.engine import (
+    ConfigError,
     ConnectionFailed,
     LockTimeoutError,
     Mode,
@@ -208,16 +209,16 @@ def test_missing_grants_fail_with_advice_on_what_to_grant(dbs):
     source = connect(make_dsn(dbs.source, user="no_grants"), readonly=True)
     target = connect(dbs.target, readonly=False)
     try:
-        with pytest.raises(SyncError) as caught:
+        with pytest.raises(ConfigError) as caught:
             sync_table(spec, source, target)
     finally:
         source.close()
         target.close()
         dbs.src("DROP ROLE no_grants")
     message = str(caught.value)
-    assert ("copy failed for `public.secret` on the source server: ERROR:  permission denied for table "
-            "secret") in message
-    assert "the source user needs SELECT on the source table" in message
+    assert message.startswith("plan failed for `public.secret`: table entry `secret`: the source role "
+                              "`no_grants` may not read column(s) ['id'] of `public.secret`; grant it "
+                              "SELECT on the table or on those columns")
     assert dbs.tgt("SELECT to_regclass('public.secret')") == [(None,)]
     assert staging_tables(dbs.target) == []
 
@@ -351,3 +352,27 @@ def test_ctrl_c_during_the_copy_is_reported_as_an_interrupt_not_a_cancelled_stat
     assert "cancel" not in stderr.lower(), stderr
     assert table_text(dbs.target, TARGET, "id") == before
     assert staging_tables(dbs.target) == []
+
+
+def test_check_and_the_plan_refuse_a_source_role_that_cannot_read_a_copied_column(dbs):
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    dbs.src(sql.SQL("CREATE TABLE people (id int PRIMARY KEY, name text, ssn text); "
+                    "INSERT INTO people VALUES (1, 'a', '123'); CREATE ROLE {r} LOGIN; "
+                    "GRANT SELECT (id, name) ON people TO {r}").format(r=sql.Identifier(role)))
+    people = TableRef("public", "people")
+    try:
+        source = connect(make_dsn(dbs.source, user=role), readonly=True)
+        try:
+            with sessions(dbs) as (_, target), pytest.raises(ConfigError) as caught:
+                sync_table(TableSpec(name="people", source=people, target=people), source, target)
+            assert (f"table entry `people`: the source role `{role}` may not read column(s) ['ssn'] of "
+                    "`public.people`; grant it SELECT on the table or on those columns") in str(caught.value)
+            assert "`columns: {exclude: [...]}`" in str(caught.value)
+            with sessions(dbs) as (_, target):
+                result = sync_table(TableSpec(name="people", source=people, target=people,
+                                              columns_exclude=("ssn",)), source, target)
+            assert result.target_rows == 1
+        finally:
+            source.close()
+    finally:
+        dbs.src(sql.SQL("DROP TABLE people; DROP ROLE {}").format(sql.Identifier(role)))
