@@ -1,8 +1,7 @@
 """Schema evolution: what an existing target may be changed into, per `on_schema_change`.
 
 - `fail` (the default): any source column the target lacks, or has with another type,
-  stops the run before anything is copied, with the list of differences. Target columns
-  the source does not have are left alone (they keep their values or defaults).
+  stops the run before anything is copied, with the list of differences.
 - `add_columns`: source columns the target lacks are added to it.
 - `evolve`: also widens a target column where every value it holds converts without loss
   (smallint -> integer -> bigint; varchar(n) -> varchar(m > n), varchar or text;
@@ -10,9 +9,12 @@
   unconstrained), and drops a NOT NULL the source no longer has (never on a key column).
 
 Under `add_columns` and `evolve` anything else is refused with the full list of
-differences and nothing written: a narrowing, a type change that can lose data, and a
-target column the source no longer has (dropped or renamed there: adding the new name
-and keeping the old column would leave stale values behind).
+differences and nothing written: a narrowing and a type change that can lose data.
+
+In every mode, a target column the source does not have is refused (dropped or renamed
+there: keeping it would leave stale values behind, and under a rename the new name's
+values would go to a new column), unless `columns: {exclude: [...]}` names it: then it is
+a target-only column the sync neither reads nor writes (new rows get its default).
 
 The changes are planned before the copy (`plan_schema_changes`) and applied inside the
 run's final transaction (`apply_schema_changes`), so a failed run leaves the target's
@@ -126,14 +128,14 @@ def plan_schema_changes(
                     ),
                 )
             )
-    if policy != FAIL:
-        known = {c.name for c in source}
-        for col in target:
-            if col.name not in known and col.generated_expr is None and spec.selects(col.name):
-                refused.append(
-                    f"column `{col.name}` is in the target but no longer in the source (dropped or "
-                    "renamed there); drop or rename it in the target"
-                )
+    known = {c.name for c in source}
+    for col in target:
+        if col.name not in known and col.generated_expr is None and spec.selects(col.name):
+            refused.append(
+                f"column `{col.name}` is in the target but no longer in the source (dropped or "
+                "renamed there); drop or rename it in the target, or name it in `columns: {exclude: "
+                "[...]}` to keep it as a target-only column"
+            )
     if refused:
         advice = {
             FAIL: "Alter the target table (or drop it to let pg_sync_assets recreate it), or set "

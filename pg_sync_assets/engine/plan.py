@@ -27,6 +27,9 @@ class TablePlan:
     spec: TableSpec
     columns: tuple[Column, ...]
     key: tuple[str, ...]
+    # `columns.exclude` names the source lacks: target-only columns the sync leaves alone,
+    # or typos (`run.preflight` tells them apart with the target's columns).
+    excluded_elsewhere: tuple[str, ...] = ()
 
     @property
     def column_names(self) -> list[str]:
@@ -79,7 +82,7 @@ def _select_columns(spec: TableSpec, columns: list[Column], key: tuple[str, ...]
     if what is None:
         return columns
     names = [c.name for c in columns]
-    unknown = [c for c in (*spec.columns_include, *spec.columns_exclude) if c not in names]
+    unknown = [c for c in spec.columns_include if c not in names]
     if unknown and not spec.columns_where_present:
         raise ConfigError(
             f"{_entry(spec)}: `{what}` names column(s) {unknown} that the source does not have; "
@@ -128,6 +131,7 @@ def plan_table(cur, spec: TableSpec) -> TablePlan:
     """Read and check the source side of `spec`; raises ConfigError naming the entry."""
     require_side_effect_free(cur, spec, "source")  # before any of the table list's SQL runs
     columns = _read_columns(cur, spec)
+    elsewhere = tuple(c for c in spec.columns_exclude if c not in {x.name for x in columns})
     key = spec.primary_key
     if not key and spec.source is not None:
         key = primary_key(cur, spec.source)
@@ -168,4 +172,4 @@ def plan_table(cur, spec: TableSpec) -> TablePlan:
             "to columns that identify a row, or use mode `full_refresh`"
         )
     _check_where(cur, spec)
-    return TablePlan(spec, tuple(columns), tuple(key))
+    return TablePlan(spec, tuple(columns), tuple(key), elsewhere)

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import psycopg2
 
-from .errors import SyncError
+from .errors import ConfigError, SyncError
 from .evolve import SchemaChange, plan_schema_changes
 from .introspect import Column, table_columns
 from .locks import acquire_table_lock, release_table_lock
@@ -78,6 +78,12 @@ def preflight(scur, tcur, spec: TableSpec) -> tuple[TablePlan, list[Column], lis
     plan = plan_table(scur, spec)
     require_side_effect_free(tcur, spec, "target")
     target_cols = table_columns(tcur, spec.target)
+    typos = [c for c in plan.excluded_elsewhere if c not in {t.name for t in target_cols}]
+    if typos and not spec.columns_where_present:
+        raise ConfigError(
+            f"table entry `{spec.name}`: `columns.exclude` names column(s) {typos} that neither the "
+            f"source nor the target has; source columns: {[c.name for c in plan.columns]}"
+        )
     changes = plan_schema_changes(spec, list(plan.columns), target_cols, plan.key) if target_cols else []
     shape = read_target_shape(tcur, spec.target)
     if shape is not None:

@@ -102,6 +102,10 @@ def test_evolve_widens_types_and_drops_not_null_without_loss(dbs):
      "column `note` is in the target but no longer in the source (dropped or renamed there)"),
     ("add_columns", "ALTER TABLE items RENAME COLUMN note TO remark",
      "column `note` is in the target but no longer in the source (dropped or renamed there)"),
+    # `fail` is the strictest mode: it refuses what `evolve` refuses (it once kept the stale column)
+    ("fail", "ALTER TABLE items DROP COLUMN note",
+     "column `note` is in the target but no longer in the source (dropped or renamed there); drop or "
+     "rename it in the target, or name it in `columns: {exclude: [...]}` to keep it as a target-only column"),
 ])
 def test_a_change_the_policy_does_not_allow_is_refused_with_nothing_written(dbs, policy, change, expected):
     dbs.src(SEED)
@@ -176,3 +180,25 @@ def test_on_schema_change_is_checked_at_load_and_may_be_a_default():
     with pytest.raises(ConfigError, match=r"`on_schema_change` must be one of \['fail', 'add_columns', "
                                           r"'evolve'\], got 'sync'"):
         parse_config({"tables": [{"source": "a.b", "on_schema_change": "sync"}]})
+
+
+@pytest.mark.parametrize("policy", ["fail", "add_columns", "evolve"])
+def test_a_target_only_column_named_in_columns_exclude_is_kept_and_never_written(dbs, policy):
+    dbs.src(SEED)
+    run_sync(dbs, _spec())
+    dbs.tgt("ALTER TABLE items ADD COLUMN loaded_by text DEFAULT 'etl'; UPDATE items SET loaded_by = 'kept'")
+    dbs.src("UPDATE items SET qty = 0 WHERE id = 1; INSERT INTO items VALUES (101, 1, 'c', 'n', 1, now())")
+
+    result = run_sync(dbs, _spec(policy=policy, columns_exclude=("loaded_by",)))
+
+    assert (result.inserted, result.updated) == (1, 1)
+    assert dbs.tgt("SELECT loaded_by, count(*) FROM items GROUP BY 1 ORDER BY 1") == [("etl", 1), ("kept", 100)]
+
+
+def test_a_columns_exclude_name_neither_side_has_is_refused(dbs):
+    dbs.src(SEED)
+    run_sync(dbs, _spec())
+    with pytest.raises(ConfigError) as caught:
+        run_sync(dbs, _spec(columns_exclude=("nte",)))
+    assert "`columns.exclude` names column(s) ['nte'] that neither the source nor the target has" in str(
+        caught.value)
