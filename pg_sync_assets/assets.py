@@ -256,11 +256,12 @@ def result_metadata(result: SyncResult) -> dict:
         metadata["rows_with_null_cursor"] = result.null_cursor_rows
     if result.plan.spec.by_integer_cursor:
         column = result.plan.spec.incremental_column
-        metadata["cursor_after"] = (
-            "every row (the target was empty)"
-            if result.cursor_after is None
-            else f"`{column}` > {result.cursor_after}"
-        )
+        if result.difference is not None:
+            metadata["cursor_after"] = "every row (a reconcile compares the whole table)"
+        elif result.cursor_after is None:
+            metadata["cursor_after"] = "every row (the target was empty)"
+        else:
+            metadata["cursor_after"] = f"`{column}` > {result.cursor_after}"
         metadata["rows_with_null_cursor"] = result.null_cursor_rows
     if result.removed_orphans:
         metadata["removed_orphaned_staging"] = ", ".join(result.removed_orphans)

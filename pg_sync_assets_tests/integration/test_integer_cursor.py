@@ -110,3 +110,8 @@ def test_an_integer_cursor_table_is_a_plain_asset_in_sync_all(dbs, tmp_path, mon
     assert checks["checksum"].passed and checks["row_count"].passed
     assert checks["checksum"].metadata["scope"].value.endswith("`id` in (900, ∞)")
     assert compare(dbs, _spec()).checksums_match
+
+    reconciled = defs.resolve_job_def("reconcile_all").execute_in_process(instance=instance)
+    assert reconciled.success
+    metadata = reconciled.asset_materializations_for_node("log")[0].metadata
+    assert metadata["cursor_after"].value == "every row (a reconcile compares the whole table)"
