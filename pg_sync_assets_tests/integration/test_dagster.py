@@ -206,13 +206,20 @@ def test_loading_definitions_opens_no_connection_and_warns_of_nothing(project, m
 
 
 IMPORT_EVERYTHING = """
-import importlib, pkgutil, sys, psycopg2
+import importlib, os, pkgutil, sys, psycopg2
 import pg_sync_assets
 def refuse(*a, **k): raise SystemExit('a connection was attempted')
 psycopg2.connect = refuse
 opened = []
+def reads(mode, flags):
+    # Python writes a module's bytecode cache through a temporary file on first import
+    # (unless PYTHONDONTWRITEBYTECODE): only what is read counts.
+    if isinstance(mode, str):
+        return 'r' in mode and '+' not in mode
+    return not (flags or 0) & (os.O_WRONLY | os.O_RDWR)
 def audit(event, args):
-    if event == 'open' and isinstance(args[0], str) and not args[0].endswith(('.py', '.pyc', '.so', '.pth')):
+    if event == 'open' and isinstance(args[0], str) and reads(args[1], args[2]) \
+            and not args[0].endswith(('.py', '.pyc', '.so', '.pth')):
         opened.append(args[0])
 sys.addaudithook(audit)
 names = [m.name for m in pkgutil.walk_packages(pg_sync_assets.__path__, 'pg_sync_assets.')
