@@ -147,8 +147,8 @@ def test_a_target_made_with_pg_dump_schema_only_is_refreshed_as_it_is(dbs):
           $$BEGIN UPDATE audit SET n = n + 1; RETURN NULL; END$$;
         CREATE TRIGGER loads AFTER INSERT ON orders FOR EACH STATEMENT EXECUTE FUNCTION count_loads();
     """)
-    for _ in range(2):
-        run_sync(dbs, _spec(differential="never"))
+    for _ in range(2):  # `loaded_at` is the target's own: named, so the sync leaves it to its default
+        run_sync(dbs, _spec(differential="never", columns_exclude=("loaded_at",)))
         assert table_text(dbs.source, ORDERS, "id") == [
             r.rsplit(",", 1)[0] + ")" for r in table_text(dbs.target, ORDERS, "id")]
     assert dbs.tgt("SELECT count(*) FROM orders_low") == [(10,)]
