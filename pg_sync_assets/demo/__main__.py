@@ -2,8 +2,10 @@
 
 `start` (the default) starts a source and a target PostgreSQL server, seeds the source
 with the demo tables, runs the `sync_all` job (every asset and its checks) and a 73-hour
-range of the hourly table against a Dagster instance in `.demo/dagster_home`, prints a
-summary, and leaves the servers up so `dagster dev` and the CLI can use the same setup.
+range of the hourly table, prints a summary, and leaves the servers up so `dg dev` and
+the CLI can use the same setup. The Dagster instance (`.demo/dagster_home`) keeps its
+runs, event log and schedules in a `dagster` database on the demo's target server,
+through dagster-postgres, as a deployment does.
 `env` prints the `export` lines that point a shell at it; `stop` stops the servers.
 `PG_SYNC_DEMO_DIR` moves `.demo` elsewhere (the tests use it to leave yours alone).
 """
@@ -58,6 +60,7 @@ def start() -> int:
     servers = [{"name": s.name, "port": s.port, "root": str(s.root)} for s in (source, target)]
     STATE_FILE.write_text(json.dumps({"servers": servers}))
     source_url, target_url = _create_db(source, "shop"), _create_db(target, "warehouse")
+    _create_db(target, "dagster")
     conn = psycopg2.connect(source_url)
     with conn, conn.cursor() as cur:
         cur.execute(SEED.read_text(encoding="utf-8"))
@@ -65,7 +68,7 @@ def start() -> int:
 
     home = (STATE_DIR / "dagster_home").resolve()
     home.mkdir(exist_ok=True)
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    (home / "dagster.yaml").write_text(instance_yaml(target.port))
     environment = {
         "PG_SYNC_CONFIG": str(DEMO_CONFIG),
         "PG_SYNC_SOURCE_URL": source_url,
@@ -91,12 +94,21 @@ def start() -> int:
     print("""
 The demo servers keep running. To use them from a shell (the README's commands):
 
-  source .venv/bin/activate           # puts `dagster` on PATH
+  source .venv/bin/activate           # puts `dagster` and `dg` on PATH
   eval "$(bash scripts/demo env)"     # PG_SYNC_CONFIG, PG_SYNC_SOURCE_URL, PG_SYNC_TARGET_URL, DAGSTER_HOME
-  dagster dev                         # then open http://127.0.0.1:3000
+  dg dev                              # then open http://127.0.0.1:3000
 
 Stop the servers with: bash scripts/demo stop""")
     return 1 if failed or not all(r.success for r in results) else 0
+
+
+def instance_yaml(port: int) -> str:
+    """The demo instance's dagster.yaml: storage in the target server's `dagster` database."""
+    return (
+        "telemetry:\n  enabled: false\n"
+        "storage:\n  postgres:\n    postgres_db:\n"
+        f"      hostname: 127.0.0.1\n      port: {port}\n      username: postgres\n      db_name: dagster\n"
+    )
 
 
 def env() -> int:
