@@ -40,6 +40,29 @@ ensure_postgres() {
     apt_install postgresql
 }
 
+# Installs a Debian package whose post-install script would start a system service
+# (redis-server): policy-rc.d says no for the install, so nothing is left running.
+apt_install_quietly() {
+    local policy=/usr/sbin/policy-rc.d created="" status=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod +x "$policy"
+        created=1
+    fi
+    apt_install "$@" || status=$?
+    if [ -n "$created" ]; then as_root rm -f "$policy"; fi
+    return "$status"
+}
+
+# The distributed-steps test's broker; the test starts its own server on a free port.
+ensure_redis() {
+    if command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ]; then
+        return
+    fi
+    echo "pg_sync_assets: installing Redis (Debian: redis-server), the test broker for steps on other workers"
+    apt_install_quietly redis-server
+}
+
 ensure_python() {
     if ! command -v python3 >/dev/null 2>&1; then
         apt_install python3 python3-venv
