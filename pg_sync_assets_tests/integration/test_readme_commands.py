@@ -1,9 +1,10 @@
-"""Every command in the README's `bash` blocks, run exactly as written.
+"""Every command in the `bash` blocks of the README and of docs/, run exactly as written.
 
 `bash scripts/demo` starts a demo of its own (PG_SYNC_DEMO_DIR keeps it apart from a
-developer's), then each command of "Run it from the command line" runs in a fresh bash
-after the block's `source` and `eval` lines, in README order, and must exit 0.
-`dagster dev` must answer on its port. `bash scripts/test` is what CI runs (`.ci/run`).
+developer's), then each command runs in a fresh bash after the blocks' `source` and
+`eval` lines, in order (the README, then the docs pages in `DOCS` order), and must exit
+0. `dg dev` must answer on its port. `bash scripts/test` is what CI runs (`.ci/run`).
+Other blocks (yaml, python, text) are examples, not commands.
 """
 
 from __future__ import annotations
@@ -19,12 +20,20 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+# Pages with commands come first; every page of docs/ is read.
+DOCS = ["operations.md"]
 SETUP = ("source ", "eval ")
 
 
+def documented_pages() -> list[Path]:
+    pages = [REPO / "docs" / name for name in DOCS]
+    return [README, *pages, *sorted(p for p in (REPO / "docs").glob("*.md") if p not in pages)]
+
+
 def readme_commands() -> list[str]:
-    """The command lines of every ```bash block, trailing comments removed."""
-    blocks = re.findall(r"^```bash\n(.*?)^```", README.read_text(encoding="utf-8"), re.S | re.M)
+    """The command lines of every ```bash block of the README and docs/, trailing comments removed."""
+    text = "\n".join(page.read_text(encoding="utf-8") for page in documented_pages())
+    blocks = re.findall(r"^```bash\n(.*?)^```", text, re.S | re.M)
     lines = [re.sub(r"\s{2,}#.*$", "", line).strip() for block in blocks for line in block.splitlines()]
     return [line for line in lines if line and not line.startswith("#")]
 
@@ -50,12 +59,12 @@ def _serves(url: str, seconds: float) -> bool:
     return False
 
 
-def _dagster_dev(prelude: str, command: str, env: dict) -> None:
+def _ui(prelude: str, command: str, env: dict) -> None:
     assert _port_free(3000), "port 3000 is taken: stop whatever serves it to run this test"
     server = subprocess.Popen(["bash", "-c", f"{prelude}\n{command}"], cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        assert _serves("http://127.0.0.1:3000/server_info", 120), "dagster dev never answered on port 3000"
+        assert _serves("http://127.0.0.1:3000/server_info", 120), f"{command} never answered on port 3000"
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -96,8 +105,8 @@ def test_every_readme_command_runs_as_written(tmp_path):
         for command in commands:
             if command in ("bash scripts/demo", "bash scripts/test") or command.startswith(SETUP):
                 continue
-            if command == "dagster dev":
-                _dagster_dev(prelude, command, env)
+            if command == "dg dev":
+                _ui(prelude, command, env)
                 continue
             done = _bash(f"set -e\n{prelude}\n{command}", env)
             assert done.returncode == 0, (command, done.stdout[-2000:], done.stderr[-3000:])
@@ -105,3 +114,15 @@ def test_every_readme_command_runs_as_written(tmp_path):
     finally:
         stopped = _bash("bash scripts/demo stop", env)
     assert stopped.returncode == 0 and "demo servers stopped" in stopped.stdout
+
+
+def test_the_readme_stays_a_front_door_and_the_docs_cite_no_commits_or_issues():
+    """The README is read in ten minutes; figures are dated and name their command, never
+    a commit hash or an issue number (which mean nothing to a reader of a clone)."""
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 300
+    for page in documented_pages():
+        text = page.read_text(encoding="utf-8")
+        assert not re.search(r"\bissue #?\d+", text, re.I), page
+        assert not re.search(r"\b(?=[0-9a-f]*\d)(?=[0-9a-f]*[a-f])[0-9a-f]{7,12}\b", text), page
+        for link in re.findall(r"\]\(([^)#]+\.md)", text):  # links between pages resolve
+            assert (page.parent / link).exists(), (page, link)
