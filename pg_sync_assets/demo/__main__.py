@@ -92,7 +92,7 @@ def start() -> int:
     )
     failed = _print_summary(results)
     print("""
-The demo servers keep running. To use them from a shell (the README's commands):
+The demo servers keep running. To use them from a shell (the README's tour):
 
   source .venv/bin/activate           # puts `dagster` and `dg` on PATH
   eval "$(bash scripts/demo env)"     # PG_SYNC_CONFIG, PG_SYNC_SOURCE_URL, PG_SYNC_TARGET_URL, DAGSTER_HOME

@@ -1,7 +1,7 @@
 """Bulk-load help for full refresh: drop the target's indexes, reload, rebuild them.
 
 Building an index once over loaded rows is cheaper than maintaining it row by row
-(measured: 0.93 s instead of 1.37 s for 1M rows, see README). Everything happens in the
+(measured: 0.93 s instead of 1.37 s for 1M rows, see docs/benchmarks.md). Everything happens in the
 caller's transaction, so readers never see the table without its indexes, and a failure
 rolls the drops back. Whatever is dropped comes back exactly as it was: the definition
 from the target's own catalog (`pg_get_constraintdef`, `pg_get_indexdef`, canonical SQL,

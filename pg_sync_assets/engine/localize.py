@@ -14,7 +14,7 @@ integer key (the usual serial or identity column) is bucketed by blocks instead:
 consecutive values share a bucket, and the blocks of a stretch of 16 × N values are
 shuffled over the N buckets by a hash of the stretch. Rows stored in key order then
 meet their bucket's running sums 16 at a time instead of one at a time, which takes a
-quarter off pass 1's aggregate (measured, README); sparse or patterned keys still spread
+quarter off pass 1's aggregate (measured, docs/benchmarks.md); sparse or patterned keys still spread
 as evenly as the hash spreads them, since the shuffle within a stretch is one-to-one.
 """
 
@@ -165,7 +165,7 @@ class _KeyStream:
     one side first, and that side's first row arrives only once its scan and sort are
     done, so a side started on first read would begin its own only then. On separate
     hosts the two sorts overlap; on one 2-core machine, where each side's scan already
-    takes both cores, it measured the same (README). Leaving the `with` block stops a
+    takes both cores, it measured the same (docs/benchmarks.md). Leaving the `with` block stops a
     COPY not read to its end."""
 
     def __init__(self, conn, inner: sql.Composed, buckets: list[int] | None, width: int) -> None:

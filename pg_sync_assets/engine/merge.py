@@ -99,7 +99,7 @@ def merge_statement(target: TableRef, staging: str, columns: list[Column], key: 
 
 # The MERGE looks each staged key up in the target's unique index instead of hashing the
 # staged rows and scanning the whole target, which is what the planner's default costs
-# (random_page_cost 4) pick. Measured (README, benchmarks/merge_join.py) 1.2 to 1.9 times
+# (random_page_cost 4) pick. Measured (docs/benchmarks.md, benchmarks/merge_join.py) 1.2 to 1.9 times
 # faster, from 1% of the rows staged to all of them. Only where a unique index on the key
 # exists: otherwise a lookup would be a scan, and the settings are left alone.
 KEY_LOOKUP_JOIN = {"enable_hashjoin": "off", "enable_mergejoin": "off"}

@@ -25,7 +25,7 @@ recorded. Doubt costs a checksum pass, never a wrong answer.
 Only the target is ever trusted this way. Its record lives in its own database, so a
 restore of the target rewinds the record with the rows. A record of the source would
 live apart from the source's rows, and a source restored from a disk snapshot reuses
-the transaction ids of the span it lost: every run hashes the source (README).
+the transaction ids of the span it lost: every run hashes the source (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 # Session settings that change how values render as text. Every session that renders
 # rows as text for a checksum or a comparison pins them, so equal data gives equal text
-# whatever the server defaults (see docs in README, "Checksums").
+# whatever the server defaults (docs/how-it-works.md, "The checks").
 PINNED_TEXT_SETTINGS: dict[str, str] = {
     "TimeZone": "UTC",
     "DateStyle": "ISO, YMD",
