@@ -84,7 +84,8 @@ def column_lineage(entry: TableEntry, result: SyncResult) -> TableColumnLineage 
 
 def describe_entry(entry: TableEntry) -> str:
     spec = entry.spec
-    origin = f"`{spec.source}`" if spec.source else f"query:\n\n```sql\n{spec.query}\n```\n"
+    # The catalog shows descriptions as plain text in places: no markdown fences.
+    origin = f"`{spec.source}`" if spec.source else "the rows of its `query` (in the definition metadata)"
     lines = [
         f"Copies {origin} from connection `{entry.source_connection}` into `{spec.target}` on "
         f"connection `{entry.target_connection}` ({spec.mode.value})."
@@ -121,11 +122,13 @@ def definition_metadata(entry: TableEntry) -> dict:
     spec = entry.spec
     metadata = {
         "dagster/table_name": str(spec.target),
-        "source": spec.source_label if spec.source else MetadataValue.md(f"```sql\n{spec.query}\n```"),
+        "source": spec.source_label,
         "mode": spec.mode.value,
         "source_connection": entry.source_connection,
         "target_connection": entry.target_connection,
     }
+    if spec.query:
+        metadata["query"] = MetadataValue.text(spec.query)
     if spec.where:
         metadata["where"] = spec.where
     if spec.snapshot_group:
@@ -180,7 +183,8 @@ def differential_metadata(result: SyncResult) -> dict:
     if d is None:
         return {}
     return {
-        "diff_key_buckets": d.buckets,
+        # A count fixed by the table's size: shown, not plotted as a series.
+        "diff_key_buckets": MetadataValue.text(str(d.buckets)),
         "diff_key_buckets_equal": d.buckets_skipped,
         "diff_key_buckets_differing": d.buckets_differing,
         "diff_source_rows_compared": d.source_rows,
@@ -207,7 +211,8 @@ def result_metadata(result: SyncResult) -> dict:
     figures = {
         "rows_copied": result.rows_copied,
         **_change_counts(result),
-        "bytes_streamed": result.bytes_copied,
+        # Sizes in MB and durations in seconds (named so), so the UI's plots read as such.
+        "megabytes_streamed": round(result.bytes_copied / 1e6, 3),
         "copy_rows_per_second": round(result.copy_rows_per_second),
     }
     if result.window is not None:

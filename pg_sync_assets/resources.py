@@ -17,7 +17,7 @@ from dagster import ConfigurableResource, EnvVar
 from pydantic import Field
 
 from .connections import NUMBER_FIELDS, Connection, EnvRef
-from .engine.connect import DEFAULT_APPLICATION_NAME, build_dsn, connect
+from .engine.connect import DEFAULT_APPLICATION_NAME, build_dsn, connect, describe_dsn
 
 
 class PostgresResource(ConfigurableResource):
@@ -58,14 +58,43 @@ class PostgresResource(ConfigurableResource):
             conn.close()
 
 
+def describe_connection(connection: Connection, readonly: bool) -> str:
+    """What the UI's resource page says of a connection: which database, and whether it
+    is only read. Values from the environment are named by their variable; a literal URL
+    by `user@host:port/dbname` (a password in one is refused at load anyway)."""
+    parts = []
+    for key, value in connection.values().items():
+        if key == "password":
+            continue
+        if isinstance(value, EnvRef):
+            parts.append(f"{key} from ${value.var}")
+        elif key == "url":
+            parts.append(describe_dsn(value))
+        else:
+            parts.append(f"{key} {value}")
+    use = (
+        "read-only: a source, only ever read (read-only sessions and transactions)"
+        if readonly
+        else "read-write: a target, written by the syncs (final tables and the sync_staging schema)"
+    )
+    return f"PostgreSQL connection `{connection.name}` ({', '.join(parts)}); {use}."
+
+
 @cache
 def connection_resource(connection: Connection, readonly: bool) -> PostgresResource:
     """The resource of a named connection. The same connection gives the same object, so
     the definitions of several table lists that share a connection merge in Dagster (its
-    merge accepts one object per resource key, not equal ones)."""
+    merge accepts one object per resource key, not equal ones). Dagster describes a
+    resource by its class's docstring: each connection gets a subclass of its own that
+    says which database it is."""
     fields = {}
     for key, value in connection.values().items():
         if isinstance(value, EnvRef):
             value = EnvVar.int(value.var) if key in NUMBER_FIELDS else EnvVar(value.var)
         fields[key] = value
-    return PostgresResource(**fields, readonly=readonly, role=connection.name)
+    described = type(
+        "PostgresResource",
+        (PostgresResource,),
+        {"__doc__": describe_connection(connection, readonly), "__module__": __name__},
+    )
+    return described(**fields, readonly=readonly, role=connection.name)

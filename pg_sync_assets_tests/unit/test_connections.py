@@ -191,3 +191,25 @@ def test_code_version_follows_what_the_sync_does_and_nothing_else():
                           "t.yaml").tables[0]
     assert moved.code_version != base
     assert dataclasses.replace(moved, description="y").code_version == moved.code_version
+
+
+def test_each_connection_resource_says_which_database_and_whether_it_is_only_read():
+    from dagster import AssetKey
+
+    from pg_sync_assets import build_defs
+
+    defs = build_defs({**TWO_SOURCES, "tables": [*TWO_SOURCES["tables"], {
+        "name": "revenue", "query": "SELECT 1 AS id", "source_connection": "shop", "target": "shop.revenue",
+        "primary_key": ["id"]}]})
+    described = {name: r.get_resource_definition().description for name, r in defs.resources.items()}
+    assert described["shop"] == ("PostgreSQL connection `shop` (url from $SHOP_URL); read-only: a source, "
+                                 "only ever read (read-only sessions and transactions).")
+    assert described["billing"].startswith("PostgreSQL connection `billing` (host db.internal, port from "
+                                           "$BILLING_PORT, dbname billing, user loader, sslmode require)")
+    assert "BILLING_PASSWORD" not in described["billing"]
+    assert described["warehouse"] == (
+        "PostgreSQL connection `warehouse` (loader@wh.internal:5432/warehouse); read-write: a target, written "
+        "by the syncs (final tables and the sync_staging schema).")
+    spec = defs.resolve_assets_def(AssetKey("revenue")).specs_by_key[AssetKey("revenue")]
+    assert "```" not in spec.description  # the catalog shows it as plain text
+    assert spec.metadata["query"].value == "SELECT 1 AS id"
