@@ -1,8 +1,8 @@
 """`python -m pg_sync_assets.demo [start|env|stop]`: the whole thing on throwaway servers.
 
 `start` (the default) starts a source and a target PostgreSQL server, seeds the source
-with the demo tables, runs the `sync_all` job (every asset and its checks) and a 73-hour
-range of the hourly table, prints a summary, and leaves the servers up so `dg dev` and
+with the demo tables, runs the `sync_all` job (every asset and its checks) and the hourly
+table's whole history (every hour since its first partition) as one range, prints a summary, and leaves the servers up so `dg dev` and
 the CLI can use the same setup. The Dagster instance (`.demo/dagster_home`) keeps its
 runs, event log and schedules in a `dagster` database on the demo's target server,
 through dagster-postgres, as a deployment does.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime, timedelta, timezone
 import shlex
 import sys
 from pathlib import Path
@@ -25,11 +26,7 @@ from pg_sync_assets.config import DEMO_CONFIG
 from pg_sync_assets.local.servers import LocalServer, find_bindir, start_server
 
 STATE_DIR = Path(os.environ.get("PG_SYNC_DEMO_DIR") or ".demo")
-DEMO_RANGE = {
-    "dagster/asset_partition_range_start": "2026-11-01-00:00",
-    "dagster/asset_partition_range_end": "2026-11-04-00:00",
-}
-DEMO_RANGE_TEXT = "73 hours, one pass"
+DEMO_START = "2026-11-01-00:00"  # `partition_start` of the demo's hourly table
 STATE_FILE = STATE_DIR / "servers.json"
 SEED = Path(__file__).parent / "seed.sql"
 
@@ -84,13 +81,16 @@ def start() -> int:
     defs = build_definitions()
     instance = DagsterInstance.get()
     results = [defs.resolve_job_def("sync_all").execute_in_process(instance=instance, raise_on_error=False)]
-    # The hourly table: the demo's three days of orders as one range, in one pass.
+    # The hourly table: every hour from its first partition to the last complete one (the
+    # seed spreads the orders over them), as one range in one pass.
+    last = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")
+    tags = {"dagster/asset_partition_range_start": DEMO_START, "dagster/asset_partition_range_end": last}
     results.append(
         defs.resolve_job_def("sync_orders_hourly").execute_in_process(
-            instance=instance, raise_on_error=False, tags=DEMO_RANGE
+            instance=instance, raise_on_error=False, tags=tags
         )
     )
-    failed = _print_summary(results)
+    failed = _print_summary(results, f"every hour from {DEMO_START} to {last}, one pass")
     print("""
 The demo servers keep running. To use them from a shell (the README's tour):
 
@@ -121,9 +121,11 @@ def env() -> int:
     return 0
 
 
-def _print_summary(results) -> int:
+def _print_summary(results, range_text: str) -> int:
     print(f"\n{'asset':<40} {'rows':>8} {'copied':>8}  {'changes':<32} checks")
-    return sum(_print_run(result) for result in results)
+    failed = sum(_print_run(result) for result in results)
+    print(f"(orders_hourly: {range_text})")
+    return failed
 
 
 def _changes(md: dict) -> str:
@@ -148,7 +150,7 @@ def _print_run(result) -> int:
         if name in printed:  # a range run has one event per partition: print the run once
             continue
         printed.add(name)
-        label = f"{name} ({DEMO_RANGE_TEXT})" if mat.partition else name
+        label = f"{name} (range)" if mat.partition else name
         rows = md.get("dagster/row_count", md.get("target_table_rows"))
         copied = md.get("rows_copied", md.get("run_rows_copied"))
         print(f"{label:<40} {rows:>8} {copied:>8}  {_changes(md):<32} {', '.join(checks.get(name, []))}")

@@ -34,7 +34,10 @@ INSERT INTO shop.orders
 SELECT i, 1 + i % 2000, (ARRAY['new', 'paid', 'shipped', 'cancelled'])[1 + i % 4]::shop.order_status,
        round((i % 997) * 1.37, 2),
        jsonb_build_object('items', 1 + i % 7, 'coupon', CASE WHEN i % 11 = 0 THEN '신규가입' END),
-       timestamptz '2026-11-01 00:00:00+00' + i * interval '13 seconds'
+       -- spread from the hourly table's first partition to the last complete hour, so every
+       -- partition the UI shows has rows (the demo loads them all as one range)
+       timestamptz '2026-11-01 00:00:00+00'
+         + (i - 1) * ((date_trunc('hour', now()) - timestamptz '2026-11-01 00:00:00+00') / 20000)
 FROM generate_series(1, 20000) AS i;
 
 CREATE TABLE market."raw_data_인포맥스종목마스터" (
