@@ -2,10 +2,11 @@
 
 `start` (the default) starts a source and a target PostgreSQL server, seeds the source
 with the demo tables, runs the `sync_all` job (every asset and its checks) and the hourly
-table's whole history (every hour since its first partition) as one range, prints a summary, and leaves the servers up so `dg dev` and
-the CLI can use the same setup. The Dagster instance (`.demo/dagster_home`) keeps its
-runs, event log and schedules in a `dagster` database on the demo's target server,
-through dagster-postgres, as a deployment does.
+table's whole history (every hour since its first partition) as one range, prints a
+summary, and leaves the servers up so `dg dev` and the CLI can use the same setup. The
+Dagster instance (`.demo/dagster_home`) keeps its runs, event log and schedules in a
+`dagster` database on the demo's target server, through dagster-postgres, as a
+deployment does.
 `env` prints the `export` lines that point a shell at it; `stop` stops the servers.
 `PG_SYNC_DEMO_DIR` moves `.demo` elsewhere (the tests use it to leave yours alone).
 """
@@ -14,9 +15,9 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime, timedelta, timezone
 import shlex
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg2
