@@ -40,6 +40,7 @@ from .engine import (
     reconcile_table,
     sync_table,
 )
+from .engine.first_load import FIRST_LOAD
 from .engine.merge import DIFFERENTIAL, KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.window import Window, partition_key
 from .keys import SOURCE_POOL, resources_of, source_asset_key, source_tables, table_asset_key
@@ -158,6 +159,8 @@ def _change_counts(result: SyncResult) -> dict:
         counts["refresh_method"] = "by key (other tables reference this one): only changed rows written"
     if result.method == DIFFERENTIAL:
         counts["refresh_method"] = "differential: only the rows that differed were copied and written"
+    if result.method == FIRST_LOAD:
+        counts["refresh_method"] = "first load: copied straight into the new table, its key built after"
     return counts
 
 

@@ -53,19 +53,32 @@ def _ensure_user_types(cur, table: TableRef, columns: list[Column]) -> None:
             )
 
 
-def create_target_table(
-    cur, table: TableRef, columns: list[Column], key: tuple[str, ...], index_on: str | None = None
-) -> None:
-    """CREATE SCHEMA/TYPE/TABLE for a missing target: same names, types, NOT NULLs, key;
-    plus an index on `index_on` (an incremental table's cursor, which every window's
-    verification and count filters on)."""
+def ensure_namespace(cur, table: TableRef, columns: list[Column]) -> None:
+    """CREATE SCHEMA/TYPE for a missing target, in the caller's transaction."""
     # Runs of different tables in parallel (one process per step) may create the same
     # schema or enum at once: the second CREATE would fail on the catalog's unique index
-    # when the first commits. Creating targets is serialized per target database; the
-    # lock ends with the final transaction, and only first runs take it.
+    # when the first commits. Creating them is serialized per target database; the lock
+    # ends with the caller's transaction, and only first runs take it.
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (CREATE_LOCK,))
     _ensure_user_types(cur, table, columns)
     cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
+
+
+def create_target_table(
+    cur,
+    table: TableRef,
+    columns: list[Column],
+    key: tuple[str, ...],
+    index_on: str | None = None,
+    with_key: bool = True,
+) -> None:
+    """CREATE SCHEMA/TYPE/TABLE for a missing target: same names, types, NOT NULLs, key;
+    plus an index on `index_on` (an incremental table's cursor, which every window's
+    verification and count filters on). `with_key=False` leaves the key and the index
+    to `add_key_and_cursor_index` (a first load builds them once, after its rows), and
+    the schema and types to `ensure_namespace`, committed before."""
+    if with_key:
+        ensure_namespace(cur, table, columns)
     parts: list[sql.Composable] = []
     for col in columns:
         part = sql.SQL("{} {}").format(sql.Identifier(col.name), col.type_sql)
@@ -75,8 +88,20 @@ def create_target_table(
         if col.not_null or col.name in key:
             part = sql.SQL("{} NOT NULL").format(part)
         parts.append(part)
-    if key:
+    if key and with_key:
         parts.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(sql.Identifier(k) for k in key)))
     cur.execute(sql.SQL("CREATE TABLE {} ({})").format(table.ident, sql.SQL(", ").join(parts)))
+    if with_key:
+        add_key_and_cursor_index(cur, table, (), index_on)
+
+
+def add_key_and_cursor_index(cur, table: TableRef, key: tuple[str, ...], index_on: str | None) -> None:
+    """The primary key on `key` (if any) and an index on `index_on` (if any)."""
+    if key:
+        cur.execute(
+            sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+                table.ident, sql.SQL(", ").join(sql.Identifier(k) for k in key)
+            )
+        )
     if index_on is not None:
         cur.execute(sql.SQL("CREATE INDEX ON {} ({})").format(table.ident, sql.Identifier(index_on)))

@@ -126,13 +126,17 @@ def require_unique_staged_keys(cur, target: TableRef, staging: str, key: list[Co
     )
     examples = [r[0] for r in cur.fetchall()]
     if examples:
-        raise SyncError(
-            str(target),
-            "merge",
-            f"the source scope has several rows for one key ({', '.join(c.name for c in key)}), "
-            f"e.g. {', '.join(examples)}; make the key unique in the source (or in `query`/`where`) "
-            "or set `primary_key` to columns that identify a row; the target table is unchanged",
-        )
+        raise duplicate_keys(str(target), "merge", [c.name for c in key], examples)
+
+
+def duplicate_keys(table: str, stage: str, key: list[str], examples: list[str]) -> SyncError:
+    return SyncError(
+        table,
+        stage,
+        f"the source scope has several rows for one key ({', '.join(key)}), e.g. {', '.join(examples)}; "
+        "make the key unique in the source (or in `query`/`where`) or set `primary_key` to columns "
+        "that identify a row; the target table is unchanged",
+    )
 
 
 def merge_from_staging(

@@ -23,6 +23,7 @@ from .ddl import create_target_table
 from .differential import DifferentialStats, compare_logged, compared_sums, eligible, full_copy_sums, stats
 from .differential_write import run_differential
 from .evolve import SchemaChange, apply_schema_changes
+from .first_load import load_new_table, loads_directly
 from .guard import (
     WHOLE_SCOPE,
     LoadVerification,
@@ -238,6 +239,36 @@ def verify_full_copy(spec, plan, staging, copied, expected, buckets, scur, tcur)
     return verification
 
 
+def _first_load(spec, plan, copied, scur, tcur, timer, options, report) -> dict:
+    """`first_load.load_new_table`: no staging write for a table that does not exist yet."""
+    try:
+        copied_result, counts, verification = load_new_table(
+            spec,
+            plan,
+            copied,
+            scur,
+            tcur,
+            timer,
+            lambda rows: full_copy_sums(scur, spec, plan, rows),
+            report,
+            options.progress_interval,
+        )
+    finally:
+        end_run_transactions(scur.connection, tcur.connection)
+    return dict(
+        table=str(spec.target),
+        mode=spec.mode,
+        rows_copied=copied_result.rows,
+        bytes_copied=copied_result.bytes,
+        **counts.fields(),
+        method=counts.method,
+        target_rows=copied_result.rows,
+        created_target=True,
+        verification=verification,
+        null_cursor_rows=None,
+    )
+
+
 def _copy_and_apply(
     spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes, compared
 ) -> dict:
@@ -251,6 +282,8 @@ def _copy_and_apply(
             "copy `%s`: %d rows so far, %.0f rows/s, %.1f MB", label, p.rows, p.rows_per_second, p.bytes / 1e6
         )
 
+    if cursor_column is None and compared is None and loads_directly(spec, copied, tcur):
+        return _first_load(spec, plan, copied, scur, tcur, timer, options, report)
     try:
         with timer.stage("copy"):
             target_conn.autocommit = False

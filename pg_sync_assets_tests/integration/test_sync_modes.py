@@ -154,7 +154,8 @@ def test_duplicate_keys_in_a_query_source_fail_clearly_and_change_nothing(dbs):
     with pytest.raises(SyncError) as caught:
         run_sync(dbs, spec)
     message = str(caught.value)
-    assert "merge failed for `public.by_status`" in message
+    # a first load finds them when it builds the key; a merge into an existing table, before it
+    assert "index failed for `public.by_status`" in message
     assert "several rows for one key (status)" in message and "(new)" in message
     assert dbs.tgt("SELECT to_regclass('public.by_status')") == [(None,)]
 
@@ -261,3 +262,50 @@ def test_a_merge_looks_staged_keys_up_in_the_targets_unique_index(dbs, monkeypat
     plan, _, counts = _merge_plan(dbs, {}, monkeypatch)
     assert "Hash Right Join" in plan and "Seq Scan on orders t" in plan, plan
     assert counts == (0, 5000)
+
+
+@pytest.mark.parametrize("mode", [Mode.FULL_REFRESH, Mode.MERGE])
+def test_a_first_load_copies_straight_into_the_new_table_and_builds_its_key_once(dbs, mode):
+    """No staging write for a table that does not exist yet: created, filled by COPY,
+    keyed and verified in one transaction."""
+    _seed_orders(dbs)
+    result = run_sync(dbs, _spec(mode=mode, where="status = 'paid'"))
+    assert (result.method, result.created_target, result.inserted) == ("first_load", True, 333)
+    assert "merge" not in result.stage_seconds and {"copy", "index", "verify_final"} <= set(result.stage_seconds)
+    assert result.verification.final.rows == 333
+    assert table_text(dbs.source, ORDERS, "id", "status = 'paid'") == table_text(dbs.target, ORDERS, "id")
+    assert dbs.tgt("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'orders'::regclass "
+                   "AND contype = 'p'") == [("PRIMARY KEY (id)",)]
+    # written once, by COPY FREEZE into the table created in the same transaction: frozen
+    dbs.tgt("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    frozen, rows = dbs.tgt("SELECT count(*) FILTER (WHERE t_infomask & 768 = 768), count(*) "
+                           "FROM heap_page_items(get_raw_page('orders', 0))")[0]
+    assert frozen == rows > 0
+    again = run_sync(dbs, _spec(mode=mode, where="status = 'paid'"))
+    assert again.method != "first_load" and again.created_target is False
+
+
+def test_a_first_load_that_fails_verification_leaves_no_table(dbs):
+    _seed_orders(dbs, rows=50)
+    # A target-side rule that rewrites rows, installed for any new table named orders: an
+    # event trigger adds it when the run creates the table.
+    dbs.tgt("""
+        CREATE FUNCTION add_rule() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN
+          IF EXISTS (SELECT FROM pg_event_trigger_ddl_commands() WHERE object_identity = 'public.orders'
+                     AND command_tag = 'CREATE TABLE') THEN
+            CREATE TRIGGER tamper BEFORE INSERT ON public.orders FOR EACH ROW EXECUTE FUNCTION tamper();
+          END IF;
+        END $$;
+        CREATE FUNCTION tamper() RETURNS trigger LANGUAGE plpgsql AS
+          $$BEGIN NEW.note = 'changed'; RETURN NEW; END$$;
+        CREATE EVENT TRIGGER add_rule ON ddl_command_end EXECUTE FUNCTION add_rule();
+    """)
+    try:
+        with pytest.raises(SyncError) as caught:
+            run_sync(dbs, _spec())
+    finally:
+        dbs.tgt("DROP EVENT TRIGGER add_rule")
+    assert "final table rows differ" in str(caught.value) and "`tamper`" in str(caught.value)
+    assert str(caught.value).endswith("rolled back: the target table is unchanged")
+    assert dbs.tgt("SELECT to_regclass('public.orders')") == [(None,)]
