@@ -10,6 +10,8 @@ message has the password cut out before it is raised.
 
 from __future__ import annotations
 
+import weakref
+
 import psycopg2
 from psycopg2.extensions import make_dsn, parse_dsn
 
@@ -164,5 +166,22 @@ def connect(
             )
         if readonly:
             conn.set_session(readonly=True)
+        _opened[conn] = (dsn, role)
         return conn
     raise error
+
+
+# The connection string of each session `connect` opened, for `monitor_session` (libpq
+# keeps no password it would give back). Weak: it goes with its session.
+_opened: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def monitor_session(conn):
+    """A new read-only session to the server and database of `conn`, for reading its
+    progress views while `conn` works; None for a session `connect` did not open."""
+    if conn not in _opened:
+        return None
+    dsn, role = _opened[conn]
+    monitor = connect(dsn, readonly=True, application_name=f"{DEFAULT_APPLICATION_NAME} progress", role=role)
+    monitor.autocommit = True
+    return monitor

@@ -76,7 +76,7 @@ def load_new_table(
         target_conn.commit()
     verification = None
     with final_transaction(scur, tcur, label) as final, ExitStack() as meanwhile:
-        with timer.stage("copy"):
+        with timer.stage("copy", heartbeat=False):
             create_target_table(tcur, spec.target, list(plan.columns), plan.key, with_key=False)
             copied_result = stream_copy(
                 scur,

@@ -133,7 +133,7 @@ def sync_group(
     """Sync `specs` as one snapshot group; see the module docstring. The results follow
     the order of `specs`."""
     log, options = log or _log, options or SyncOptions()
-    members = _prepare(specs, source_conn, target_conn)
+    members = _prepare(specs, source_conn, target_conn, log, options.progress_interval)
     with ExitStack() as stack:
         for member in sorted(members, key=lambda m: str(m.spec.target)):
             member.staging, member.orphans = stack.enter_context(
@@ -158,13 +158,13 @@ def sync_group(
     return results
 
 
-def _prepare(specs: list[TableSpec], source_conn, target_conn) -> list[_Member]:
+def _prepare(specs: list[TableSpec], source_conn, target_conn, log, interval: float) -> list[_Member]:
     """Plan every member in one source snapshot (the transaction stays open)."""
     open_snapshot(source_conn, target_conn)
     members = []
     with source_conn.cursor() as scur, target_conn.cursor() as tcur:
         for spec in specs:
-            timer = StageTimer(str(spec.target), source_conn, target_conn)
+            timer = StageTimer(str(spec.target), source_conn, target_conn, log, interval)
             with timer.stage("plan"):
                 members.append(_Member(spec, *plan_copy(scur, tcur, spec), timer))
     return members

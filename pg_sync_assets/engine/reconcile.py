@@ -34,7 +34,7 @@ def reconcile_table(
     log = log or _log
     options = options or SyncOptions()
     label = str(spec.target)
-    timer = StageTimer(label, source_conn, target_conn)
+    timer = StageTimer(label, source_conn, target_conn, log, options.progress_interval)
     plan, copied, changes = prepare(spec, source_conn, target_conn, timer)
     if changes:
         raise SchemaMismatchError(

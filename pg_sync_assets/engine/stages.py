@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from functools import partial
 
 import psycopg2
 
 from .errors import PgSyncError, SyncError
+from .progress import Heartbeat
 
 # What to do about the errors users meet most (SQLSTATE -> advice).
 _HINTS = {
@@ -41,10 +43,15 @@ def _closed(conn) -> bool:
 class StageTimer:
     """Times the stages of one table's run and turns their failures into SyncErrors."""
 
-    def __init__(self, table: str, source_conn=None, target_conn=None) -> None:
+    def __init__(
+        self, table: str, source_conn=None, target_conn=None, log=None, interval: float = 0.0
+    ) -> None:
+        """With `log` and an `interval`, a stage that runs longer logs its progress every
+        `interval` seconds (`progress.py`)."""
         self.table = table
         self.seconds: dict[str, float] = {}
         self._sides = {"source": source_conn, "target": target_conn}
+        self._log, self._interval = log, interval
 
     def _side(self, exc: psycopg2.Error) -> str | None:
         cursor = getattr(exc, "cursor", None)
@@ -69,10 +76,17 @@ class StageTimer:
         return SyncError(self.table, stage, f"{detail}; {hint}{outcome}", side=side)
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, heartbeat: bool = True) -> Iterator[None]:
+        """Time the stage and word its failure; `heartbeat=False` for a stage that
+        reports its own progress (the copy)."""
         started = time.monotonic()
+        beat = ExitStack()
+        if heartbeat and self._log is not None and self._interval > 0:
+            line = partial(_running, name, self.table)
+            beat.enter_context(Heartbeat(self._log, self._interval, line, self._sides["target"]))
         try:
-            yield
+            with beat:
+                yield
         except SyncError:
             raise
         except PgSyncError as exc:  # ConfigError, SchemaMismatchError: same class, stage in front
@@ -81,3 +95,7 @@ class StageTimer:
             raise self.error(name, exc) from exc
         finally:
             self.seconds[name] = round(time.monotonic() - started, 3)
+
+
+def _running(stage: str, table: str, seconds: float) -> str:
+    return f"{stage} `{table}`: {seconds:.0f} s so far"

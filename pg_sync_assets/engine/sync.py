@@ -44,10 +44,11 @@ from .merge import (
     require_unique_staged_keys,
 )
 from .plan import TablePlan
+from .progress import copy_line
 from .record import recordable, take_horizon, write_record
 from .run import end_run_transactions, final_transaction, prepare, rollback_quietly, staged_run
 from .spec import Mode, TableSpec
-from .sql import source_scope
+from .sql import estimate_rows, source_scope
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
 from .target import TargetShape, read_target_shape, require_writable_target
@@ -158,7 +159,7 @@ def sync_table(
     `lookback` hours) are copied and upserted, and everything is verified over that scope.
     """
     log = log or _log
-    timer = StageTimer(str(spec.target), source_conn, target_conn)
+    timer = StageTimer(str(spec.target), source_conn, target_conn, log, options.progress_interval)
     plan, copied, changes = prepare(spec, source_conn, target_conn, timer)
     cursor_column, cursor_after = None, None
     if window is not None:
@@ -277,15 +278,15 @@ def _copy_and_apply(
     label = str(spec.target)
     target_conn = tcur.connection
 
+    expected = estimate_rows(scur, spec)
+
     def report(p: CopyProgress) -> None:
-        log.info(
-            "copy `%s`: %d rows so far, %.0f rows/s, %.1f MB", label, p.rows, p.rows_per_second, p.bytes / 1e6
-        )
+        log.info("%s", copy_line(label, p, expected))
 
     if cursor_column is None and compared is None and loads_directly(spec, copied, tcur):
         return _first_load(spec, plan, copied, scur, tcur, timer, options, report)
     try:
-        with timer.stage("copy"):
+        with timer.stage("copy", heartbeat=False):
             target_conn.autocommit = False
             tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
             copied_result = stream_copy(
