@@ -145,9 +145,26 @@ def _inner(spec, bucketing: Bucketing, columns: Sequence[Column], side: str, n: 
     return (source_scope if side == "source" else target_scope)(spec, select)
 
 
-def _bucket_sums(cur, inner: sql.Composed) -> dict[int, tuple[int, int]]:
-    cur.execute(sql.SQL("SELECT b, count(*), sum(h) FROM ({}) AS x GROUP BY b").format(inner))
-    return {b: (n, int(total)) for b, n, total in cur.fetchall()}
+class _SumsReader:
+    """Text COPY rows `bucket, count, checksum` written into `sums` as they arrive: no
+    list of every bucket's row is ever held (`record.BucketSums`)."""
+
+    def __init__(self, sums: BucketSums) -> None:
+        self.sums, self._rest = sums, b""
+
+    def write(self, data) -> int:
+        chunk = self._rest + (data.encode() if isinstance(data, str) else bytes(data))
+        *lines, self._rest = chunk.split(b"\n")
+        for line in lines:
+            bucket, rows, total = line.split(b"\t")
+            self.sums.set(int(bucket), int(rows), int(total))
+        return len(data)
+
+
+def _bucket_sums(cur, inner: sql.Composed, sums: BucketSums) -> BucketSums:
+    statement = sql.SQL("COPY (SELECT b, count(*), sum(h) FROM ({}) AS x GROUP BY b) TO STDOUT")
+    cur.copy_expert(statement.format(inner), _SumsReader(sums))
+    return sums
 
 
 class _KeyStream:
@@ -246,7 +263,7 @@ def bucket_sums(conn, spec, bucketing: Bucketing, columns: Sequence[Column], sid
         pin_text_settings(cur)
         # Up to a million groups: keep the hash aggregate in memory, not spilled.
         cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
-        return BucketSums(bucketing, n, _bucket_sums(cur, _inner(spec, bucketing, columns, side, n)))
+        return _bucket_sums(cur, _inner(spec, bucketing, columns, side, n), BucketSums(bucketing, n))
 
 
 def localize(
@@ -295,23 +312,21 @@ def localize(
             target_buckets = target.result()
     source_buckets = source_buckets or read("source")
     target_buckets = target_buckets or read("target")
-    sums = {"source": source_buckets.sums, "target": target_buckets.sums}
     diff.source_buckets = source_buckets
     source_total, target_total = source_buckets.total, target_buckets.total
     diff.source_rows, diff.source_sum = source_total.rows, int(source_total.checksum)
     diff.target_rows, diff.target_sum = target_total.rows, int(target_total.checksum)
-    filled = set(sums["source"]) | set(sums["target"])  # buckets with rows on either side
-    differing = sorted(b for b in filled if sums["source"].get(b) != sums["target"].get(b))
+    filled, differing = source_buckets.compare(target_buckets)  # filled: rows on either side
     diff.differing_buckets = len(differing)
     diff.seconds_pass1 = round(time.monotonic() - started, 3)
     if not differing:
         return diff
-    if give_up_above is not None and len(differing) > give_up_above * len(filled):
+    if give_up_above is not None and len(differing) > give_up_above * filled:
         diff.abandoned = True
         return diff
     started = time.monotonic()
     # When most buckets differ, reading everything is cheaper than filtering.
-    buckets = differing if len(differing) < len(filled) // 2 else None
+    buckets = differing if len(differing) < filled // 2 else None
     width = len(bucketing.key)
     with (  # both servers sort at once
         _KeyStream(source_conn, inner["source"], buckets, width) as source,

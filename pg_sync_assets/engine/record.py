@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -78,35 +79,86 @@ class Bucketing:
         return json.dumps({"by": self.by, "key": list(self.key)})
 
 
-@dataclass(frozen=True)
 class BucketSums:
-    """Per bucket (`localize`): count and checksum, over `count` buckets of `bucketing`."""
+    """Per bucket (`localize`): count and checksum, over `count` buckets of `bucketing`.
 
-    bucketing: Bucketing
-    count: int
-    sums: dict[int, tuple[int, int]]
+    Held as three machine arrays indexed by bucket (the count, and the checksum's high
+    signed and low unsigned 64 bits), 24 bytes a bucket whatever the table: at most 24 MB
+    at the cap of 2^20 buckets, where a dict of Python ints took about 10 times that."""
+
+    def __init__(self, bucketing: Bucketing, count: int) -> None:
+        self.bucketing, self.count = bucketing, count
+        self.rows = array("q", bytes(8 * count))
+        self.high = array("q", bytes(8 * count))
+        self.low = array("Q", bytes(8 * count))
+
+    def set(self, bucket: int, rows: int, total: int) -> None:
+        self.rows[bucket], self.high[bucket], self.low[bucket] = rows, total >> 64, total & _LOW
+
+    @classmethod
+    def from_dict(cls, bucketing: Bucketing, count: int, sums: dict[int, tuple[int, int]]) -> BucketSums:
+        made = cls(bucketing, count)
+        for bucket, (rows, total) in sums.items():
+            made.set(bucket, rows, total)
+        return made
+
+    def as_dict(self) -> dict[int, tuple[int, int]]:
+        """The non-empty buckets (for tests and small tables)."""
+        rows = zip(self.rows, self.high, self.low, strict=True)
+        return {b: (n, (h << 64) + lo) for b, (n, h, lo) in enumerate(rows) if n}
 
     @property
     def total(self) -> ScopeChecksum:
         """The count and checksum of every bucket together."""
-        rows = sum(n for n, _ in self.sums.values())
-        return ScopeChecksum(rows, Decimal(sum(total for _, total in self.sums.values())))
+        return ScopeChecksum(sum(self.rows), Decimal((sum(self.high) << 64) + sum(self.low)))
+
+    def compare(self, other: BucketSums) -> tuple[int, list[int]]:
+        """(buckets with rows on either side, the buckets whose count or checksum differ).
+        Equal stretches of buckets are skipped at C speed, slice by slice."""
+        filled, differing = 0, []
+        for start in range(0, self.count, _STRETCH):
+            end = min(start + _STRETCH, self.count)
+            rows, other_rows = self.rows[start:end], other.rows[start:end]
+            if (
+                rows == other_rows
+                and self.high[start:end] == other.high[start:end]
+                and (self.low[start:end] == other.low[start:end])
+            ):
+                filled += (end - start) - rows.count(0)
+                continue
+            for b in range(start, end):
+                if self.rows[b] or other.rows[b]:
+                    filled += 1
+                    if (self.rows[b], self.high[b], self.low[b]) != (
+                        other.rows[b],
+                        other.high[b],
+                        other.low[b],
+                    ):
+                        differing.append(b)
+        return filled, differing
 
     def pack(self) -> bytes:
         """Per non-empty bucket in order: its number, count and checksum (4, 8 and 16 bytes,
         big-endian; the checksum as its high signed and low unsigned 8 bytes)."""
-        return b"".join(
-            [_PACKED.pack(b, n, total >> 64, total & _LOW) for b, (n, total) in sorted(self.sums.items())]
-        )
+        out = bytearray(_PACKED.size * (self.count - self.rows.count(0)))
+        at = 0
+        for b, (n, high, low) in enumerate(zip(self.rows, self.high, self.low, strict=True)):
+            if n:
+                _PACKED.pack_into(out, at, b, n, high, low)
+                at += _PACKED.size
+        return bytes(out)
 
     @classmethod
     def unpack(cls, bucketing: Bucketing, count: int, data: bytes) -> BucketSums:
-        sums = {b: (n, (high << 64) + low) for b, n, high, low in _PACKED.iter_unpack(data)}
-        return cls(bucketing, count, sums)
+        made = cls(bucketing, count)
+        for b, n, high, low in _PACKED.iter_unpack(data):
+            made.rows[b], made.high[b], made.low[b] = n, high, low
+        return made
 
 
 _PACKED = struct.Struct(">iqqQ")
 _LOW = (1 << 64) - 1
+_STRETCH = 4096
 
 
 def fingerprint(columns: Sequence[Column]) -> str:

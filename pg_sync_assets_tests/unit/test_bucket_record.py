@@ -26,22 +26,39 @@ EDGES = [0, 1, -1, 2**63 - 1, -(2**63), 2**64, -(2**64), 2**64 - 1, 2**127 - 1, 
 @pytest.mark.parametrize("total", EDGES)
 def test_a_checksum_at_the_edges_of_its_halves_reads_back(total):
     sums = {7: (3, total)}
-    packed = BucketSums(BUCKETING, 64, sums).pack()
+    packed = BucketSums.from_dict(BUCKETING, 64, sums).pack()
     assert packed == earlier_pack(sums)
-    assert BucketSums.unpack(BUCKETING, 64, packed).sums == sums
+    assert BucketSums.unpack(BUCKETING, 64, packed).as_dict() == sums
 
 
 def test_many_buckets_read_back_in_the_earlier_encoding():
     rng = random.Random(20261123)
     sums = {b: (rng.randint(1, 40), rng.randint(-(2**67), 2**67)) for b in rng.sample(range(1 << 17), 5000)}
-    packed = BucketSums(BUCKETING, 1 << 17, sums).pack()
+    packed = BucketSums.from_dict(BUCKETING, 1 << 17, sums).pack()
     assert packed == earlier_pack(sums)
     back = BucketSums.unpack(BUCKETING, 1 << 17, earlier_pack(sums))
-    assert back.sums == sums
+    assert back.as_dict() == sums
     assert back.total.rows == sum(n for n, _ in sums.values())
     assert back.total.checksum == sum(t for _, t in sums.values())
 
 
 def test_no_buckets_pack_to_nothing():
-    assert BucketSums(BUCKETING, 64, {}).pack() == b""
-    assert BucketSums.unpack(BUCKETING, 64, b"").sums == {}
+    assert BucketSums.from_dict(BUCKETING, 64, {}).pack() == b""
+    assert BucketSums.unpack(BUCKETING, 64, b"").as_dict() == {}
+
+
+def test_compare_names_the_differing_buckets_and_counts_the_filled_ones():
+    rng = random.Random(7)
+    sums = {b: (rng.randint(1, 9), rng.randint(-(2**66), 2**66)) for b in rng.sample(range(1 << 16), 3000)}
+    source = BucketSums.from_dict(BUCKETING, 1 << 16, sums)
+    changed = dict(sums)
+    moved = sorted(changed)[:5]
+    for b in moved[:3]:
+        changed[b] = (changed[b][0], changed[b][1] + 1)  # a changed row
+    del changed[moved[3]]  # a bucket the target lacks
+    changed[(1 << 16) - 1] = (1, 5)  # a bucket only the target has (assumed empty in the source)
+    target = BucketSums.from_dict(BUCKETING, 1 << 16, changed)
+    filled, differing = source.compare(target)
+    assert filled == len(set(sums) | set(changed))
+    assert differing == sorted([*moved[:4], (1 << 16) - 1])
+    assert source.compare(source) == (len(sums), [])
