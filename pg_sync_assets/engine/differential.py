@@ -26,12 +26,12 @@ from decimal import Decimal
 
 from psycopg2 import sql
 
+from .buckets import BucketSums
 from .guard import on_source_meanwhile
 from .introspect import Column, table_exists
 from .localize import Difference, bucket_count, bucket_sums, bucketing, localize
 from .plan import TablePlan
 from .record import (
-    BucketSums,
     recordable,
     recorded_bucket_count,
     recorded_buckets,

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from psycopg2 import sql
 from psycopg2.extensions import encodings
 
+from .buckets import INTEGER_BLOCKS, KEY_TEXT, Bucketing, BucketSums
 from .copy import ChunkPipe, copy_out_in_thread
 from .errors import ConfigError
 from .introspect import Column
 from .plan import TablePlan, plan_table
-from .record import INTEGER_BLOCKS, KEY_TEXT, Bucketing, BucketSums
 from .side_effects import require_side_effect_free
 from .sql import pin_text_settings, source_scope, target_scope
 from .verify import row_hash

@@ -32,15 +32,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import struct
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-import psycopg2
 from psycopg2 import sql
 
+from .buckets import Bucketing, BucketSums, read_bucket_sums, stage_bucket_sums
 from .introspect import Column
 from .spec import TableSpec
 from .staging import STAGING_SCHEMA, create_if_missing
@@ -60,107 +58,7 @@ class Recorded:
     recorded_at: str
 
 
-KEY_TEXT = "key text"  # a hash of the key's text: any key
-INTEGER_BLOCKS = "integer blocks"  # blocks of consecutive values: a single integer key
-
-
-@dataclass(frozen=True)
-class Bucketing:
-    """Which bucket a row falls in: by its `key` columns, spread as `by` says (`localize`)."""
-
-    key: tuple[str, ...]
-    by: str = KEY_TEXT
-
-    @property
-    def stored(self) -> str:
-        """As the record names it (a key-text bucketing as records written before `by`)."""
-        if self.by == KEY_TEXT:
-            return json.dumps(list(self.key))
-        return json.dumps({"by": self.by, "key": list(self.key)})
-
-
-class BucketSums:
-    """Per bucket (`localize`): count and checksum, over `count` buckets of `bucketing`.
-
-    Held as three machine arrays indexed by bucket (the count, and the checksum's high
-    signed and low unsigned 64 bits), 24 bytes a bucket whatever the table: at most 24 MB
-    at the cap of 2^20 buckets, where a dict of Python ints took about 10 times that."""
-
-    def __init__(self, bucketing: Bucketing, count: int) -> None:
-        self.bucketing, self.count = bucketing, count
-        self.rows = array("q", bytes(8 * count))
-        self.high = array("q", bytes(8 * count))
-        self.low = array("Q", bytes(8 * count))
-
-    def set(self, bucket: int, rows: int, total: int) -> None:
-        self.rows[bucket], self.high[bucket], self.low[bucket] = rows, total >> 64, total & _LOW
-
-    @classmethod
-    def from_dict(cls, bucketing: Bucketing, count: int, sums: dict[int, tuple[int, int]]) -> BucketSums:
-        made = cls(bucketing, count)
-        for bucket, (rows, total) in sums.items():
-            made.set(bucket, rows, total)
-        return made
-
-    def as_dict(self) -> dict[int, tuple[int, int]]:
-        """The non-empty buckets (for tests and small tables)."""
-        rows = zip(self.rows, self.high, self.low, strict=True)
-        return {b: (n, (h << 64) + lo) for b, (n, h, lo) in enumerate(rows) if n}
-
-    @property
-    def total(self) -> ScopeChecksum:
-        """The count and checksum of every bucket together."""
-        return ScopeChecksum(sum(self.rows), Decimal((sum(self.high) << 64) + sum(self.low)))
-
-    def compare(self, other: BucketSums) -> tuple[int, list[int]]:
-        """(buckets with rows on either side, the buckets whose count or checksum differ).
-        Equal stretches of buckets are skipped at C speed, slice by slice."""
-        filled, differing = 0, []
-        for start in range(0, self.count, _STRETCH):
-            end = min(start + _STRETCH, self.count)
-            rows, other_rows = self.rows[start:end], other.rows[start:end]
-            if (
-                rows == other_rows
-                and self.high[start:end] == other.high[start:end]
-                and (self.low[start:end] == other.low[start:end])
-            ):
-                filled += (end - start) - rows.count(0)
-                continue
-            for b in range(start, end):
-                if self.rows[b] or other.rows[b]:
-                    filled += 1
-                    if (self.rows[b], self.high[b], self.low[b]) != (
-                        other.rows[b],
-                        other.high[b],
-                        other.low[b],
-                    ):
-                        differing.append(b)
-        return filled, differing
-
-    def pack(self) -> bytes:
-        """Per non-empty bucket in order: its number, count and checksum (4, 8 and 16 bytes,
-        big-endian; the checksum as its high signed and low unsigned 8 bytes)."""
-        out = bytearray(_PACKED.size * (self.count - self.rows.count(0)))
-        at = 0
-        for b, (n, high, low) in enumerate(zip(self.rows, self.high, self.low, strict=True)):
-            if n:
-                _PACKED.pack_into(out, at, b, n, high, low)
-                at += _PACKED.size
-        return bytes(out)
-
-    @classmethod
-    def unpack(cls, bucketing: Bucketing, count: int, data: bytes) -> BucketSums:
-        made = cls(bucketing, count)
-        for b, n, high, low in _PACKED.iter_unpack(data):
-            made.rows[b], made.high[b], made.low[b] = n, high, low
-        return made
-
-
-_PACKED = struct.Struct(">iqqQ")
-_LOW = (1 << 64) - 1
-_STRETCH = 4096
-
-
+# Buckets and their sums live in `buckets.py`; the names stay importable from here.
 def fingerprint(columns: Sequence[Column]) -> str:
     """What a recorded checksum is a checksum of: these columns, each hashed as it says,
     over the whole table."""
@@ -232,11 +130,13 @@ def write_record(
     identity = _identity(cur, spec) if recordable(spec) else None
     if identity is None:
         return
+    # The packed sums go in by a binary COPY (`buckets.py`), never as a hex parameter.
+    packed = stage_bucket_sums(cur, buckets) if buckets else sql.SQL("NULL::bytea")
     cur.execute(
         sql.SQL(
             "INSERT INTO {} (target_schema, target_table, table_oid, fingerprint, shape, table_rows,"
             " table_checksum, horizon, writer, bucket_key, bucket_count, bucket_sums)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::xid8, pg_current_xact_id(), %s, %s, %s)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s::text::xid8, pg_current_xact_id(), %s, %s, {})"
             " ON CONFLICT (target_schema, target_table) DO UPDATE SET table_oid = EXCLUDED.table_oid,"
             " fingerprint = EXCLUDED.fingerprint, shape = EXCLUDED.shape,"
             " table_rows = EXCLUDED.table_rows, table_checksum = EXCLUDED.table_checksum,"
@@ -244,7 +144,7 @@ def write_record(
             " writer = EXCLUDED.writer, bucket_key = EXCLUDED.bucket_key,"
             " bucket_count = EXCLUDED.bucket_count, bucket_sums = EXCLUDED.bucket_sums,"
             " recorded_at = EXCLUDED.recorded_at"
-        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE)),
+        ).format(sql.Identifier(STAGING_SCHEMA, RECORD_TABLE), packed),
         (
             spec.target.schema,
             spec.target.name,
@@ -256,7 +156,6 @@ def write_record(
             str(horizon),
             buckets.bucketing.stored if buckets else None,
             buckets.count if buckets else None,
-            psycopg2.Binary(buckets.pack()) if buckets else None,
         ),
     )
 
@@ -289,12 +188,20 @@ def forget_buckets(cur, spec: TableSpec) -> None:
 def recorded_buckets(cur, spec: TableSpec, bucketing: Bucketing) -> BucketSums | None:
     """The bucket sums of a record `recorded_checksum` has just found usable (the run holds
     the table's lock: no other run rewrites the record meanwhile), if it has them by `bucketing`."""
-    template = "SELECT bucket_count, bucket_sums FROM {} WHERE {this} AND bucket_key = %s"
-    _on_record(cur, spec, template, bucketing.stored)
-    row = cur.fetchone()
-    if row is None or row[0] is None:
+    count = recorded_bucket_count(cur, spec, bucketing)
+    if count is None:
         return None
-    return BucketSums.unpack(bucketing, row[0], bytes(row[1]))
+    # Streamed by a binary COPY (`buckets.py`); its statement takes literals, not parameters.
+    query = sql.SQL(
+        "SELECT bucket_sums FROM {} WHERE target_schema = {} AND target_table = {} AND bucket_key = {}"
+    )
+    query = query.format(
+        sql.Identifier(STAGING_SCHEMA, RECORD_TABLE),
+        sql.Literal(spec.target.schema),
+        sql.Literal(spec.target.name),
+        sql.Literal(bucketing.stored),
+    )
+    return read_bucket_sums(cur, query, bucketing, count)
 
 
 def written_since(horizon: int, other_than: sql.Composable) -> sql.Composed:

@@ -11,7 +11,7 @@ from psycopg2 import sql
 from pg_sync_assets.engine import Mode, TableRef, TableSpec
 from pg_sync_assets.engine.localize import bucket_count, bucket_of, bucketing
 from pg_sync_assets.engine.plan import plan_table
-from pg_sync_assets.engine.record import INTEGER_BLOCKS, KEY_TEXT, Bucketing
+from pg_sync_assets.engine.buckets import INTEGER_BLOCKS, KEY_TEXT, Bucketing
 from pg_sync_assets_tests.integration.test_failures import wait_for_first
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
 from pg_sync_assets_tests.support import compare, localize, run_sync

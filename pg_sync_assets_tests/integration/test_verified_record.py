@@ -21,7 +21,7 @@ from pg_sync_assets.engine.differential import compare as compare_first
 from pg_sync_assets.engine.run import open_snapshot
 from pg_sync_assets.engine import sync as sync_module
 from pg_sync_assets.engine.plan import plan_table
-from pg_sync_assets.engine.record import KEY_TEXT, Bucketing
+from pg_sync_assets.engine.buckets import KEY_TEXT, Bucketing
 from pg_sync_assets.engine.verify import target_checksum
 from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text
 

@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from pg_sync_assets.engine.record import INTEGER_BLOCKS, Bucketing, BucketSums
+from pg_sync_assets.engine.buckets import INTEGER_BLOCKS, Bucketing, BucketSums
 
 BUCKETING = Bucketing(("id",), INTEGER_BLOCKS)
 
@@ -62,3 +62,25 @@ def test_compare_names_the_differing_buckets_and_counts_the_filled_ones():
     assert filled == len(set(sums) | set(changed))
     assert differing == sorted([*moved[:4], (1 << 16) - 1])
     assert source.compare(source) == (len(sums), [])
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 28, 4096, 10**6])
+def test_the_binary_copy_of_the_packed_sums_reads_back_whatever_the_chunks(chunk):
+    """What `stage_bucket_sums` sends is a valid one-row binary COPY whose field is
+    `pack()`; `read_bucket_sums` rebuilds the sums from it however the bytes arrive."""
+    from pg_sync_assets.engine.buckets import _HEADER, _CopyIn, _CopyOut
+
+    rng = random.Random(chunk)
+    sums = {b: (rng.randint(1, 40), rng.randint(-(2**100), 2**100)) for b in rng.sample(range(1 << 15), 2000)}
+    original = BucketSums.from_dict(BUCKETING, 1 << 15, sums)
+    stream = _CopyIn(original)
+    sent = b"".join(iter(lambda: stream.read(chunk), b""))
+    packed = original.pack()
+    assert sent == _HEADER + struct.pack(">hi", 1, len(packed)) + packed + struct.pack(">h", -1)
+    out = _CopyOut(BucketSums(BUCKETING, 1 << 15))
+    for start in range(0, len(sent), chunk):
+        out.write(sent[start : start + chunk])
+    assert out.found and out.sums.as_dict() == sums
+    empty = _CopyOut(BucketSums(BUCKETING, 64))
+    empty.write(_HEADER + struct.pack(">hi", 1, -1) + struct.pack(">h", -1))  # a NULL value
+    assert not empty.found
