@@ -72,10 +72,29 @@ def run_pgcopydb(source_url: str, target_url: str, work: Path) -> float:
     shutil.rmtree(work / "pgcopydb", ignore_errors=True)
     started = time.perf_counter()
     subprocess.run(
-        ["pgcopydb", "clone", "--source", source_url, "--target", target_url, "--filters", str(filters),
-         "--dir", str(work / "pgcopydb"), "--no-owner", "--no-acl", "--skip-extensions",
-         "--skip-db-properties", "--table-jobs", "2", "--index-jobs", "2"],
-        check=True, capture_output=True, text=True,
+        [
+            "pgcopydb",
+            "clone",
+            "--source",
+            source_url,
+            "--target",
+            target_url,
+            "--filters",
+            str(filters),
+            "--dir",
+            str(work / "pgcopydb"),
+            "--no-owner",
+            "--no-acl",
+            "--skip-extensions",
+            "--skip-db-properties",
+            "--table-jobs",
+            "2",
+            "--index-jobs",
+            "2",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return time.perf_counter() - started
 
@@ -101,7 +120,9 @@ def main() -> int:
                     times.setdefault("reference", []).append(run_reference(source, target, unlogged=False))
                     sql(target.url(), "DROP TABLE IF EXISTS ref_copy")
                     if shutil.which("pgcopydb"):
-                        times.setdefault("pgcopydb", []).append(run_pgcopydb(source.url(), target.url(), work))
+                        times.setdefault("pgcopydb", []).append(
+                            run_pgcopydb(source.url(), target.url(), work)
+                        )
                     seconds, stage = run_project(source.url(), target.url(), verify=True)
                     times.setdefault("project", []).append(seconds)
                     stages.append(stage)
@@ -109,7 +130,9 @@ def main() -> int:
                     times.setdefault("project_noverify", []).append(seconds)
                     if tree is not None:
                         drop_target(target.url())
-                        out = run_python(tree, FIRST_LOAD_BEFORE, dict(os.environ), source.url(), target.url())
+                        out = run_python(
+                            tree, FIRST_LOAD_BEFORE, dict(os.environ), source.url(), target.url()
+                        )
                         times.setdefault("before", []).append(float(out))
             finally:
                 if tree_cm:
@@ -121,10 +144,13 @@ def main() -> int:
     print(f"first load of {args.rows:,} rows, medians of {args.repeat}")
     for name, values in times.items():
         median = statistics.median(values)
-        print(f"  {name:<18} {median:7.2f} s  {args.rows / median:10,.0f} rows/s  {median / reference:5.2f}x reference")
+        rate = args.rows / median
+        print(f"  {name:<18} {median:7.2f} s  {rate:10,.0f} rows/s  {median / reference:5.2f}x reference")
     keys = sorted({k for s in stages for k in s})
-    print("  stages of project (median s): " + ", ".join(
-        f"{k} {statistics.median(s.get(k, 0.0) for s in stages):.2f}" for k in keys))
+    print(
+        "  stages of project (median s): "
+        + ", ".join(f"{k} {statistics.median(s.get(k, 0.0) for s in stages):.2f}" for k in keys)
+    )
     return 0
 
 
