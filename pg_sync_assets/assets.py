@@ -217,6 +217,7 @@ def result_metadata(result: SyncResult) -> dict:
         # Sizes in MB and durations in seconds (named so), so the UI's plots read as such.
         "megabytes_streamed": round(result.bytes_copied / 1e6, 3),
         "copy_rows_per_second": round(result.copy_rows_per_second),
+        "copy_sessions": result.copy_workers,
     }
     if result.window is not None:
         figures = {f"run_{k}": v for k, v in figures.items()}

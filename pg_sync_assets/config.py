@@ -31,6 +31,7 @@ from .entry_keys import (
     column_selection,
     incremental_keys,
     lock_keys,
+    parallel_key,
     snapshot_group_key,
     valid_cron,
 )
@@ -56,6 +57,7 @@ TABLE_KEYS = (
     "columns",
     "on_schema_change",
     "target_triggers",
+    "parallel",
     "snapshot_group",
     "delete_missing",
     "verify",
@@ -78,6 +80,7 @@ DEFAULT_KEYS = (
     "differential",
     "on_schema_change",
     "target_triggers",
+    "parallel",
     *PRESENTATION_KEYS,
 )
 SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
@@ -276,6 +279,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         **column_selection(entry, primary_key, incremental.get("incremental_column"), where),
         **choice(entry, "on_schema_change", ON_SCHEMA_CHANGE_CHOICES),
         **choice(entry, "target_triggers", TARGET_TRIGGER_CHOICES),
+        **parallel_key(entry),
         **snapshot_group_key(entry, mode, schedule),
         **incremental,
         name=_asset_name(entry, target),

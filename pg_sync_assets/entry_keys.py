@@ -139,6 +139,24 @@ def choice(entry: EntryReader, key: str, choices: tuple[str, ...]) -> dict:
     return {key: value}
 
 
+MAX_PARALLEL = 16
+
+
+def parallel_key(entry: EntryReader) -> dict:
+    """`parallel`: sessions a side for a full copy, 1 to 16, or `auto` (stored as 0)."""
+    if "parallel" not in entry.raw:
+        return {}
+    value = entry.raw["parallel"]
+    if value == "auto":
+        return {"parallel": 0}
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PARALLEL:
+        raise entry.error(
+            f"`parallel` must be a whole number of sessions from 1 to {MAX_PARALLEL}, or `auto` (one session "
+            f"a side for each million rows, at most 4), got {value!r}"
+        )
+    return {"parallel": value}
+
+
 def incremental_keys(entry: EntryReader, mode: Mode, schedule: str | None) -> dict:
     """incremental_column, partition_start, timezone, lookback: checked for `incremental`."""
     keys = [k for k in INCREMENTAL_KEYS if k in entry.raw]

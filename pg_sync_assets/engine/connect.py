@@ -185,3 +185,11 @@ def monitor_session(conn):
     monitor = connect(dsn, readonly=True, application_name=f"{DEFAULT_APPLICATION_NAME} progress", role=role)
     monitor.autocommit = True
     return monitor
+
+
+def sibling_session(conn, readonly: bool):
+    """A new session like `conn` (same server, database and role), for a parallel worker;
+    `conn` must have been opened by `connect`."""
+    dsn, role = _opened[conn]
+    name = f"{DEFAULT_APPLICATION_NAME} copy worker"
+    return connect(dsn, readonly=readonly, application_name=name, role=role)

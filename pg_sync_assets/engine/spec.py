@@ -78,6 +78,8 @@ class TableSpec:
     on_schema_change: str = "fail"
     # The target's own triggers during the final transaction: `fire` or `disable` (`triggers.py`).
     target_triggers: str = "fire"
+    # Sessions a side for a full copy into staging; 0 is `auto` (`parallel_copy.py`).
+    parallel: int = 1
     # Tables of one snapshot group are synced together: one source snapshot, one target
     # transaction, in foreign-key order (`group.py`).
     snapshot_group: str | None = None

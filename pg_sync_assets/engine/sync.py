@@ -43,6 +43,7 @@ from .merge import (
     replace_from_staging,
     require_unique_staged_keys,
 )
+from .parallel_copy import copy_workers, parallel_copy
 from .plan import TablePlan
 from .progress import copy_line
 from .record import recordable, take_horizon, write_record
@@ -88,6 +89,7 @@ class SyncResult:
     differential: DifferentialStats | None = None  # what the comparison before the copy found
     schema_changes: tuple[str, ...] = ()  # what `on_schema_change` changed in the target
     cursor_after: int | None = None  # an integer cursor's floor: rows above it were synced
+    copy_workers: int = 1  # sessions a side that copied the rows (`parallel`)
 
     @property
     def copy_rows_per_second(self) -> float:
@@ -285,18 +287,24 @@ def _copy_and_apply(
 
     if cursor_column is None and compared is None and loads_directly(spec, copied, tcur):
         return _first_load(spec, plan, copied, scur, tcur, timer, options, report)
+    workers, pages = copy_workers(scur, spec, expected) if cursor_column is None else (1, 0)
     try:
         with timer.stage("copy", heartbeat=False):
             target_conn.autocommit = False
-            tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-            copied_result = stream_copy(
-                scur,
-                tcur,
-                source_copy_statement(spec, copied),
-                staging_copy_statement(staging, copied),
-                on_progress=report,
-                progress_interval=options.progress_interval,
-            )
+            if workers > 1:
+                copied_result = parallel_copy(
+                    scur, tcur, spec, copied, staging, workers, pages, report, options.progress_interval
+                )
+            else:
+                tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
+                copied_result = stream_copy(
+                    scur,
+                    tcur,
+                    source_copy_statement(spec, copied),
+                    staging_copy_statement(staging, copied),
+                    on_progress=report,
+                    progress_interval=options.progress_interval,
+                )
             target_conn.commit()
         hour_counts, null_rows = {}, None
         if cursor_column is not None or spec.by_integer_cursor:
@@ -346,4 +354,5 @@ def _copy_and_apply(
         verification=verification,
         hour_counts=hour_counts,
         null_cursor_rows=null_rows,
+        copy_workers=workers,
     )
