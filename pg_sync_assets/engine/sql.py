@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from psycopg2 import sql
 
+from .errors import ConfigError
 from .spec import TableSpec
+from .user_sql import clean_query, clean_where
 
 if TYPE_CHECKING:
     from .introspect import Column
@@ -50,10 +53,20 @@ def planner_settings(cur, settings: dict[str, str]) -> Iterator[None]:
         cur.execute("SELECT set_config(%s, %s, true)", (name, value))
 
 
+@lru_cache(maxsize=256)
+def _spliceable(key: str, text: str) -> str:
+    """`text` if the parser still finds it one condition (`where`) or one read-only SELECT
+    (`query`): checked again where it is spliced, not only when the spec was made, so SQL
+    that reached a spec some other way is refused before any statement carries it."""
+    if (clean_where if key == "where" else clean_query)(text) != text:
+        raise ConfigError(f"`{key}` was not checked; build the spec from the table list")
+    return text
+
+
 def _conditions(spec: TableSpec, extra: tuple[sql.Composable, ...]) -> list[sql.Composable]:
     parts: list[sql.Composable] = []
     if spec.where:
-        parts.append(sql.SQL("({})").format(sql.SQL(spec.where)))
+        parts.append(sql.SQL("({})").format(sql.SQL(_spliceable("where", spec.where))))
     if spec.window is not None:
         parts.append(sql.SQL("({})").format(spec.window))
     parts.extend(sql.SQL("({})").format(e) for e in extra)
@@ -80,7 +93,8 @@ def where_clause(spec: TableSpec, *extra: sql.Composable) -> sql.Composable:
 def source_relation(spec: TableSpec) -> sql.Composable:
     """The source rows before `where`: the table, or the query as a subquery."""
     if spec.query is not None:
-        return sql.SQL("({}) AS {}").format(sql.SQL(spec.query), sql.Identifier("pg_sync_query"))
+        query = _spliceable("query", spec.query)
+        return sql.SQL("({}) AS {}").format(sql.SQL(query), sql.Identifier("pg_sync_query"))
     assert spec.source is not None
     return spec.source.ident
 
@@ -119,4 +133,7 @@ def target_scope(spec: TableSpec, select_list: sql.Composable) -> sql.Composed:
 def estimate_rows(cur, spec: TableSpec) -> int:
     """The planner's row estimate for the source scope (cheap; sizes localization buckets)."""
     cur.execute(sql.SQL("EXPLAIN (FORMAT JSON) {}").format(source_scope(spec, sql.SQL("1"))))
-    return int(cur.fetchone()[0][0]["Plan"]["Plan Rows"])
+    row = cur.fetchone()
+    if row is None or not isinstance(row[0], list):  # not a plan: the estimate is only a courtesy
+        return 0
+    return int(row[0][0]["Plan"]["Plan Rows"])

@@ -280,14 +280,15 @@ def _copy_and_apply(
     label = str(spec.target)
     target_conn = tcur.connection
 
-    expected = estimate_rows(scur, spec)
+    with timer.stage("estimate"):  # the copy's expected rows, and how many sessions copy them
+        expected = estimate_rows(scur, spec)
+        workers, pages = copy_workers(scur, spec, expected) if cursor_column is None else (1, 0)
 
     def report(p: CopyProgress) -> None:
         log.info("%s", copy_line(label, p, expected))
 
     if cursor_column is None and compared is None and loads_directly(spec, copied, tcur):
         return _first_load(spec, plan, copied, scur, tcur, timer, options, report)
-    workers, pages = copy_workers(scur, spec, expected) if cursor_column is None else (1, 0)
     try:
         with timer.stage("copy", heartbeat=False):
             target_conn.autocommit = False

@@ -87,8 +87,9 @@ def test_sync_all_materializes_every_table_with_metadata_and_passing_checks(proj
     md = materialized["paid_orders"]
     assert md["dagster/row_count"] == 100 and md["rows_copied"] == 100
     assert md["dagster/table_name"] == "analytics.paid_orders"
-    assert (md["rows_written"], md["rows_replaced"]) == (100, 0)  # a full refresh: no churn figures
-    assert md["refresh_method"] == "truncate + insert (every row rewritten)" and "rows_inserted" not in md
+    # a first load: copied straight into the new table
+    assert (md["rows_inserted"], md["rows_updated"], md["rows_deleted"]) == (100, 0, 0)
+    assert md["refresh_method"].startswith("first load: copied straight into the new table")
     assert (materialized["orders"]["rows_inserted"], materialized["orders"]["rows_updated"]) == (400, 0)
     assert md["megabytes_streamed"] > 0 and md["seconds_copy"] >= 0 and "copy_rows_per_second" in md
     assert [c.name for c in md["dagster/column_schema"].columns] == ["id", "status", "total"]
