@@ -106,3 +106,14 @@ def dbs(servers: ServerPair) -> Iterator[DatabasePair]:
 
 def dbname(url: str) -> str:
     return parse_dsn(url)["dbname"]
+
+
+@pytest.fixture
+def instance_db(servers: ServerPair) -> Iterator[str]:
+    """A database for a Dagster instance on the target server, dropped afterwards."""
+    name = f"dagster_{uuid.uuid4().hex[:10]}"
+    execute(servers.target_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        execute(servers.target_url, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))

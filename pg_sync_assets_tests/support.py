@@ -137,3 +137,21 @@ def exception_chain_text(exc: BaseException | None) -> str:
         texts.append(f"{exc!r} {exc}")
         exc = exc.__cause__ or exc.__context__
     return " ".join(texts)
+
+
+def instance_yaml(form: str, server_url: str, dbname: str) -> str:
+    """A dagster.yaml keeping the instance in `dbname` on the server of `server_url`, in
+    one of the two documented forms (`postgres_db` fields, or `postgres_url`)."""
+    from psycopg2.extensions import parse_dsn
+
+    p = parse_dsn(server_url)
+    if form == "postgres_db":
+        return (
+            "telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_db:\n"
+            f"      hostname: {p['host']}\n      port: {p['port']}\n      username: {p['user']}\n"
+            f"      db_name: {dbname}\n"
+        )
+    return (
+        "telemetry:\n  enabled: false\nstorage:\n  postgres:\n"
+        f"    postgres_url: postgresql://{p['user']}@{p['host']}:{p['port']}/{dbname}\n"
+    )

@@ -12,16 +12,14 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
-from psycopg2 import sql
-from psycopg2.extensions import make_dsn, parse_dsn
+from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.engine import TableRef
 from pg_sync_assets_tests.conftest import execute
-from pg_sync_assets_tests.support import table_text
+from pg_sync_assets_tests.support import instance_yaml, table_text
 
 BIN = Path(sys.executable).parent
 SEED = """
@@ -82,25 +80,9 @@ def redis_url(tmp_path):
         process.wait(timeout=10)
 
 
-@pytest.fixture
-def instance_db(servers):
-    name = f"dagster_{uuid.uuid4().hex[:10]}"
-    execute(servers.target_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        execute(servers.target_url, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def _home(path: Path, server_url: str, dbname: str) -> Path:
-    p = parse_dsn(server_url)
     path.mkdir()
-    (path / "dagster.yaml").write_text(
-        "telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_db:\n"
-        f"      hostname: {p['host']}\n      port: {p['port']}\n      username: {p['user']}\n"
-        f"      db_name: {dbname}\n",
-        encoding="utf-8",
-    )
+    (path / "dagster.yaml").write_text(instance_yaml("postgres_db", server_url, dbname), encoding="utf-8")
     return path
 
 

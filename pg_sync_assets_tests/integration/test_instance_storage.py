@@ -10,16 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import psycopg2
 import pytest
-from psycopg2 import sql
-from psycopg2.extensions import parse_dsn
 
 from pg_sync_assets_tests.conftest import execute
-from pg_sync_assets_tests.support import point_definitions_at
+from pg_sync_assets_tests.support import instance_yaml, point_definitions_at
 
 REPO = Path(__file__).resolve().parents[2]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
@@ -41,31 +38,6 @@ tables:
 """
 
 
-def _yaml(form: str, server_url: str, dbname: str) -> str:
-    p = parse_dsn(server_url)
-    if form == "postgres_db":
-        return (
-            "telemetry:\n  enabled: false\nstorage:\n  postgres:\n    postgres_db:\n"
-            f"      hostname: {p['host']}\n      port: {p['port']}\n      username: {p['user']}\n"
-            f"      db_name: {dbname}\n"
-        )
-    return (
-        "telemetry:\n  enabled: false\nstorage:\n  postgres:\n"
-        f"    postgres_url: postgresql://{p['user']}@{p['host']}:{p['port']}/{dbname}\n"
-    )
-
-
-@pytest.fixture
-def instance_db(servers):
-    """A database for Dagster's instance on the target server, dropped afterwards."""
-    name = f"dagster_{uuid.uuid4().hex[:10]}"
-    execute(servers.target_url, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield name
-    finally:
-        execute(servers.target_url, sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 def _env(home: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DAGSTER_")}
     return {**env, "DAGSTER_HOME": str(home)}
@@ -83,7 +55,7 @@ def test_cli_runs_are_stored_in_postgres_in_both_documented_forms(
     point_definitions_at(dbs, tmp_path, monkeypatch, SEED, CONFIG)
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(_yaml(form, servers.target_url, instance_db), encoding="utf-8")
+    (home / "dagster.yaml").write_text(instance_yaml(form, servers.target_url, instance_db), encoding="utf-8")
     for args in (
         ["--select", "customers"],
         ["--select", "events", "--partition-range", "2026-11-20-00:00...2026-11-20-04:00"],
@@ -105,7 +77,7 @@ def test_the_daemon_launches_a_scheduled_run_and_sees_it_succeed(servers, dbs, i
     point_definitions_at(dbs, tmp_path, monkeypatch, SEED, config)
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(_yaml("postgres_db", servers.target_url, instance_db), encoding="utf-8")
+    (home / "dagster.yaml").write_text(instance_yaml("postgres_db", servers.target_url, instance_db), encoding="utf-8")
     daemon = subprocess.Popen(
         [DAEMON, "run", "-m", "pg_sync_assets.definitions"], cwd=REPO, env=_env(home),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
