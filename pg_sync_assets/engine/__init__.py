@@ -5,8 +5,9 @@ from .errors import ConfigError, LockTimeoutError, PgSyncError, SchemaMismatchEr
 from .guard import LoadVerification, VerificationError
 from .plan import TablePlan, plan_table
 from .reconcile import reconcile_table
+from .run import SyncOptions
 from .spec import Mode, TableRef, TableSpec
-from .sync import SyncOptions, SyncResult, sync_table
+from .sync import SyncResult, sync_table
 
 __all__ = [
     "ConfigError",

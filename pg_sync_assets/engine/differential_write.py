@@ -143,8 +143,10 @@ def final_table_rows(tcur, spec: TableSpec, verification: LoadVerification | Non
     return tcur.fetchone()[0]
 
 
-def run_differential(spec, plan, copied, staging, diff: Difference, scur, tcur, timer, work_mem: str) -> dict:
+def run_differential(run, diff: Difference) -> dict:
     """Copy, apply and verify what `diff` found; commit. The caller ends the transactions."""
+    spec, plan, copied, staging, scur, tcur = run.spec, run.plan, run.copied, run.staging, run.scur, run.tcur
+    timer, work_mem = run.timer, run.options.merge_work_mem
     if diff.differing_buckets == 0:
         verification, target_rows = unchanged(spec, plan, diff, tcur)
         require_read_only_source(scur, str(spec.target))

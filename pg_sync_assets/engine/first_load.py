@@ -25,11 +25,9 @@ from .ddl import add_key_and_cursor_index, create_target_table, ensure_namespace
 from .guard import check_final, on_source_meanwhile
 from .introspect import Column
 from .merge import MergeCounts, duplicate_keys
-from .plan import TablePlan
 from .record import take_horizon, write_record
-from .run import final_transaction
+from .run import Run, final_transaction
 from .spec import TableSpec
-from .stages import StageTimer
 from .target import read_target_shape
 
 FIRST_LOAD = "first_load"  # MergeCounts.method: copied straight into the table it created
@@ -54,22 +52,12 @@ def _copy_in_statement(spec: TableSpec, copied: list[Column]) -> sql.Composed:
     )
 
 
-def load_new_table(
-    spec: TableSpec,
-    plan: TablePlan,
-    copied: list[Column],
-    scur,
-    tcur,
-    timer: StageTimer,
-    sums,
-    report,
-    interval,
-) -> tuple[CopyResult, MergeCounts, object]:
+def load_new_table(run: Run, sums, report) -> tuple[CopyResult, MergeCounts, object]:
     """Create, fill, index and verify the target in one transaction and commit it;
     (the copy, the counts, the verification or None). `sums(rows)` sums the source
     snapshot for the verification (run on the source while the target builds its key)."""
-    label = str(spec.target)
-    target_conn = tcur.connection
+    spec, plan, copied, scur, tcur, timer = run.spec, run.plan, run.copied, run.scur, run.tcur, run.timer
+    label, target_conn, interval = run.label, run.target_conn, run.options.progress_interval
     target_conn.autocommit = False
     with timer.stage("create"):  # the schema and types, committed apart: the copy holds no lock on them
         ensure_namespace(tcur, spec.target, list(plan.columns))

@@ -60,11 +60,11 @@ from .merge import (
     replace_from_staging,
 )
 from .plan import TablePlan
-from .run import end_run_transactions, final_transaction, open_snapshot, plan_copy, staged_run
+from .run import SyncOptions, end_run_transactions, final_transaction, open_snapshot, plan_copy, staged_run
 from .spec import Mode, TableSpec
 from .stages import StageTimer
 from .staging import STAGING_SCHEMA
-from .sync import SyncOptions, SyncResult, open_final_table, verify_full_copy
+from .sync import SyncResult, open_final_table, verify_full_copy
 from .target import TargetShape
 
 _log = logging.getLogger("pg_sync_assets")

@@ -19,10 +19,10 @@ from .errors import ConfigError, SchemaMismatchError
 from .guard import check_final
 from .introspect import table_exists
 from .localize import bucketing, localize
-from .run import end_run_transactions, final_transaction, prepare, staged_run
+from .run import SyncOptions, end_run_transactions, final_transaction, prepare, staged_run
 from .sql import estimate_rows
 from .stages import StageTimer
-from .sync import SyncOptions, SyncResult, sync_table
+from .sync import SyncResult, sync_table
 from .verify import ScopeChecksum
 
 _log = logging.getLogger("pg_sync_assets")

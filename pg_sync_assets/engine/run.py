@@ -8,8 +8,11 @@ and the server releases the session's lock.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import psycopg2
 
@@ -32,6 +35,39 @@ from .staging import (
 )
 from .target import read_target_shape, require_writable_target
 from .triggers import forget_disabled, restore_triggers
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    merge_work_mem: str = "256MB"
+    progress_interval: float = 5.0
+
+
+@dataclass
+class Run:
+    """One table's run, as every stage sees it: what to sync (`spec`, `plan`, the columns
+    `copied`, the schema `changes`), the sessions (`scur` on the source, in the run's
+    snapshot; `tcur` on the target), the `staging` table, the `timer` that names a failing
+    stage, the `options` and the `log`. Stages take the run, not a dozen parameters."""
+
+    spec: TableSpec
+    plan: TablePlan
+    copied: list[Column]
+    changes: list[SchemaChange]
+    timer: StageTimer
+    options: SyncOptions
+    log: logging.Logger
+    staging: str = ""
+    scur: Any = None
+    tcur: Any = None
+
+    @property
+    def label(self) -> str:
+        return str(self.spec.target)
+
+    @property
+    def target_conn(self):
+        return self.tcur.connection
 
 
 def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]:

@@ -47,7 +47,15 @@ from .parallel_copy import copy_workers, parallel_copy
 from .plan import TablePlan
 from .progress import copy_line
 from .record import recordable, take_horizon, write_record
-from .run import end_run_transactions, final_transaction, prepare, rollback_quietly, staged_run
+from .run import (
+    Run,
+    SyncOptions,
+    end_run_transactions,
+    final_transaction,
+    prepare,
+    rollback_quietly,
+    staged_run,
+)
 from .spec import Mode, TableSpec
 from .sql import estimate_rows, source_scope
 from .stages import StageTimer
@@ -57,12 +65,7 @@ from .triggers import DISABLE, disable_user_triggers
 from .window import Window, hour_bucket, partition_key, window_condition
 
 _log = logging.getLogger("pg_sync_assets")
-
-
-@dataclass(frozen=True)
-class SyncOptions:
-    merge_work_mem: str = "256MB"
-    progress_interval: float = 5.0
+DEFAULT_OPTIONS = SyncOptions()
 
 
 @dataclass(frozen=True)
@@ -119,17 +122,10 @@ def open_final_table(
     return shape, False
 
 
-def _apply(
-    cur,
-    spec: TableSpec,
-    plan: TablePlan,
-    staging: str,
-    copied: list[Column],
-    rows: int,
-    options: SyncOptions,
-    changes: list[SchemaChange],
-) -> tuple[MergeCounts, bool, int]:
+def _apply(run: Run, rows: int) -> tuple[MergeCounts, bool, int]:
     """The final transaction's statements; the caller commits or rolls back."""
+    cur, spec, plan, staging, copied = run.tcur, run.spec, run.plan, run.staging, run.copied
+    options, changes = run.options, run.changes
     shape, created = open_final_table(cur, spec, plan, changes, options.merge_work_mem)
     if spec.mode is Mode.FULL_REFRESH:
         counts = replace_from_staging(cur, spec.target, staging, copied, plan.key_columns(), rows, shape)
@@ -151,7 +147,7 @@ def sync_table(
     source_conn,
     target_conn,
     *,
-    options: SyncOptions = SyncOptions(),
+    options: SyncOptions = DEFAULT_OPTIONS,
     log: logging.Logger | None = None,
     window: Window | None = None,
 ) -> SyncResult:
@@ -171,15 +167,14 @@ def sync_table(
         cursor_after = integer_cursor_floor(target_conn, spec)
         if cursor_after is not None:
             spec = replace(spec, window=above(spec.incremental_column, cursor_after))
-    with staged_run(spec, target_conn, copied, timer, log) as (staging, orphans):
-        with source_conn.cursor() as scur, target_conn.cursor() as tcur:
+    run = Run(spec, plan, copied, changes, timer, options, log)
+    with staged_run(spec, target_conn, copied, timer, log) as (run.staging, orphans):
+        with source_conn.cursor() as run.scur, target_conn.cursor() as run.tcur:
             result, diff = None, None
             if eligible(spec, plan, window) and not changes:  # a changed shape: copy it all
-                result, diff = _differential(spec, plan, staging, copied, scur, tcur, timer, options, log)
+                result, diff = _differential(run)
             if result is None:
-                result = _copy_and_apply(
-                    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes, diff
-                )
+                result = _copy_and_apply(run, cursor_column, diff)
                 result["differential"] = stats(diff) if diff is not None else None
     return SyncResult(
         **result,
@@ -193,24 +188,21 @@ def sync_table(
     )
 
 
-def _differential(spec, plan, staging, copied, scur, tcur, timer, options, log):
+def _differential(run: Run):
     """(result, None) when the differing rows alone were synced; (None, the comparison or
     None) when the full copy must run: the target is empty, or too much of it differs."""
-    target_conn = tcur.connection
     try:
-        diff = compare_logged(spec, plan, scur, tcur, timer, log)
+        diff = compare_logged(run.spec, run.plan, run.scur, run.tcur, run.timer, run.log)
     except BaseException:
-        end_run_transactions(scur.connection, target_conn)
+        end_run_transactions(run.scur.connection, run.target_conn)
         raise
     # The fallbacks keep the source's snapshot open: the full copy reads the same one.
     if diff is None or diff.abandoned:
         return None, diff
     try:
-        result = run_differential(
-            spec, plan, copied, staging, diff, scur, tcur, timer, options.merge_work_mem
-        )
+        result = run_differential(run, diff)
     finally:
-        end_run_transactions(scur.connection, target_conn)
+        end_run_transactions(run.scur.connection, run.target_conn)
     return {**result, "method": DIFFERENTIAL}, None
 
 
@@ -242,25 +234,17 @@ def verify_full_copy(spec, plan, staging, copied, expected, buckets, scur, tcur)
     return verification
 
 
-def _first_load(spec, plan, copied, scur, tcur, timer, options, report) -> dict:
+def _first_load(run: Run, report) -> dict:
     """`first_load.load_new_table`: no staging write for a table that does not exist yet."""
     try:
         copied_result, counts, verification = load_new_table(
-            spec,
-            plan,
-            copied,
-            scur,
-            tcur,
-            timer,
-            lambda rows: full_copy_sums(scur, spec, plan, rows),
-            report,
-            options.progress_interval,
+            run, lambda rows: full_copy_sums(run.scur, run.spec, run.plan, rows), report
         )
     finally:
-        end_run_transactions(scur.connection, tcur.connection)
+        end_run_transactions(run.scur.connection, run.target_conn)
     return dict(
-        table=str(spec.target),
-        mode=spec.mode,
+        table=run.label,
+        mode=run.spec.mode,
         rows_copied=copied_result.rows,
         bytes_copied=copied_result.bytes,
         **counts.fields(),
@@ -272,23 +256,21 @@ def _first_load(spec, plan, copied, scur, tcur, timer, options, report) -> dict:
     )
 
 
-def _copy_and_apply(
-    spec, plan, staging, copied, scur, tcur, timer, options, log, cursor_column, changes, compared
-) -> dict:
+def _copy_and_apply(run: Run, cursor_column: Column | None, compared) -> dict:
     """The full copy; `compared` is the comparison that gave up on the differential path
     (its source sums, from the same snapshot, are the verification's)."""
-    label = str(spec.target)
-    target_conn = tcur.connection
+    spec, plan, staging, copied, timer = run.spec, run.plan, run.staging, run.copied, run.timer
+    scur, tcur, label, target_conn, options = run.scur, run.tcur, run.label, run.target_conn, run.options
 
     with timer.stage("estimate"):  # the copy's expected rows, and how many sessions copy them
         expected = estimate_rows(scur, spec)
         workers, pages = copy_workers(scur, spec, expected) if cursor_column is None else (1, 0)
 
     def report(p: CopyProgress) -> None:
-        log.info("%s", copy_line(label, p, expected))
+        run.log.info("%s", copy_line(label, p, expected))
 
     if cursor_column is None and compared is None and loads_directly(spec, copied, tcur):
-        return _first_load(spec, plan, copied, scur, tcur, timer, options, report)
+        return _first_load(run, report)
     try:
         with timer.stage("copy", heartbeat=False):
             target_conn.autocommit = False
@@ -321,9 +303,7 @@ def _copy_and_apply(
             final = meanwhile.enter_context(final_transaction(scur, tcur, label))
             with timer.stage("merge"):
                 try:
-                    counts, created, target_rows = _apply(
-                        tcur, spec, plan, staging, copied, copied_result.rows, options, changes
-                    )
+                    counts, created, target_rows = _apply(run, copied_result.rows)
                 except (pg_errors.CardinalityViolation, pg_errors.UniqueViolation):
                     # A unique index that is not the key, or a full refresh's rebuilt key index.
                     rollback_quietly(target_conn)
