@@ -18,6 +18,7 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from itertools import chain
 
 from psycopg2 import sql
 
@@ -45,15 +46,16 @@ class Bucketing:
 class BucketSums:
     """Per bucket (`localize`): count and checksum, over `count` buckets of `bucketing`.
 
-    Held as three machine arrays indexed by bucket (the count, and the checksum's high
-    signed and low unsigned 64 bits), 24 bytes a bucket whatever the table: at most 24 MB
-    at the cap of 2^20 buckets, where a dict of Python ints took about 10 times that."""
+    Held as three machine arrays indexed by bucket (the count, 32 bits, and the checksum's
+    high signed and low unsigned 64 bits), 20 bytes a bucket whatever the table: at most
+    20 MB at the cap of 2^20 buckets, where a dict of Python ints took about 10 times that."""
 
     def __init__(self, bucketing: Bucketing, count: int) -> None:
         self.bucketing, self.count = bucketing, count
-        self.rows = array("q", bytes(8 * count))
-        self.high = array("q", bytes(8 * count))
-        self.low = array("Q", bytes(8 * count))
+        # Zeroed by repetition: no temporary buffer of the arrays' size.
+        self.rows = array("i", [0]) * count
+        self.high = array("q", [0]) * count
+        self.low = array("Q", [0]) * count
 
     def set(self, bucket: int, rows: int, total: int) -> None:
         self.rows[bucket], self.high[bucket], self.low[bucket] = rows, total >> 64, total & _LOW
@@ -148,7 +150,8 @@ class _CopyIn:
 
     def __init__(self, sums: BucketSums) -> None:
         length = _PACKED.size * (sums.count - sums.rows.count(0))
-        self._parts = iter([_HEADER + _FIELD.pack(1, length), *_packed_chunks(sums), _TRAILER])
+        # Lazily: the packed value is never whole in memory, only a slice of buckets at a time.
+        self._parts = chain([_HEADER + _FIELD.pack(1, length)], _packed_chunks(sums), [_TRAILER])
         self._pending = b""
 
     def read(self, size: int = -1) -> bytes:
