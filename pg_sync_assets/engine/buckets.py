@@ -183,55 +183,59 @@ def stage_bucket_sums(cur, sums: BucketSums) -> sql.Composable:
 
 class _CopyOut:
     """File-like for `COPY (SELECT bytea) TO STDOUT (FORMAT binary)`: the bytes of one
-    packed value, unpacked bucket by bucket into `sums` as they arrive."""
+    packed value, unpacked bucket by bucket into `sums` as they arrive. The value comes
+    as one message (one row); it is read in place, never copied whole."""
 
     def __init__(self, sums: BucketSums) -> None:
         self.sums = sums
-        self._buffer = b""
+        self._rest = b""  # an unfinished piece (a header, or part of one bucket)
         self._state = "header"
         self._left = 0  # bytes of the value still to come
         self.found = False
 
     def write(self, data) -> int:
-        self._buffer += bytes(data)
-        while self._step():
-            pass
+        view = memoryview(self._rest + bytes(data) if self._rest else data).cast("B")
+        at = 0
+        while True:
+            taken = self._step(view[at:])
+            if taken is None:
+                break
+            at += taken
+        self._rest = bytes(view[at:])
         return len(data)
 
-    def _step(self) -> bool:
-        buffer = self._buffer
+    def _step(self, view: memoryview) -> int | None:
+        """Bytes of `view` consumed by one step, or None when it needs more."""
         if self._state == "header":
-            if len(buffer) < len(_HEADER):
-                return False
-            self._buffer, self._state = buffer[len(_HEADER) :], "tuple"
-            return True
+            if len(view) < len(_HEADER):
+                return None
+            self._state = "tuple"
+            return len(_HEADER)
         if self._state == "tuple":
-            if len(buffer) < 2:
-                return False
-            if struct.unpack(">h", buffer[:2])[0] == -1:  # the trailer: no row
-                self._buffer, self._state = buffer[2:], "done"
-                return False
-            if len(buffer) < _FIELD.size:
-                return False
-            _, length = _FIELD.unpack(buffer[: _FIELD.size])
-            self._buffer = buffer[_FIELD.size :]
-            if length < 0:  # NULL
-                self._state = "tuple"
-                return True
-            self._state, self._left, self.found = "value", length, True
-            return True
+            if len(view) < 2:
+                return None
+            if struct.unpack(">h", view[:2])[0] == -1:  # the trailer: no more rows
+                self._state = "done"
+                return None
+            if len(view) < _FIELD.size:
+                return None
+            _, length = _FIELD.unpack(view[: _FIELD.size])
+            if length >= 0:  # else NULL: the next tuple
+                self._state, self._left, self.found = "value", length, True
+            return _FIELD.size
         if self._state == "value":
-            whole = min(self._left, len(buffer)) // _PACKED.size * _PACKED.size
+            if self._left == 0:
+                self._state = "tuple"
+                return 0
+            whole = min(self._left, len(view)) // _PACKED.size * _PACKED.size
             if whole == 0:
-                if self._left == 0:
-                    self._state = "tuple"
-                    return True
-                return False
-            for b, n, high, low in _PACKED.iter_unpack(buffer[:whole]):
-                self.sums.rows[b], self.sums.high[b], self.sums.low[b] = n, high, low
-            self._buffer, self._left = buffer[whole:], self._left - whole
-            return True
-        return False
+                return None
+            rows, high, low = self.sums.rows, self.sums.high, self.sums.low
+            for b, n, h, lo in _PACKED.iter_unpack(view[:whole]):
+                rows[b], high[b], low[b] = n, h, lo
+            self._left -= whole
+            return whole
+        return None
 
 
 def read_bucket_sums(cur, query: sql.Composable, bucketing: Bucketing, count: int) -> BucketSums | None:
