@@ -98,6 +98,11 @@ def test_sync_all_runs_its_steps_on_a_celery_worker(servers, dbs, instance_db, r
     # The worker and the run share the instance's database and the broker, not a directory.
     worker_env = {**base, "DAGSTER_HOME": str(_home(tmp_path / "worker_home", servers.target_url, instance_db))}
     run_env = {**base, "DAGSTER_HOME": str(_home(tmp_path / "run_home", servers.target_url, instance_db))}
+    # A new instance database gets its tables once, as a deployment does, before two
+    # processes would race to create them.
+    migrated = subprocess.run([str(BIN / "dagster"), "instance", "migrate"], cwd=tmp_path, env=run_env,
+                              capture_output=True, text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
     worker = subprocess.Popen(
         [str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y",
          str(tmp_path / "celery.yaml"), "--name", "far-away", "--", "--concurrency=2"],
