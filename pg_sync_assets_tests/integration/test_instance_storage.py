@@ -78,6 +78,10 @@ def test_the_daemon_launches_a_scheduled_run_and_sees_it_succeed(servers, dbs, i
     home = tmp_path / "home"
     home.mkdir()
     (home / "dagster.yaml").write_text(instance_yaml("postgres_db", servers.target_url, instance_db), encoding="utf-8")
+    # As a deployment does before its processes start together (operations page).
+    migrated = subprocess.run([DAGSTER, "instance", "migrate"], cwd=REPO, env=_env(home), capture_output=True,
+                              text=True, timeout=120)
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
     daemon = subprocess.Popen(
         [DAEMON, "run", "-m", "pg_sync_assets.definitions"], cwd=REPO, env=_env(home),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
