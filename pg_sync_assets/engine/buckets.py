@@ -104,14 +104,9 @@ class BucketSums:
 
     def pack(self) -> bytes:
         """Per non-empty bucket in order: its number, count and checksum (4, 8 and 16 bytes,
-        big-endian; the checksum as its high signed and low unsigned 8 bytes)."""
-        out = bytearray(_PACKED.size * (self.count - self.rows.count(0)))
-        at = 0
-        for b, (n, high, low) in enumerate(zip(self.rows, self.high, self.low, strict=True)):
-            if n:
-                _PACKED.pack_into(out, at, b, n, high, low)
-                at += _PACKED.size
-        return bytes(out)
+        big-endian; the checksum as its high signed and low unsigned 8 bytes). What the
+        record stores; `stage_bucket_sums` sends it a slice at a time."""
+        return b"".join(_packed_chunks(self))
 
     @classmethod
     def unpack(cls, bucketing: Bucketing, count: int, data: bytes) -> BucketSums:

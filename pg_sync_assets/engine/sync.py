@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from psycopg2 import errors as pg_errors
 from psycopg2 import sql
 
-from .copy import CopyProgress, source_copy_statement, staging_copy_statement, stream_copy
+from .copy import CopyProgress, CopyResult, source_copy_statement, staging_copy_statement, stream_copy
 from .cursor import above, integer_cursor_floor
 from .ddl import create_target_table
 from .differential import DifferentialStats, compare_logged, compared_sums, eligible, full_copy_sums, stats
@@ -242,17 +242,24 @@ def _first_load(run: Run, report) -> dict:
         )
     finally:
         end_run_transactions(run.scur.connection, run.target_conn)
+    return _full_copy_result(run, copied_result, counts, copied_result.rows, True, verification)
+
+
+def _full_copy_result(
+    run: Run, copied: CopyResult, counts: MergeCounts, target_rows: int, created: bool, verification, **more
+) -> dict:
+    """SyncResult fields of a full copy (the staged one, or a first load)."""
     return dict(
         table=run.label,
         mode=run.spec.mode,
-        rows_copied=copied_result.rows,
-        bytes_copied=copied_result.bytes,
+        rows_copied=copied.rows,
+        bytes_copied=copied.bytes,
         **counts.fields(),
         method=counts.method,
-        target_rows=copied_result.rows,
-        created_target=True,
+        target_rows=target_rows,
+        created_target=created,
         verification=verification,
-        null_cursor_rows=None,
+        **more,
     )
 
 
@@ -323,16 +330,13 @@ def _copy_and_apply(run: Run, cursor_column: Column | None, compared) -> dict:
                 final.commit()
     finally:
         end_run_transactions(scur.connection, target_conn)
-    return dict(
-        table=label,
-        mode=spec.mode,
-        rows_copied=copied_result.rows,
-        bytes_copied=copied_result.bytes,
-        **counts.fields(),
-        method=counts.method,
-        target_rows=target_rows,
-        created_target=created,
-        verification=verification,
+    return _full_copy_result(
+        run,
+        copied_result,
+        counts,
+        target_rows,
+        created,
+        verification,
         hour_counts=hour_counts,
         null_cursor_rows=null_rows,
         copy_workers=workers,
