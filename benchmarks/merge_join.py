@@ -35,8 +35,8 @@ sys.path.insert(0, str(HERE))
 from full_refresh import FILL, TABLE_DDL, sql  # noqa: E402
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, merge, sync_table  # noqa: E402
-from pg_sync_assets.engine.plan import plan_table  # noqa: E402
-from pg_sync_assets.engine.target import read_target_shape  # noqa: E402
+from pg_sync_assets.engine.plan.plan import plan_table  # noqa: E402
+from pg_sync_assets.engine.plan.target import read_target_shape  # noqa: E402
 from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 BENCH = TableRef("public", "bench")

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.full_refresh import sql  # noqa: E402
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table  # noqa: E402
-from pg_sync_assets.engine.window import Window  # noqa: E402
+from pg_sync_assets.engine.plan.window import Window  # noqa: E402
 from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.full_refresh import build_source, sql  # noqa: E402
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, reconcile_table, sync_table  # noqa: E402
-from pg_sync_assets.engine.localize import localize_table  # noqa: E402
-from pg_sync_assets.engine.plan import plan_table  # noqa: E402
-from pg_sync_assets.engine.verify import as_text, source_checksum  # noqa: E402
+from pg_sync_assets.engine.compare.localize import localize_table  # noqa: E402
+from pg_sync_assets.engine.plan.plan import plan_table  # noqa: E402
+from pg_sync_assets.engine.verify.verify import as_text, source_checksum  # noqa: E402
 from pg_sync_assets.local.servers import exit_cleanly_on_sigterm, start_server  # noqa: E402
 
 BENCH = TableRef("public", "bench")

@@ -40,9 +40,9 @@ from .engine import (
     reconcile_table,
     sync_table,
 )
-from .engine.first_load import FIRST_LOAD
-from .engine.merge import DIFFERENTIAL, KEYED_REFRESH, TRUNCATE_INSERT
-from .engine.window import Window, partition_key
+from .engine.load.first_load import FIRST_LOAD
+from .engine.load.merge import DIFFERENTIAL, KEYED_REFRESH, TRUNCATE_INSERT
+from .engine.plan.window import Window, partition_key
 from .keys import SOURCE_POOL, resources_of, source_asset_key, source_tables, table_asset_key
 from .project import Retries, TableEntry
 

@@ -21,9 +21,9 @@ from dagster import (
 
 from .definition_names import Names, asset_op
 from .engine import Mode, SyncResult, TableSpec
+from .engine.compare.localize import Difference, localize_table
 from .engine.errors import ConfigError
-from .engine.localize import Difference, localize_table
-from .engine.verify import ScopeChecksum, TableComparison, compare_table, null_cursor_count
+from .engine.verify.verify import ScopeChecksum, TableComparison, compare_table, null_cursor_count
 from .keys import resources_of, table_asset_key
 from .project import TableEntry
 

@@ -5,7 +5,7 @@ The keys of one entry are read by `entry_keys.py`; this module assembles the ent
 the defaults, the patterns (`patterns.py`) and the list-wide checks.
 Every error names the file, the table entry, the key and the bad value, and says what
 is allowed. Checks that need the source catalog (does the table exist, has it a primary
-key) live in `engine.plan` and run when definitions load and again at each run.
+key) live in `engine.plan.plan` and run when definitions load and again at each run.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import yaml
 
 from .connections import check_roles, parse_connections
 from .definition_names import reject_name_collisions
-from .engine.differential import DIFFERENTIAL_CHOICES
+from .engine.compare.differential import DIFFERENTIAL_CHOICES
 from .engine.errors import ConfigError
-from .engine.evolve import ON_SCHEMA_CHANGE_CHOICES
-from .engine.spec import Mode, TableRef, TableSpec
-from .engine.triggers import TARGET_TRIGGER_CHOICES
-from .engine.user_sql import clean_query, clean_where
+from .engine.load.triggers import TARGET_TRIGGER_CHOICES
+from .engine.plan.evolve import ON_SCHEMA_CHANGE_CHOICES
+from .engine.plan.spec import Mode, TableRef, TableSpec
+from .engine.plan.user_sql import clean_query, clean_where
 from .entry_keys import (
     EntryReader,
     choice,

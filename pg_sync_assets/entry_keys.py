@@ -13,9 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from dagster._utils.schedules import is_valid_cron_string
 
 from .engine.errors import ConfigError
-from .engine.spec import Mode, TableRef, TableSpec
-from .engine.user_sql import columns_named
-from .engine.window import PARTITION_FORMAT
+from .engine.plan.spec import Mode, TableRef, TableSpec
+from .engine.plan.user_sql import columns_named
+from .engine.plan.window import PARTITION_FORMAT
 from .naming import VALID_NAME
 
 INCREMENTAL_KEYS = ("incremental_column", "partition_start", "timezone", "lookback", "lookback_rows")

@@ -1,4 +1,4 @@
-"""The Dagster side of a snapshot group (`snapshot_group: NAME`, `engine/group.py`): one
+"""The Dagster side of a snapshot group (`snapshot_group: NAME`, `engine/run/group.py`): one
 step for all its tables, a multi-asset that can still run any subset of them (the
 selected members are synced together, in one snapshot and one transaction), with every
 member's own checks."""
@@ -11,7 +11,7 @@ from .assets import NOT_TRANSIENT, SyncRunConfig, materialize_result, retry_poli
 from .checks import evaluate_checks, fail_step, table_check_specs
 from .definition_names import asset_op
 from .engine import reconcile_table
-from .engine.group import sync_group
+from .engine.run.group import sync_group
 from .keys import SOURCE_POOL, resources_of, table_asset_key
 from .project import TableEntry
 

@@ -5,7 +5,7 @@ import hashlib
 from dagster import AssetKey
 
 from .engine import TableRef, TableSpec
-from .engine.user_sql import tables_read
+from .engine.plan.user_sql import tables_read
 from .naming import derive_asset_name
 from .project import TableEntry
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from .connections import parse_connections
 from .engine import ConfigError, PgSyncError, TableRef, connect
-from .engine.introspect import tables_like
+from .engine.plan.introspect import tables_like
 
 PATTERN_KEYS = ("exclude", "include_views")
 STATE_SUFFIX = ".patterns.json"

@@ -16,8 +16,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 from .engine import PgSyncError, TableSpec, connect
-from .engine.run import preflight
-from .engine.triggers import FIRE, triggers_advice, user_triggers
+from .engine.load.triggers import FIRE, triggers_advice, user_triggers
+from .engine.run.context import preflight
 from .project import Project, TableEntry
 
 

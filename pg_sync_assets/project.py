@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
 from .connections import SOURCE, TARGET, Connection
-from .engine.spec import TableSpec
+from .engine.plan.spec import TableSpec
 
 
 @dataclass(frozen=True)

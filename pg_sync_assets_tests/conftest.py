@@ -80,7 +80,7 @@ class DatabasePair:
         return execute(self.target, statement, params)
 
 
-# The table list's SQL may not call volatile functions (`engine/side_effects.py`), so a
+# The table list's SQL may not call volatile functions (`engine/plan/side_effects.py`), so a
 # test that slows a run down from inside a `where` or `query` calls this one, which is
 # declared STABLE; every test database has it.
 NAP = "CREATE FUNCTION nap(float8) RETURNS text LANGUAGE sql STABLE AS 'SELECT pg_sleep($1)::text'"

@@ -17,9 +17,9 @@ from pg_sync_assets.engine import (
     reconcile_table,
     sync_table,
 )
-from pg_sync_assets.engine.localize import Difference, localize_table
+from pg_sync_assets.engine.compare.localize import Difference, localize_table
 from pg_sync_assets.engine.sql import pin_text_settings
-from pg_sync_assets.engine.verify import TableComparison, compare_table
+from pg_sync_assets.engine.verify.verify import TableComparison, compare_table
 
 
 class Writer:

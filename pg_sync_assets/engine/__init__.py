@@ -2,12 +2,12 @@
 
 from .connect import ConnectionFailed, connect
 from .errors import ConfigError, LockTimeoutError, PgSyncError, SchemaMismatchError, SyncError
-from .guard import LoadVerification, VerificationError
-from .plan import TablePlan, plan_table
-from .reconcile import reconcile_table
-from .run import SyncOptions
-from .spec import Mode, TableRef, TableSpec
-from .sync import SyncResult, sync_table
+from .plan.plan import TablePlan, plan_table
+from .plan.spec import Mode, TableRef, TableSpec
+from .run.context import SyncOptions
+from .run.reconcile import reconcile_table
+from .run.sync import SyncResult, sync_table
+from .verify.guard import LoadVerification, VerificationError
 
 __all__ = [
     "ConfigError",

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from psycopg2 import sql
 
 from .errors import ConfigError
-from .spec import TableSpec
-from .user_sql import clean_query, clean_where
+from .plan.spec import TableSpec
+from .plan.user_sql import clean_query, clean_where
 
 if TYPE_CHECKING:
-    from .introspect import Column
+    from .plan.introspect import Column
 
 # Session settings that change how values render as text. Every session that renders
 # rows as text for a checksum or a comparison pins them, so equal data gives equal text

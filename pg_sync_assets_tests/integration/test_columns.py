@@ -15,8 +15,8 @@ from psycopg2.extensions import make_dsn
 
 from pg_sync_assets.config import parse_config
 from pg_sync_assets.engine import ConfigError, Mode, TableRef, TableSpec, sync_table
-from pg_sync_assets.engine.localize import localize_table
-from pg_sync_assets.engine.verify import compare_table
+from pg_sync_assets.engine.compare.localize import localize_table
+from pg_sync_assets.engine.verify.verify import compare_table
 from pg_sync_assets_tests.support import sessions, table_text
 
 PEOPLE = TableRef("hr", "사람")

@@ -15,7 +15,7 @@ from pg_sync_assets.assets import build_table_asset
 from pg_sync_assets.config import load_project
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec, connect, plan_table
-from pg_sync_assets.engine.spec import Mode
+from pg_sync_assets.engine.plan.spec import Mode
 from pg_sync_assets_tests.support import point_definitions_at
 
 REPO = Path(__file__).resolve().parents[2]

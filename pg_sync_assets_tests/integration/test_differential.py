@@ -10,7 +10,7 @@ import pytest
 from psycopg2 import sql
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine.merge import DIFFERENTIAL
+from pg_sync_assets.engine.load.merge import DIFFERENTIAL
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
 from pg_sync_assets_tests.support import run_sync, table_text
 

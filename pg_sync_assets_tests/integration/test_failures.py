@@ -29,8 +29,8 @@ from pg_sync_assets.engine import (
     connect,
     sync_table,
 )
-from pg_sync_assets.engine.record import ensure_record_table
-from pg_sync_assets.engine.staging import ensure_staging_schema
+from pg_sync_assets.engine.load.staging import ensure_staging_schema
+from pg_sync_assets.engine.verify.record import ensure_record_table
 from pg_sync_assets.resources import PostgresResource
 from pg_sync_assets_tests.conftest import dbname
 from pg_sync_assets_tests.support import exception_chain_text, run_sync, sessions, staging_tables, table_text

@@ -10,9 +10,9 @@ import pytest
 from psycopg2 import sql
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table
-from pg_sync_assets.engine.introspect import table_columns
+from pg_sync_assets.engine.plan.introspect import table_columns
+from pg_sync_assets.engine.plan.window import Window, window_condition
 from pg_sync_assets.engine.sql import source_scope
-from pg_sync_assets.engine.window import Window, window_condition
 from pg_sync_assets_tests.support import sessions, table_text
 
 EVENTS = TableRef("public", "events")

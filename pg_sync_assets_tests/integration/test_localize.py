@@ -9,9 +9,9 @@ import psycopg2.errors
 from psycopg2 import sql
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec
-from pg_sync_assets.engine.localize import bucket_count, bucket_of, bucketing
-from pg_sync_assets.engine.plan import plan_table
-from pg_sync_assets.engine.buckets import INTEGER_BLOCKS, KEY_TEXT, Bucketing
+from pg_sync_assets.engine.compare.localize import bucket_count, bucket_of, bucketing
+from pg_sync_assets.engine.plan.plan import plan_table
+from pg_sync_assets.engine.verify.buckets import INTEGER_BLOCKS, KEY_TEXT, Bucketing
 from pg_sync_assets_tests.integration.test_failures import wait_for_first
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
 from pg_sync_assets_tests.support import compare, localize, run_sync
@@ -160,7 +160,8 @@ def _pass_2_in_background(dbs, spec: TableSpec, target_url: str):
     from dataclasses import replace
 
     from pg_sync_assets.engine import connect
-    from pg_sync_assets.engine.localize import bucket_sums, localize as localize_engine
+    from pg_sync_assets.engine.compare.localize import bucket_sums
+    from pg_sync_assets.engine.compare.localize import localize as localize_engine
 
     outcome: list = []
 

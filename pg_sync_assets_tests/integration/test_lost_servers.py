@@ -134,7 +134,7 @@ def test_a_where_forced_past_the_parser_still_writes_nothing_to_the_source(dbs):
 
 def test_the_tripwire_refuses_a_source_transaction_that_turned_writable(dbs):
     from pg_sync_assets.engine import connect
-    from pg_sync_assets.engine.run import require_read_only_source
+    from pg_sync_assets.engine.run.context import require_read_only_source
 
     dbs.src("CREATE TABLE written (n int)")
     source = connect(dbs.source, readonly=True, role="source")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pg_sync_assets.engine import Mode, SyncError, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine.parallel_copy import _ranges
+from pg_sync_assets.engine.load.parallel_copy import _ranges
 from pg_sync_assets_tests.support import run_sync, table_text, writing_meanwhile
 
 ITEMS = TableRef("public", "items")

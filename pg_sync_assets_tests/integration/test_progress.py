@@ -11,8 +11,8 @@ import pytest
 
 from pg_sync_assets.engine import Mode, SyncOptions, TableRef, TableSpec, connect, sync_table
 from pg_sync_assets.engine.connect import monitor_session
-from pg_sync_assets.engine.copy import CopyProgress
-from pg_sync_assets.engine.progress import copy_line, server_progress
+from pg_sync_assets.engine.load.copy import CopyProgress
+from pg_sync_assets.engine.run.progress import copy_line, server_progress
 
 ITEMS = TableRef("public", "items")
 SEED = """

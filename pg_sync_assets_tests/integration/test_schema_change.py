@@ -8,7 +8,7 @@ import pytest
 
 from pg_sync_assets.config import parse_config
 from pg_sync_assets.engine import ConfigError, Mode, SchemaMismatchError, TableRef, TableSpec
-from pg_sync_assets.engine.evolve import widens
+from pg_sync_assets.engine.plan.evolve import widens
 from pg_sync_assets_tests.support import compare, run_reconcile, run_sync, table_text
 
 ITEMS = TableRef("public", "items")

@@ -12,8 +12,8 @@ from dagster import AssetKey, DagsterInstance
 from pg_sync_assets import build_defs
 from pg_sync_assets.config import parse_config
 from pg_sync_assets.engine import ConfigError, Mode, SyncError, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine.group import parents_first, sync_group
-from pg_sync_assets.engine.merge import DIFFERENTIAL
+from pg_sync_assets.engine.load.merge import DIFFERENTIAL
+from pg_sync_assets.engine.run.group import parents_first, sync_group
 from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text, writing_meanwhile
 
 SHOP_DDL = """

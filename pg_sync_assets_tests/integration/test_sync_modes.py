@@ -219,9 +219,9 @@ def _merge_plan(dbs, key_lookup: dict[str, str], monkeypatch) -> tuple[str, list
     logged it, the join settings after it, the counts)."""
     import psycopg2
 
-    from pg_sync_assets.engine import merge
-    from pg_sync_assets.engine.plan import plan_table
-    from pg_sync_assets.engine.target import read_target_shape
+    from pg_sync_assets.engine.load import merge
+    from pg_sync_assets.engine.plan.plan import plan_table
+    from pg_sync_assets.engine.plan.target import read_target_shape
 
     monkeypatch.setattr(merge, "KEY_LOOKUP_JOIN", key_lookup)
     conn = psycopg2.connect(dbs.target)
@@ -249,7 +249,7 @@ def _merge_plan(dbs, key_lookup: dict[str, str], monkeypatch) -> tuple[str, list
 
 
 def test_a_merge_looks_staged_keys_up_in_the_targets_unique_index(dbs, monkeypatch):
-    from pg_sync_assets.engine.merge import KEY_LOOKUP_JOIN
+    from pg_sync_assets.engine.load.merge import KEY_LOOKUP_JOIN
 
     _seed_orders(dbs, 50_000)
     run_sync(dbs, _spec(mode=Mode.MERGE))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine.group import sync_group
+from pg_sync_assets.engine.run.group import sync_group
 from pg_sync_assets_tests.support import run_sync, sessions, table_text
 
 COUNTRY = TableRef("public", "country")

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from pg_sync_assets.engine import ConfigError, Mode, SyncError, TableRef, TableSpec
-from pg_sync_assets.engine.run import final_transaction
-from pg_sync_assets.engine.stages import UNCHANGED
+from pg_sync_assets.engine.run.context import final_transaction
+from pg_sync_assets.engine.run.stages import UNCHANGED
 from pg_sync_assets_tests.support import compare, localize, run_reconcile, run_sync, sessions
 
 ORDERS = TableRef("public", "orders")

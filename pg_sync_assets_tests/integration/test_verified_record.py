@@ -1,7 +1,7 @@
-"""Passes a run can skip, and the proof it may: the verified record (`engine/record.py`)
+"""Passes a run can skip, and the proof it may: the verified record (`engine/verify/record.py`)
 is trusted only while no one has written the target since, and any write, by any path,
 sends the run back to hashing the target live and repairing what differs; a differential
-run's final checksum comes from its changes (`engine/delta_verify.py`) only while no
+run's final checksum comes from its changes (`engine/verify/delta_verify.py`) only while no
 other row was written, else from a full pass that catches the difference."""
 
 from __future__ import annotations
@@ -14,15 +14,15 @@ import psycopg2
 import pytest
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine.differential import FROM_CHANGES
-from pg_sync_assets.engine.merge import DIFFERENTIAL
-from pg_sync_assets.engine.delta_verify import delta_checksum
-from pg_sync_assets.engine.differential import compare as compare_first
-from pg_sync_assets.engine.run import open_snapshot
-from pg_sync_assets.engine import sync as sync_module
-from pg_sync_assets.engine.plan import plan_table
-from pg_sync_assets.engine.buckets import KEY_TEXT, Bucketing
-from pg_sync_assets.engine.verify import target_checksum
+from pg_sync_assets.engine.run import sync as sync_module
+from pg_sync_assets.engine.compare.differential import FROM_CHANGES
+from pg_sync_assets.engine.compare.differential import compare as compare_first
+from pg_sync_assets.engine.load.merge import DIFFERENTIAL
+from pg_sync_assets.engine.plan.plan import plan_table
+from pg_sync_assets.engine.run.context import open_snapshot
+from pg_sync_assets.engine.verify.buckets import KEY_TEXT, Bucketing
+from pg_sync_assets.engine.verify.delta_verify import delta_checksum
+from pg_sync_assets.engine.verify.verify import target_checksum
 from pg_sync_assets_tests.support import compare, run_sync, sessions, table_text
 
 ITEMS = TableRef("public", "품목 100%")

@@ -7,10 +7,10 @@ import time
 import psycopg2
 import pytest
 
-from pg_sync_assets.engine.differential import FROM_CHANGES
-from pg_sync_assets.engine.guard import on_source_meanwhile
 from pg_sync_assets.engine import Mode, SyncError, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine import sync as sync_module
+from pg_sync_assets.engine.run import sync as sync_module
+from pg_sync_assets.engine.compare.differential import FROM_CHANGES
+from pg_sync_assets.engine.verify.guard import on_source_meanwhile
 from pg_sync_assets_tests.support import (
     compare,
     run_sync,

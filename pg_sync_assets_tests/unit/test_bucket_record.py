@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from pg_sync_assets.engine.buckets import INTEGER_BLOCKS, Bucketing, BucketSums
+from pg_sync_assets.engine.verify.buckets import INTEGER_BLOCKS, Bucketing, BucketSums
 
 BUCKETING = Bucketing(("id",), INTEGER_BLOCKS)
 
@@ -68,7 +68,7 @@ def test_compare_names_the_differing_buckets_and_counts_the_filled_ones():
 def test_the_binary_copy_of_the_packed_sums_reads_back_whatever_the_chunks(chunk):
     """What `stage_bucket_sums` sends is a valid one-row binary COPY whose field is
     `pack()`; `read_bucket_sums` rebuilds the sums from it however the bytes arrive."""
-    from pg_sync_assets.engine.buckets import _HEADER, _CopyIn, _CopyOut
+    from pg_sync_assets.engine.verify.buckets import _HEADER, _CopyIn, _CopyOut
 
     rng = random.Random(chunk)
     sums = {b: (rng.randint(1, 40), rng.randint(-(2**100), 2**100)) for b in rng.sample(range(1 << 15), 2000)}

@@ -7,7 +7,7 @@ import pytest
 
 from pg_sync_assets.config import parse_config
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec
-from pg_sync_assets.engine.user_sql import calls, clean_query, clean_where
+from pg_sync_assets.engine.plan.user_sql import calls, clean_query, clean_where
 
 INJECTION = "true); COMMIT; BEGIN READ WRITE; INSERT INTO t VALUES (1); SELECT 1 FROM t WHERE (true"
 

@@ -1,0 +1,1 @@
+"""Compare: which keys differ between the two servers (the differential path, localization)."""
