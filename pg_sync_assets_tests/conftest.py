@@ -21,6 +21,16 @@ from psycopg2.extensions import make_dsn, parse_dsn
 from pg_sync_assets.local.servers import start_server
 
 FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+# Source servers decode their WAL for `mode: cdc` tables (logical replication). Commits
+# wait for their WAL flush (cheap with fsync off): a `cdc` run reads up to the flushed
+# position, so a test's change is in the next run, not in one a moment later.
+SOURCE_SETTINGS = {
+    **FAST_SETTINGS,
+    "synchronous_commit": "on",
+    "wal_level": "logical",
+    "max_replication_slots": "64",
+    "max_wal_senders": "64",
+}
 
 # Importing pg_sync_assets.definitions builds `defs` from these: a developer's own
 # settings must not leak into the tests (each test that needs them sets its own).
@@ -41,7 +51,7 @@ def servers() -> Iterator[ServerPair]:
     if given_source and given_target:
         yield ServerPair(given_source, given_target)
         return
-    source = start_server("source", FAST_SETTINGS)
+    source = start_server("source", SOURCE_SETTINGS)
     try:
         target = start_server("target", FAST_SETTINGS)
         try:
@@ -100,6 +110,18 @@ def dbs(servers: ServerPair) -> Iterator[DatabasePair]:
         pair.tgt(NAP)
         yield pair
     finally:
+        # A database with a replication slot cannot be dropped: a `cdc` test's slots go first.
+        execute(
+            servers.source_url,
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+            " WHERE database = %s AND active_pid IS NOT NULL",
+            (names[0],),
+        )
+        execute(
+            servers.source_url,
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = %s",
+            (names[0],),
+        )
         for url, name in zip((servers.source_url, servers.target_url), names, strict=False):
             execute(url, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import weakref
 
 import psycopg2
+import psycopg2.extras
 from psycopg2.extensions import make_dsn, parse_dsn
 
 from .errors import PgSyncError
@@ -138,7 +139,12 @@ def redact(text: str, dsn: str) -> str:
 
 
 def connect(
-    dsn: str, *, readonly: bool, application_name: str = DEFAULT_APPLICATION_NAME, role: str = "database"
+    dsn: str,
+    *,
+    readonly: bool,
+    application_name: str = DEFAULT_APPLICATION_NAME,
+    role: str = "database",
+    factory=None,
 ):
     """A new psycopg2 connection; `readonly` sessions cannot write anything."""
     # The table list's SQL was checked by a parser that reads backslashes the standard way.
@@ -147,7 +153,7 @@ def connect(
         options += " -c default_transaction_read_only=on"
     full = build_dsn(dsn, role, application_name=application_name, options=options)
     try:
-        conn = psycopg2.connect(full)
+        conn = psycopg2.connect(full, connection_factory=factory)
     except psycopg2.Error as exc:
         error = ConnectionFailed(
             redact(
@@ -164,7 +170,7 @@ def connect(
                 f"pg_sync_assets needs {MIN_SERVER_VERSION // 10000} or later (its row checksum uses "
                 "hash_record_extended); upgrade the server"
             )
-        if readonly:
+        if readonly and factory is None:
             conn.set_session(readonly=True)
         _opened[conn] = (dsn, role)
         return conn
@@ -187,9 +193,24 @@ def monitor_session(conn):
     return monitor
 
 
-def sibling_session(conn, readonly: bool):
-    """A new session like `conn` (same server, database and role), for a parallel worker;
-    `conn` must have been opened by `connect`."""
+def sibling_session(conn, readonly: bool, purpose: str = "copy worker"):
+    """A new session like `conn` (same server, database and role), for a parallel worker
+    (or another `purpose`); `conn` must have been opened by `connect`."""
     dsn, role = _opened[conn]
-    name = f"{DEFAULT_APPLICATION_NAME} copy worker"
+    name = f"{DEFAULT_APPLICATION_NAME} {purpose}"
     return connect(dsn, readonly=readonly, application_name=name, role=role)
+
+
+def replication_session(conn):
+    """A logical replication session (`replication=database`) like `conn`, for commands
+    such as CREATE_REPLICATION_SLOT; the role needs REPLICATION (or the managed service's
+    equivalent) and pg_hba.conf must allow it."""
+    dsn, role = _opened[conn]
+    name = f"{DEFAULT_APPLICATION_NAME} snapshot"
+    return connect(
+        dsn,
+        readonly=False,
+        application_name=name,
+        role=role,
+        factory=psycopg2.extras.LogicalReplicationConnection,
+    )

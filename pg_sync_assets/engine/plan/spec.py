@@ -16,6 +16,7 @@ class Mode(str, Enum):
     FULL_REFRESH = "full_refresh"
     MERGE = "merge"
     INCREMENTAL = "incremental"
+    CDC = "cdc"
 
 
 @dataclass(frozen=True)

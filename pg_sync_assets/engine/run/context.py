@@ -77,7 +77,7 @@ def _generated_in_target(plan: TablePlan, target_cols: list[Column]) -> set[str]
 
 
 def prepare(
-    spec: TableSpec, source_conn, target_conn, timer: StageTimer
+    spec: TableSpec, source_conn, target_conn, timer: StageTimer, snapshot: str | None = None
 ) -> tuple[TablePlan, list[Column], list[SchemaChange]]:
     """Open the source snapshot, plan, check the target's shape; the columns to copy and
     the changes `on_schema_change` will make to the target in the final transaction.
@@ -85,17 +85,21 @@ def prepare(
     The source stays in its REPEATABLE READ transaction: whatever reads it next (copy,
     checksums, localization) sees the same snapshot as the plan.
     """
-    open_snapshot(source_conn, target_conn)
+    open_snapshot(source_conn, target_conn, snapshot)
     with timer.stage("plan"), source_conn.cursor() as scur, target_conn.cursor() as tcur:
         return plan_copy(scur, tcur, spec)
 
 
-def open_snapshot(source_conn, target_conn) -> None:
+def open_snapshot(source_conn, target_conn, snapshot: str | None = None) -> None:
     """End whatever is open; the source in a read-only REPEATABLE READ transaction (its
-    snapshot starts with the next query), the target in autocommit."""
+    snapshot starts with the next query, or is the exported `snapshot`), the target in
+    autocommit."""
     source_conn.rollback()
     target_conn.rollback()
     source_conn.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+    if snapshot is not None:
+        with source_conn.cursor() as cur:
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
     target_conn.autocommit = True
 
 

@@ -102,6 +102,9 @@ class SyncResult:
     schema_changes: tuple[str, ...] = ()  # what `on_schema_change` changed in the target
     cursor_after: int | None = None  # an integer cursor's floor: rows above it were synced
     copy_workers: int = 1  # sessions a side that copied the rows (`parallel`)
+    cdc_position: str | None = None  # `mode: cdc`: the source position the target now holds
+    cdc_from: str | None = None  # `mode: cdc`: the position the run's changes start after
+    cdc_transactions: int = 0  # `mode: cdc`: source transactions the run applied
 
     @property
     def copy_rows_per_second(self) -> float:
@@ -159,15 +162,17 @@ def sync_table(
     options: SyncOptions = DEFAULT_OPTIONS,
     log: logging.Logger | None = None,
     window: Window | None = None,
+    snapshot: str | None = None,
 ) -> SyncResult:
     """Copy the source scope of `spec` into its target table; see the module docstring.
 
     With `window`, only the rows whose `incremental_column` falls in it (widened back by
     `lookback` hours) are copied and upserted, and everything is verified over that scope.
+    With `snapshot` (an exported snapshot), the run reads the source as of that snapshot.
     """
     log = log or _log
     timer = StageTimer(str(spec.target), source_conn, target_conn, log, options.progress_interval)
-    plan, copied, changes = prepare(spec, source_conn, target_conn, timer)
+    plan, copied, changes = prepare(spec, source_conn, target_conn, timer, snapshot)
     cursor_column, cursor_after = None, None
     if window is not None:
         cursor_column = next(c for c in plan.columns if c.name == spec.incremental_column)
