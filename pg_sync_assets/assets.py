@@ -30,6 +30,7 @@ from dagster import (
 )
 from pydantic import Field
 
+from .cdc_assets import cdc_metadata, member_connections, run_cdc
 from .checks import compared_window, evaluate_checks, fail_step, table_check_specs
 from .engine import (
     ConfigError,
@@ -43,6 +44,7 @@ from .engine import (
 from .engine.load.first_load import FIRST_LOAD
 from .engine.load.merge import DIFFERENTIAL, KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.plan.window import Window, partition_key
+from .engine.run.cdc import APPLIED, SNAPSHOT_COPY
 from .keys import SOURCE_POOL, resources_of, source_asset_key, source_tables, table_asset_key
 from .project import Retries, TableEntry
 
@@ -161,6 +163,10 @@ def _change_counts(result: SyncResult) -> dict:
         counts["refresh_method"] = "differential: only the rows that differed were copied and written"
     if result.method == FIRST_LOAD:
         counts["refresh_method"] = "first load: copied straight into the new table, its key built after"
+    if result.method == SNAPSHOT_COPY:
+        counts["refresh_method"] = "cdc: copied from the snapshot of a new replication slot"
+    if result.method == APPLIED:
+        counts["refresh_method"] = "cdc: applied the source's committed changes"
     return counts
 
 
@@ -237,6 +243,7 @@ def result_metadata(result: SyncResult) -> dict:
     }
     metadata.update({f"seconds_{stage}": value for stage, value in seconds.items()})
     metadata.update(differential_metadata(result))
+    metadata.update(cdc_metadata(result))
     if result.verification is not None:
         v = result.verification
         metadata.update(
@@ -322,21 +329,24 @@ def sync_or_fail(context: AssetExecutionContext, entry: TableEntry, config: Sync
     """The sync; an error that a retry would meet again fails the step without retries (a
     failed run leaves the target as it was, so the others are safe to retry)."""
     try:
-        return _sync(context, entry.spec, *resources_of(context, entry), config)
+        return _sync(context, entry, *resources_of(context, entry), config)
     except NOT_TRANSIENT as exc:
         error = Failure(description=str(exc), allow_retries=False)
     raise error
 
 
 def _sync(
-    context: AssetExecutionContext, spec: TableSpec, source, target, config: SyncRunConfig
+    context: AssetExecutionContext, entry: TableEntry, source, target, config: SyncRunConfig
 ) -> SyncResult:
+    spec = entry.spec
     with (
         source.get_connection(f"copy {spec.name}", readonly=True) as source_conn,
         target.get_connection(f"load {spec.name}") as target_conn,
     ):
         if config.reconcile:  # the whole table, whatever partition the run names
             return reconcile_table(spec, source_conn, target_conn, log=context.log)
+        if entry.feed is not None:
+            return run_cdc(context, entry, source_conn, target_conn)
         window = None
         if spec.hourly:
             time_window = context.partition_time_window
@@ -392,7 +402,7 @@ def build_table_asset(entry: TableEntry) -> AssetsDefinition:
         specs=[table_asset_spec(entry)],
         check_specs=table_check_specs(entry),
         can_subset=True,
-        required_resource_keys={entry.source_connection, entry.target_connection},
+        required_resource_keys={entry.source_connection, entry.target_connection, *member_connections(entry)},
         partitions_def=partitions,
         backfill_policy=BackfillPolicy.single_run() if partitions else None,
         retry_policy=retry_policy(entry.retries),

@@ -19,10 +19,13 @@ from dagster import (
     Failure,
 )
 
+from .cdc_assets import LAG_CHECK, lag_check_spec, lag_result
 from .definition_names import Names, asset_op
 from .engine import Mode, SyncResult, TableSpec
+from .engine.cdc.compare import compare_cdc_table
 from .engine.compare.localize import Difference, localize_table
 from .engine.errors import ConfigError
+from .engine.run.cdc import APPLIED
 from .engine.verify.verify import ScopeChecksum, TableComparison, compare_table, null_cursor_count
 from .keys import resources_of, table_asset_key
 from .project import TableEntry
@@ -30,6 +33,8 @@ from .project import TableEntry
 
 def _scope(spec: TableSpec, cmp: TableComparison) -> str:
     """The rows compared: the `where` scope, narrowed to the run's window if it had one."""
+    if cmp.scope is not None:
+        return cmp.scope
     parts = [f"WHERE {spec.where}"] if spec.where else []
     if cmp.window:
         parts.append(f"`{spec.incremental_column}` in {cmp.window}")
@@ -57,6 +62,15 @@ def verified_by_sync(result: SyncResult | None) -> TableComparison | None:
     if result is None or result.verification is None:
         return None
     v = result.verification
+    if result.method == APPLIED:  # a cdc run proves the rows its changes touched
+        return TableComparison(
+            source=v.source,
+            target=v.final,
+            columns=tuple(result.plan.column_names),
+            basis="verified inside the materialization, against the decoded changes it applied; "
+            "verify_all compares the whole table",
+            scope=v.final_scope,
+        )
     return TableComparison(
         source=v.source,
         target=ScopeChecksum(v.final.rows + v.rows_only_in_target, v.final.checksum),
@@ -145,10 +159,15 @@ def repair_hint(entry: TableEntry, keyed: bool = True) -> str:
             "to repair only the differing rows of the whole table run "
             f"`{CLI.format(verb='job execute')} -j {names.reconcile_job(entry)}`"
         )
+    this_table = (
+        f"`{CLI.format(verb='asset materialize')} --select {selection} --config-json "
+        f'\'{{"ops": {{"{asset_op(entry)}": {{"config": {{"reconcile": true}}}}}}}}\'`'
+    )
+    if entry.feed is not None:
+        return f"to repair only the differing rows run {this_table}; later runs go on applying changes"
     return (
         f"to repair only the differing rows run `{CLI.format(verb='job execute')} -j {names.reconcile_all}` "
-        f"(every table) or `{CLI.format(verb='asset materialize')} --select {selection} --config-json "
-        f'\'{{"ops": {{"{asset_op(entry)}": {{"config": {{"reconcile": true}}}}}}}}\'` (this table)'
+        f"(every table) or {this_table} (this table)"
     )
 
 
@@ -242,6 +261,8 @@ def table_check_specs(entry: TableEntry) -> list[AssetCheckSpec]:
             description="source and target rows in scope are identical, column by column",
         ),
     ]
+    if entry.feed is not None:
+        specs.append(lag_check_spec(entry))
     if entry.spec.mode is Mode.INCREMENTAL:
         specs.append(
             AssetCheckSpec(
@@ -271,7 +292,10 @@ def evaluate_checks(
                 source.get_connection(f"verify {spec.name}", readonly=True) as source_conn,
                 target.get_connection(f"verify {spec.name}", readonly=True) as target_conn,
             ):
-                comparison = compare_table(spec, source_conn, target_conn)
+                if entry.feed is not None:
+                    comparison = compare_cdc_table(spec, source_conn, target_conn, entry.feed)
+                else:
+                    comparison = compare_table(spec, source_conn, target_conn)
         diff, keyed = None, True
         if comparison.target is not None and not comparison.checksums_match:
             diff = _localize(context, entry, comparison)
@@ -287,6 +311,10 @@ def evaluate_checks(
         yield from results
     if "null_cursor" in selected:
         yield null_cursor_result(context, entry, result)
+    if LAG_CHECK in selected:
+        lag = lag_result(context, entry)
+        results.append(lag)
+        yield lag
     failed = [r for r in results if not r.passed]
     if failed:
         failures.append(failure_summary(spec, failed))

@@ -27,6 +27,8 @@ from .engine.plan.spec import Mode, TableRef, TableSpec
 from .engine.plan.user_sql import clean_query, clean_where
 from .entry_keys import (
     EntryReader,
+    cdc_entry_rules,
+    cdc_max_lag,
     choice,
     column_selection,
     incremental_keys,
@@ -38,7 +40,7 @@ from .entry_keys import (
 from .naming import VALID_NAME, derive_asset_name
 from .patterns import expand, is_pattern, read_state, state_path
 from .presentation import PRESENTATION_KEYS, presentation_keys
-from .project import Project, ScheduleSettings, TableEntry
+from .project import Project, ScheduleSettings, TableEntry, with_feeds
 
 __all__ = ["CONFIG_ENV", "DEMO_CONFIG", "Project", "ScheduleSettings", "TableEntry", "load_project"]
 
@@ -70,6 +72,7 @@ TABLE_KEYS = (
     "lock_timeout",
     "lock_attempt_timeout",
     "differential",
+    "cdc_max_lag_mb",
     *PRESENTATION_KEYS,
 )
 # Keys that `defaults:` may set for every entry (an entry's own value wins).
@@ -81,9 +84,10 @@ DEFAULT_KEYS = (
     "on_schema_change",
     "target_triggers",
     "parallel",
+    "cdc_max_lag_mb",
     *PRESENTATION_KEYS,
 )
-SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron")
+SCHEDULE_KEYS = ("running", "minute_of_hour", "daily_cron", "cdc_cron")
 SUPPORTED_MODES = tuple(m.value for m in Mode)
 
 
@@ -164,8 +168,10 @@ def parse_schedules(raw: Any, source_name: str = "<config>") -> ScheduleSettings
     minute = settings.minute_of_hour
     if not isinstance(minute, int) or isinstance(minute, bool) or not 0 <= minute <= 59:
         raise ConfigError(f"{where}: `minute_of_hour` must be a whole number 0 to 59, got {minute!r}")
-    if not isinstance(settings.daily_cron, str) or not valid_cron(settings.daily_cron):
-        raise ConfigError(f"{where}: `daily_cron` must be a 5-field cron string, got {settings.daily_cron!r}")
+    for key in ("daily_cron", "cdc_cron"):
+        cron = getattr(settings, key)
+        if not isinstance(cron, str) or not valid_cron(cron):
+            raise ConfigError(f"{where}: `{key}` must be a 5-field cron string, got {cron!r}")
     return settings
 
 
@@ -211,6 +217,7 @@ def parse_project(document: Any, source_name: str = "<config>", state_file: Path
             entries.append(replace(entry, spec=replace(entry.spec, columns_where_present=True)))
     entries = [replace(e, list_name=name) for e in entries]
     check_roles(connections, [(e.name, e.source_connection, e.target_connection) for e in entries], where)
+    entries = with_feeds(entries, connections)
     _reject_duplicates(entries, where)
     _check_groups(entries, where)
     reject_name_collisions(entries, name, where)
@@ -272,6 +279,8 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         )
     incremental = incremental_keys(entry, mode, schedule)
     where = entry.sql("where", clean_where)
+    if mode is Mode.CDC:
+        cdc_entry_rules(entry, query, where, schedule)
     spec = TableSpec(
         **lock_keys(entry),
         # incremental runs copy their window and ignore `differential` (so `defaults:` may set it)
@@ -292,6 +301,7 @@ def _parse_entry(raw: Any, number: int, where: str) -> TableEntry:
         where=where,
         delete_missing=delete_missing,
         schedule=schedule,
+        **cdc_max_lag(entry),
     )
     return TableEntry(spec, **presentation_keys(entry))
 

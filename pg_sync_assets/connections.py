@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from .engine.cdc.feed import Feed, check_slot_name
 from .engine.connect import build_dsn, parse_connection_string, require_plain_fields
 from .engine.errors import ConfigError, PgSyncError
 from .naming import VALID_NAME
@@ -28,7 +29,9 @@ SOURCE, TARGET = "source", "target"
 SOURCE_URL_ENV, TARGET_URL_ENV = "PG_SYNC_SOURCE_URL", "PG_SYNC_TARGET_URL"
 TEXT_FIELDS = ("host", "dbname", "user", "password", "sslmode")
 NUMBER_FIELDS = ("port", "connect_timeout")
-CONNECTION_KEYS = ("url", *TEXT_FIELDS, *NUMBER_FIELDS)
+# `mode: cdc` tables: the names of the connection's replication slot and publication.
+FEED_KEYS = ("cdc_slot", "cdc_publication")
+CONNECTION_KEYS = ("url", *TEXT_FIELDS, *NUMBER_FIELDS, *FEED_KEYS)
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -51,14 +54,22 @@ class Connection:
     password: EnvRef | None = None
     sslmode: str | EnvRef | None = None
     connect_timeout: int | EnvRef | None = None
+    cdc_slot: str | None = None
+    cdc_publication: str | None = None
 
     def values(self) -> dict[str, Any]:
-        """The fields that are set, `url` included."""
+        """The connection fields that are set, `url` included."""
         return {
             f.name: getattr(self, f.name)
             for f in fields(self)
-            if f.name != "name" and getattr(self, f.name) is not None
+            if f.name not in ("name", *FEED_KEYS) and getattr(self, f.name) is not None
         }
+
+    @property
+    def feed(self) -> Feed:
+        """The replication slot and publication of this connection's `cdc` tables."""
+        default = Feed.default(self.name)
+        return Feed(self.name, self.cdc_slot or default.slot, self.cdc_publication or default.publication)
 
     def dsn(self, environ: Mapping[str, str] = os.environ) -> str:
         """The connection string, environment variables read now. ConfigError naming the
@@ -103,7 +114,8 @@ def _parse_one(name: Any, raw: Any, where: str) -> Connection:
     unknown = sorted(set(raw) - set(CONNECTION_KEYS))
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {list(CONNECTION_KEYS)}")
-    values = {key: _value(key, value, where) for key, value in raw.items()}
+    feed = {key: check_slot_name(raw[key], f"{where}, `{key}`") for key in FEED_KEYS if key in raw}
+    values = {key: _value(key, value, where) for key, value in raw.items() if key not in FEED_KEYS}
     if "password" in values and not isinstance(values["password"], EnvRef):
         raise ConfigError(
             f"{where}: a password is never written in the table list (the Dagster UI shows "
@@ -125,7 +137,7 @@ def _parse_one(name: Any, raw: Any, where: str) -> Connection:
                 f"{where}: the `url` holds a password; put the URL in an environment variable "
                 "(`url: {env: VARIABLE}`) or the password alone (`password: {env: VARIABLE}`)"
             )
-    return Connection(name, **values)
+    return Connection(name, **values, **feed)
 
 
 def _value(key: str, value: Any, where: str) -> Any:

@@ -62,6 +62,13 @@ class Names:
             self.reconcile_daily,
         ]
 
+    def cdc_job(self, connection: str) -> str:
+        """The job that applies the changes of a source connection's `cdc` tables."""
+        return f"{self.prefix}cdc_{connection}"
+
+    def cdc_schedule(self, connection: str) -> str:
+        return f"{self.prefix}cdc_{connection}_schedule"
+
     def sync_job(self, entry: TableEntry) -> str:
         return f"{self.prefix}sync_{entry.ident}"
 
@@ -109,6 +116,11 @@ def reject_name_collisions(entries: list[TableEntry], list_name: str | None, whe
     names = Names.of(list_name)
     runnables: dict[str, str] = {name: "pg_sync_assets itself" for name in names.fixed()}
     ops: dict[str, str] = {}
+    for entry in entries:
+        if entry.spec.mode.value == "cdc":
+            connection = entry.source_connection
+            for name in (names.cdc_job(connection), names.cdc_schedule(connection)):
+                runnables.setdefault(name, f"the cdc tables of connection `{connection}`")
     for entry in entries:
         owner = ops.setdefault(entry.ident, f"the asset of `{entry.name}`")
         if owner != f"the asset of `{entry.name}`":

@@ -117,10 +117,11 @@ def snapshot_group_key(entry: EntryReader, mode: Mode, schedule: str | None) -> 
         raise entry.error(
             f"`snapshot_group` names a step: use only letters A-Z, a-z, digits and _, got {group!r}"
         )
-    if mode is Mode.INCREMENTAL:
+    if mode in (Mode.INCREMENTAL, Mode.CDC):
         raise entry.error(
             "`snapshot_group` applies to `full_refresh` and `merge` tables (an incremental table "
-            "copies its own window)"
+            "copies its own window; a `cdc` table applies its own changes, each run in one "
+            "transaction of its own)"
         )
     if schedule is not None:
         raise entry.error(
@@ -249,3 +250,35 @@ def lock_keys(entry: EntryReader) -> dict:
 def valid_cron(text: str) -> bool:
     """Exactly the check Dagster applies to a schedule's cron string, five fields."""
     return len(text.split()) == 5 and is_valid_cron_string(text)
+
+
+DEFAULT_CDC_MAX_LAG_MB = 1024
+
+
+def cdc_entry_rules(entry: EntryReader, query: str | None, where: str | None, schedule: str | None) -> None:
+    """What `mode: cdc` cannot combine with."""
+    if query is not None:
+        raise entry.error(
+            "mode `cdc` applies the changes of a table (`source: schema.table`), not of a `query`"
+        )
+    if where is not None:
+        raise entry.error(
+            "mode `cdc` copies and follows the whole table; a `where` would have to follow rows "
+            "moving in and out of it: remove `where`, or use `merge` with `where`"
+        )
+    if schedule is not None:
+        raise entry.error(
+            "a `cdc` table runs on its source connection's schedule `cdc_<connection>` "
+            "(`schedules: {cdc_cron: ...}`, every 5 minutes by default); remove its `schedule`"
+        )
+
+
+def cdc_max_lag(entry: EntryReader) -> dict:
+    """`cdc_max_lag_mb`: the `cdc_lag` check fails when the source has written more WAL than
+    this since the position the target holds (cdc tables only; `defaults:` may set it)."""
+    if "cdc_max_lag_mb" not in entry.raw:
+        return {}
+    value = entry.raw["cdc_max_lag_mb"]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise entry.error(f"`cdc_max_lag_mb` must be a whole number of megabytes above 0, got {value!r}")
+    return {"cdc_max_lag_mb": value}

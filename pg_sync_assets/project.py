@@ -6,10 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .connections import SOURCE, TARGET, Connection
-from .engine.plan.spec import TableSpec
+from .engine.cdc.feed import Feed
+from .engine.plan.spec import Mode, TableRef, TableSpec
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,7 @@ class ScheduleSettings:
     running: bool = False  # do schedules start running when the code location is deployed?
     minute_of_hour: int = 7  # incremental tables: the tick at HH:07 loads the hour before
     daily_cron: str = "0 2 * * *"  # full_refresh and merge tables without their own `schedule`
+    cdc_cron: str = "*/5 * * * *"  # cdc tables: one job a source connection, `cdc_<connection>`
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,10 @@ class TableEntry:
     description: str | None = None
     retries: Retries | None = None
     list_name: str | None = None  # the list's top-level `name:`, which prefixes job names
+    # `mode: cdc`: the source connection's slot and publication, and every cdc table that
+    # shares them (target connection, target table): the slot moves as all have applied.
+    feed: Feed | None = None
+    feed_members: tuple[tuple[str, TableRef], ...] = ()
 
     @property
     def name(self) -> str:
@@ -67,7 +73,8 @@ class TableEntry:
     def code_version(self) -> str:
         """A digest of everything that decides what a sync does: it changes exactly when
         the table's definition does (the description, owners and tags do not count)."""
-        settings = {k: v for k, v in asdict(self.spec).items() if k != "window"}
+        # The lag threshold only decides a check: not part of what a sync does.
+        settings = {k: v for k, v in asdict(self.spec).items() if k not in ("window", "cdc_max_lag_mb")}
         settings["connections"] = [self.source_connection, self.target_connection]
         text = json.dumps(settings, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -91,3 +98,22 @@ class Project:
             used.setdefault(entry.source_connection, True)
             used.setdefault(entry.target_connection, False)
         return used
+
+
+def with_feeds(entries: list[TableEntry], connections: Mapping[str, Connection]) -> list[TableEntry]:
+    """`entries`, each `cdc` one with its connection's feed and the feed's member tables."""
+    members: dict[str, list[tuple[str, TableRef]]] = {}
+    for entry in entries:
+        if entry.spec.mode is Mode.CDC:
+            member = (entry.target_connection, entry.spec.target)
+            members.setdefault(entry.source_connection, []).append(member)
+    return [
+        replace(
+            entry,
+            feed=connections[entry.source_connection].feed,
+            feed_members=tuple(members[entry.source_connection]),
+        )
+        if entry.spec.mode is Mode.CDC
+        else entry
+        for entry in entries
+    ]

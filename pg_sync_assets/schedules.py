@@ -8,6 +8,8 @@ Dagster jobs cannot mix assets with different partitions, so the batch tables
   default): the batch tables without their own `schedule`; a table with `schedule: CRON`
   gets `sync_<name>` and `sync_<name>_schedule`.
 - `reconcile_daily` (03:00 UTC): `reconcile_all`.
+- per source connection with `cdc` tables: `cdc_<connection>` with `cdc_<connection>_schedule`
+  (`schedules.cdc_cron`, every 5 minutes by default): applies their committed changes.
 - per incremental table: `sync_<name>` (partitioned) with `sync_<name>_hourly`, whose
   tick at HH:`minute_of_hour` loads the last complete hour, and `reconcile_<name>` with
   `reconcile_<name>_daily` (03:00 UTC), which repairs the whole table (deletes included).
@@ -35,6 +37,7 @@ from dagster import (
 )
 
 from .assets import SyncRunConfig, result_metadata, retry_policy
+from .cdc_assets import cdc_jobs
 from .definition_names import Names, asset_op
 from .engine import reconcile_table
 from .keys import resources_of, table_asset_key
@@ -151,8 +154,12 @@ def incremental_jobs(
 def build_jobs_and_schedules(project: Project):
     settings, names = project.schedules, Names.of(project.name)
     status = DefaultScheduleStatus.RUNNING if settings.running else DefaultScheduleStatus.STOPPED
-    batch = [e for e in project.tables if not e.spec.hourly]  # integer cursors run like batch tables
+    # integer cursors run like batch tables; cdc tables run on their connection's job
+    batch = [e for e in project.tables if not e.spec.hourly and e.feed is None]
     jobs, schedules = batch_jobs(batch, names, settings, status)
+    more_jobs, more_schedules = cdc_jobs(project, settings, status)
+    jobs += more_jobs
+    schedules += more_schedules
     for entry in project.tables:
         if entry.spec.hourly:
             more_jobs, more_schedules = incremental_jobs(entry, names, settings, status)

@@ -87,6 +87,25 @@ def slot_status(cur, feed: Feed) -> SlotStatus:
     )
 
 
+def feed_gap(cur, feed: Feed, table: TableRef) -> str | None:
+    """Why the feed cannot give the table's changes since its last run (the slot is gone
+    or lost its WAL, the table left the publication), or None."""
+    cur.execute("SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", (feed.slot,))
+    row = cur.fetchone()
+    if row is None:
+        return f"the replication slot `{feed.slot}` does not exist"
+    if row[0] == "lost":
+        return f"the replication slot `{feed.slot}` lost the WAL it needed (max_slot_wal_keep_size)"
+    cur.execute(
+        "SELECT 1 FROM pg_publication_rel r JOIN pg_publication p ON p.oid = r.prpubid"
+        " WHERE p.pubname = %s AND r.prrelid = to_regclass(%s)",
+        (feed.publication, table.ident.as_string(cur)),
+    )
+    if cur.fetchone() is None:
+        return f"`{table}` is not in the publication `{feed.publication}`"
+    return None
+
+
 def require_logical(cur, label: str) -> None:
     cur.execute("SELECT current_setting('wal_level'), current_setting('server_version_num')::int")
     wal_level, version = cur.fetchone()
@@ -261,7 +280,8 @@ def drop_feed(cur, feed: Feed, tables: list[TableRef] | None = None) -> list[str
             )
         cur.execute("SELECT pg_drop_replication_slot(%s)", (feed.slot,))
         done.append(f"dropped replication slot `{feed.slot}` (the server no longer keeps WAL for it)")
-    cur.execute(sql.SQL("DROP PUBLICATION IF EXISTS {}").format(sql.Identifier(feed.publication)))
-    if cur.statusmessage == "DROP PUBLICATION":
+    cur.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (feed.publication,))
+    if cur.fetchone() is not None:
+        cur.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(feed.publication)))
         done.append(f"dropped publication `{feed.publication}`")
     return done

@@ -84,6 +84,8 @@ class TableSpec:
     # Tables of one snapshot group are synced together: one source snapshot, one target
     # transaction, in foreign-key order (`group.py`).
     snapshot_group: str | None = None
+    # `mode: cdc`: the `cdc_lag` check fails above this much source WAL not yet applied.
+    cdc_max_lag_mb: int = 1024
     # A run's time window, narrowing the scope like `where` (set by `window.py` per run).
     window: sql.Composable | None = field(default=None, compare=False, hash=False)
 

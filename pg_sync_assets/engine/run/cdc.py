@@ -42,6 +42,7 @@ from ..cdc.feed import (
     ensure_publication,
     ensure_slot,
     exported_snapshot,
+    feed_gap,
     first_copy_guard,
     require_logical,
 )
@@ -98,6 +99,7 @@ def sync_cdc_table(
         oid = source_identity(scur, spec, plan)
         expected = relation_columns(scur, spec.source)
         require_plain_columns(label, copied)
+        gap = feed_gap(scur, feed, spec.source)
         missing = [c.name for c in copied if c.name not in expected]
         if missing:
             raise ConfigError(
@@ -108,14 +110,15 @@ def sync_cdc_table(
     with target_conn.cursor() as tcur:
         position = read_position(tcur, spec.target)
         exists = read_target_shape(tcur, spec.target) is not None
-    if position is None or position.slot != feed.slot or not exists or changes:
-        why = (
-            "first run"
-            if position is None or not exists
-            else "the target's columns change"
-            if changes
-            else f"its position was recorded for slot `{position.slot}`"
-        )
+    if position is None or position.slot != feed.slot or not exists or changes or gap:
+        if position is None or not exists:
+            why = "first run"
+        elif changes:
+            why = "the target's columns change"
+        elif position.slot != feed.slot:
+            why = f"its position was recorded for slot `{position.slot}`"
+        else:
+            why = f"{gap}: the changes since the last run cannot be read"
         return _snapshot_copy(spec, source_conn, target_conn, feed, positions, options, log, why)
     run = Run(spec, plan, copied, changes, timer, options, log)
     try:

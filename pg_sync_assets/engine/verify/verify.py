@@ -86,6 +86,7 @@ class TableComparison:
     problem: str | None = None
     basis: str = "compared live, source and target now"
     window: str | None = None  # an incremental run's window, when the comparison covers one
+    scope: str | None = None  # the rows compared, when not the table's whole scope (a cdc run's keys)
 
     @property
     def rows_match(self) -> bool:
