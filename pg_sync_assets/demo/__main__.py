@@ -1,12 +1,12 @@
 """`python -m pg_sync_assets.demo [start|env|stop]`: the whole thing on throwaway servers.
 
 `start` (the default) starts a source and a target PostgreSQL server, seeds the source
-with the demo tables, runs the `sync_all` job (every asset and its checks) and the hourly
-table's whole history (every hour since its first partition) as one range, prints a
-summary, and leaves the servers up so `dg dev` and the CLI can use the same setup. The
-Dagster instance (`.demo/dagster_home`) keeps its runs, event log and schedules in a
-`dagster` database on the demo's target server, through dagster-postgres, as a
-deployment does.
+with the demo tables, runs the `sync_all` job (every batch table and its checks), the
+`cdc_source` job (the first copy of the cdc table) and the hourly table's whole history
+(every hour since its first partition) as one range, prints a summary, and leaves the
+servers up so `dg dev` and the CLI can use the same setup. The Dagster instance
+(`.demo/dagster_home`) keeps its runs, event log and schedules in a `dagster` database on
+the demo's target server, through dagster-postgres, as a deployment does.
 `env` prints the `export` lines that point a shell at it; `stop` stops the servers.
 `PG_SYNC_DEMO_DIR` moves `.demo` elsewhere (the tests use it to leave yours alone).
 """
@@ -54,7 +54,8 @@ def _create_db(server: LocalServer, name: str) -> str:
 def start() -> int:
     stop() if STATE_FILE.exists() else None
     STATE_DIR.mkdir(exist_ok=True)
-    source, target = start_server("source"), start_server("target")
+    # The source decodes its WAL for the `cdc` table (logical replication).
+    source, target = start_server("source", {"wal_level": "logical"}), start_server("target")
     servers = [{"name": s.name, "port": s.port, "root": str(s.root)} for s in (source, target)]
     STATE_FILE.write_text(json.dumps({"servers": servers}))
     source_url, target_url = _create_db(source, "shop"), _create_db(target, "warehouse")
@@ -81,7 +82,10 @@ def start() -> int:
 
     defs = build_definitions()
     instance = DagsterInstance.get()
-    results = [defs.resolve_job_def("sync_all").execute_in_process(instance=instance, raise_on_error=False)]
+    results = [
+        defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+        for job in ("sync_all", "cdc_source")  # the batch tables; the cdc table's first copy
+    ]
     # The hourly table: every hour from its first partition to the last complete one (the
     # seed spreads the orders over them), as one range in one pass.
     last = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%d-%H:00")

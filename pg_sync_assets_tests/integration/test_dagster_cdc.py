@@ -21,8 +21,9 @@ from pg_sync_assets_tests.support import point_definitions_at
 REPO = Path(__file__).resolve().parents[2]
 
 SEED = """
-CREATE TABLE orders (id int PRIMARY KEY, status text, amount numeric(10,2));
-INSERT INTO orders SELECT g, 'new', g FROM generate_series(1, 500) g;
+CREATE SCHEMA shop;
+CREATE TABLE shop.orders (id int PRIMARY KEY, status text, amount numeric(10,2));
+INSERT INTO shop.orders SELECT g, 'new', g FROM generate_series(1, 500) g;
 CREATE TABLE customers (id int PRIMARY KEY, name text);
 INSERT INTO customers VALUES (1, 'kim'), (2, 'lee');
 """
@@ -40,7 +41,8 @@ defaults:
   source_connection: shop
   target_connection: warehouse
 tables:
-  - source: public.orders
+  - source: shop.orders
+    target: public.orders
     mode: cdc
     cdc_max_lag_mb: 64
   - source: public.customers
@@ -77,7 +79,7 @@ def test_the_cdc_schedule_ticks_its_job_which_copies_then_applies_changes(projec
     assert meta["refresh_method"] == "cdc: copied from the snapshot of a new replication slot"
     assert dbs.src("SELECT slot_name FROM pg_replication_slots") == [("shop_feed",)]
 
-    dbs.src("UPDATE orders SET status = 'paid' WHERE id <= 10; DELETE FROM orders WHERE id = 500")
+    dbs.src("UPDATE shop.orders SET status = 'paid' WHERE id <= 10; DELETE FROM shop.orders WHERE id = 500")
     second = _run("cdc_shop")
     assert second.success
     meta = _materialized(second)["orders"]
@@ -88,12 +90,12 @@ def test_the_cdc_schedule_ticks_its_job_which_copies_then_applies_changes(projec
     assert checks[("orders", "checksum")].passed
     assert "rows of the keys the changes touched" in checks[("orders", "checksum")].description
     assert checks[("orders", "cdc_lag")].passed
-    assert dbs.tgt("SELECT count(*), sum(amount) FROM orders") == dbs.src("SELECT count(*), sum(amount) FROM orders")
+    assert dbs.tgt("SELECT count(*), sum(amount) FROM orders") == dbs.src("SELECT count(*), sum(amount) FROM shop.orders")
 
 
 def test_verify_all_compares_the_whole_table_ignores_changes_in_flight_and_catches_tampering(project, dbs, tmp_path):
     assert _run("cdc_shop").success
-    dbs.src("UPDATE orders SET amount = amount + 1 WHERE id <= 3")  # in flight: not applied yet
+    dbs.src("UPDATE shop.orders SET amount = amount + 1 WHERE id <= 3")  # in flight: not applied yet
     checks = _checks(_run("verify_all"))
     assert checks[("orders", "checksum")].passed, checks[("orders", "checksum")].description
     assert "without the 3 keys changed on the source" in checks[("orders", "checksum")].metadata["compared"].value
@@ -117,7 +119,7 @@ def test_verify_all_compares_the_whole_table_ignores_changes_in_flight_and_catch
     assert done.returncode == 0, done.stderr[-2000:]
     assert _checks(_run("verify_all"))[("orders", "checksum")].passed
     assert _run("cdc_shop").success  # and the feed goes on from its position
-    assert dbs.tgt("SELECT sum(amount) FROM orders") == dbs.src("SELECT sum(amount) FROM orders")
+    assert dbs.tgt("SELECT sum(amount) FROM orders") == dbs.src("SELECT sum(amount) FROM shop.orders")
 
 
 def test_the_lag_check_fails_past_the_threshold_with_the_job_to_run(project, dbs):
@@ -141,16 +143,27 @@ def test_check_shows_the_feed_and_cdc_drop_removes_what_a_removed_connection_lef
     assert "feed    shop: slot `shop_feed`, publication `pg_sync_shop`" in check.stdout
     assert "MB of WAL" in check.stdout
 
-    refused = subprocess.run(
-        [sys.executable, "-m", "pg_sync_assets", "cdc-drop", "--connection", "shop", "--config", str(project)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    # The commands docs/cdc.md shows, exactly as written (the list comes from PG_SYNC_CONFIG).
+    drop_connection = "python -m pg_sync_assets cdc-drop --connection shop"
+    drop_table = "python -m pg_sync_assets cdc-drop --connection shop --table shop.orders"
+    docs = (REPO / "docs" / "cdc.md").read_text(encoding="utf-8")
+    assert drop_connection + " " in docs and drop_table + " " in docs
+
+    def run(command: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, *shlex.split(command)[1:]], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
+
+    refused = run(drop_connection)
     assert refused.returncode == 1 and "still has cdc tables in the list (orders)" in refused.stdout
+    refused = run(drop_table)
+    assert refused.returncode == 1 and "`shop.orders` is still a cdc table" in refused.stdout
     project.write_text(CONFIG.replace("    mode: cdc\n    cdc_max_lag_mb: 64\n", ""), encoding="utf-8")
-    dropped = subprocess.run(
-        [sys.executable, "-m", "pg_sync_assets", "cdc-drop", "--connection", "shop", "--config", str(project)],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )
+    table_out = run(drop_table)
+    assert table_out.returncode == 0, table_out.stdout + table_out.stderr
+    assert "removed `shop.orders` from publication `pg_sync_shop`" in table_out.stdout
+    assert dbs.src("SELECT count(*) FROM pg_publication_tables") == [(0,)]
+    dropped = run(drop_connection)
     assert dropped.returncode == 0, dropped.stdout + dropped.stderr
     assert "dropped replication slot `shop_feed`" in dropped.stdout
     assert dbs.src("SELECT count(*) FROM pg_replication_slots") == [(0,)]

@@ -10,9 +10,10 @@ import pytest
 from psycopg2 import sql
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
+from pg_sync_assets.engine.compare import localize as localize_module
 from pg_sync_assets.engine.load.merge import DIFFERENTIAL
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
-from pg_sync_assets_tests.support import run_sync, table_text
+from pg_sync_assets_tests.support import run_sync, staging_tables, table_text
 
 # 3 zoo rows become 300 (ids 1-3, 11-13, ... 991-993): every type in every bucket.
 MORE_ZOO = "INSERT INTO zoo SELECT z.id + k * 10, " + ", ".join(
@@ -112,8 +113,14 @@ def test_a_composite_text_key(dbs, mode):
 AWKWARD_KEYS = ["a\tb", "line\nbreak", "cr\rlf", "back\\slash", "\\N", "\b\f\v", '"q"', "{x,y}", "한 글", ""]
 
 
-def test_keys_copy_escapes_are_named_exactly(dbs):
-    """Pass 2 reads both sides as COPY text: every escaped key must come back as itself."""
+@pytest.mark.parametrize("batch", [None, 3])
+def test_keys_copy_escapes_are_named_exactly(dbs, monkeypatch, batch):
+    """Pass 2 reads both sides as COPY text, and the differing keys travel through a table
+    of the target (written and read back in batches): every escaped key must come back as
+    itself, whatever the batches."""
+    if batch is not None:
+        monkeypatch.setattr(localize_module.KeyTable, "BATCH", batch)
+        monkeypatch.setattr(localize_module, "KEY_BATCH", batch)
     dbs.src('CREATE TABLE awkward (k text, n int, v text, PRIMARY KEY (k, n))')
     with psycopg2.connect(dbs.source) as conn, conn.cursor() as cur:
         for i, key in enumerate(AWKWARD_KEYS):
@@ -134,6 +141,7 @@ def test_keys_copy_escapes_are_named_exactly(dbs):
     order = "k COLLATE \"C\", n"
     assert dbs.tgt(f"SELECT t::text FROM awkward AS t ORDER BY {order}") == \
         dbs.src(f"SELECT t::text FROM awkward AS t ORDER BY {order}")
+    assert staging_tables(dbs.target) == []  # the key table went with the run's staging table
 
 
 def test_an_empty_target_is_filled_by_the_full_copy(dbs):

@@ -58,7 +58,17 @@ def test_a_single_primary_key_column_may_be_a_string():
         ({"source": "a.b", "query": "SELECT 1"}, ["set exactly one of `source`"]),
         ({"query": "SELECT 1 AS id"}, ["a `query` source needs a `target`"]),
         ({"source": "a.b", "mode": "upsert"},
-         ["`mode` is 'upsert'; allowed: ['full_refresh', 'merge', 'incremental']"]),
+         ["`mode` is 'upsert'; allowed: ['full_refresh', 'merge', 'incremental', 'cdc']"]),
+        ({"query": "SELECT 1 AS id", "target": "a.b", "primary_key": ["id"], "mode": "cdc"},
+         ["mode `cdc` applies the changes of a table (`source: schema.table`), not of a `query`"]),
+        ({"source": "a.b", "mode": "cdc", "where": "id > 1"},
+         ["mode `cdc` copies and follows the whole table", "use `merge` with `where`"]),
+        ({"source": "a.b", "mode": "cdc", "schedule": "0 * * * *"},
+         ["runs on its source connection's schedule `cdc_<connection>`", "remove its `schedule`"]),
+        ({"source": "a.b", "mode": "cdc", "snapshot_group": "g"},
+         ["`snapshot_group` applies to `full_refresh` and `merge` tables", "a `cdc` table applies its own"]),
+        ({"source": "a.b", "mode": "cdc", "cdc_max_lag_mb": 0},
+         ["`cdc_max_lag_mb` must be a whole number of megabytes above 0, got 0"]),
         ({"source": "a.b", "mode": "incremental"}, ["`incremental_column` is required"]),
         ({"source": "a.b", "mode": "incremental", "incremental_column": "u", "timezone": "UTC"},
          ["['timezone'] apply to hourly partitions: set `partition_start`"]),
@@ -260,3 +270,44 @@ def test_differential_is_auto_by_default_and_checked():
         parse_config({"tables": [{"source": "a.b", "differential": True}]}, "t.yaml")
     assert str(caught.value) == ("`t.yaml`, table entry 1 (`a.b`): `differential` must be one of "
                                  "['auto', 'always', 'never'], got True")
+
+
+def test_cdc_tables_share_their_connection_feed_and_run_on_its_schedule():
+    from pg_sync_assets.config import parse_project
+
+    project = parse_project(
+        {
+            "connections": {"shop": {"url": "postgresql://h/db", "cdc_slot": "shop_slot"}},
+            "schedules": {"cdc_cron": "*/2 * * * *"},
+            "defaults": {"cdc_max_lag_mb": 50},
+            "tables": [
+                {"source": "a.b", "mode": "cdc", "source_connection": "shop"},
+                {"source": "a.c", "mode": "cdc", "source_connection": "shop", "cdc_max_lag_mb": 7},
+                {"source": "a.d"},
+            ],
+        }
+    )
+    b, c, d = project.tables
+    assert (b.feed.slot, b.feed.publication) == ("shop_slot", "pg_sync_shop")
+    assert b.feed == c.feed and d.feed is None
+    assert b.feed_members == (("target", TableRef("a", "b")), ("target", TableRef("a", "c")))
+    assert (b.spec.cdc_max_lag_mb, c.spec.cdc_max_lag_mb) == (50, 7)
+    assert project.schedules.cdc_cron == "*/2 * * * *"
+    assert b.code_version == parse_project(
+        {"connections": {"shop": {"url": "postgresql://h/db"}},
+         "tables": [{"source": "a.b", "mode": "cdc", "source_connection": "shop"}]}
+    ).tables[0].code_version  # the lag threshold decides a check, not the sync
+
+
+@pytest.mark.parametrize("name", ["Shop", "shop-slot", "x" * 64, 5])
+def test_a_slot_name_postgresql_refuses_is_refused_at_load(name):
+    from pg_sync_assets.config import parse_project
+
+    with pytest.raises(ConfigError, match="not a replication slot name PostgreSQL accepts"):
+        parse_project({"connections": {"shop": {"url": "postgresql://h/db", "cdc_slot": name}},
+                       "tables": [{"source": "a.b", "source_connection": "shop"}]})
+
+
+def test_a_bad_cdc_cron_is_refused():
+    with pytest.raises(ConfigError, match="`cdc_cron` must be a 5-field cron string"):
+        parse_schedules({"cdc_cron": "every five minutes"})

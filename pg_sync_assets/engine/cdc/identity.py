@@ -8,7 +8,7 @@ from ..plan.plan import TablePlan
 from ..plan.spec import TableRef, TableSpec
 
 _IDENTITY = """
-SELECT c.oid, c.relreplident,
+SELECT c.oid, c.relkind, c.relreplident,
        (SELECT array_agg(a.attname ORDER BY a.attname) FROM pg_index i
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
          WHERE i.indrelid = c.oid AND i.indisprimary),
@@ -30,7 +30,12 @@ def source_identity(scur, spec: TableSpec, plan: TablePlan) -> int:
             "`primary_key:` to the columns of a unique index"
         )
     scur.execute(_IDENTITY, (spec.source.schema, spec.source.name))
-    oid, ident, primary, index = scur.fetchone()
+    oid, kind, ident, primary, index = scur.fetchone()
+    if kind != "r":
+        raise ConfigError(
+            f"{label} is `mode: cdc`, which follows plain tables; `{spec.source}` is "
+            f"{'a partitioned table' if kind == 'p' else 'not a table'}: list its partitions, or use `merge`"
+        )
     key = sorted(plan.key)
     if ident == "f":
         return oid

@@ -125,7 +125,7 @@ def target_side(spec: TableSpec) -> TableSpec:
     return replace(spec, where=None) if spec.mode is Mode.FULL_REFRESH else spec
 
 
-def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
+def compare(spec: TableSpec, plan: TablePlan, scur, tcur, keys_table: str | None = None) -> Difference | None:
     """Totals first, then (if they differ) pass 1 and, unless too much differs, pass 2, in
     the source's run snapshot; None when the target is missing or empty (nothing to
     compare: the full copy is the differential). The target's transaction is ended; the
@@ -147,7 +147,7 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
         horizon = take_horizon(tcur) if recordable(side) else None
         count = recorded_bucket_count(tcur, side, bucketing(plan))
         if count is not None:
-            return _bucket_pass_first(spec, plan, scur, tcur, count, horizon)
+            return _bucket_pass_first(spec, plan, scur, tcur, count, horizon, keys_table)
         source_total, (target_total, recorded_at) = _totals(spec, plan, scur, tcur)
         if source_total == target_total:
             # The common case of a scheduled run: one scan of the source, and of the target
@@ -163,12 +163,12 @@ def compare(spec: TableSpec, plan: TablePlan, scur, tcur) -> Difference | None:
             )
         # exact row counts, so the bucket count is stable from run to run
         rows = max(source_total.rows, target_total.rows)
-        return _localize(spec, plan, scur, tcur, rows, None, horizon, recorded_at)
+        return _localize(spec, plan, scur, tcur, rows, None, horizon, recorded_at, keys_table=keys_table)
     finally:
         tcur.connection.rollback()
 
 
-def _bucket_pass_first(spec, plan, scur, tcur, count: int, horizon) -> Difference:
+def _bucket_pass_first(spec, plan, scur, tcur, count: int, horizon, keys_table: str | None) -> Difference:
     """The source's bucket pass, read while the target's record is checked; the target's
     sums from the record when it is usable, else read live (pass 1 gives totals too)."""
     side, by = target_side(spec), bucketing(plan)
@@ -181,12 +181,14 @@ def _bucket_pass_first(spec, plan, scur, tcur, count: int, horizon) -> Differenc
         source_buckets = source.result()
     waited = time.monotonic() - started
     recorded_at = recorded.recorded_at if target is not None else None
-    diff = _localize(spec, plan, scur, tcur, 0, target, horizon, recorded_at, source_buckets)
+    diff = _localize(spec, plan, scur, tcur, 0, target, horizon, recorded_at, source_buckets, keys_table)
     diff.seconds_pass1 = round(diff.seconds_pass1 + waited, 3)
     return diff
 
 
-def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at, source_buckets=None):
+def _localize(
+    spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at, source_buckets=None, keys_table=None
+):
     diff = localize(
         spec,
         scur.connection,
@@ -194,11 +196,12 @@ def _localize(spec, plan, scur, tcur, rows: int, buckets, horizon, recorded_at, 
         bucketing(plan),
         plan.columns,
         rows,
-        limit=sys.maxsize,
+        limit=LISTED if keys_table is not None else sys.maxsize,
         target_spec=target_side(spec),
         give_up_above=None if spec.differential == ALWAYS else FALL_BACK_ABOVE,
         target_buckets=buckets,
         source_buckets=source_buckets,
+        keys_table=keys_table,
     )
     diff.target_horizon, diff.target_recorded_at = horizon, recorded_at
     return diff
@@ -240,6 +243,14 @@ def stats(diff: Difference) -> DifferentialStats:
     )
 
 
+LISTED = 100  # differing keys of each kind kept in memory for messages; all go to the key table
+
+
+def keys_table(staging: str) -> str:
+    """The run's `KeyTable`: named after its staging table (dropped with it)."""
+    return staging + "k"
+
+
 def deletes_extra_rows(spec: TableSpec) -> bool:
     return spec.mode is Mode.FULL_REFRESH or spec.delete_missing
 
@@ -248,7 +259,7 @@ def compare_logged(run) -> Difference | None:
     """`compare` as a run's "compare" stage, its outcome logged."""
     with run.timer.stage("compare"):
         run.tcur.connection.autocommit = False
-        diff = compare(run.spec, run.plan, run.scur, run.tcur)
+        diff = compare(run.spec, run.plan, run.scur, run.tcur, keys_table(run.staging))
     if diff is not None:
         log_outcome(run.log, run.spec, diff)
     return diff

@@ -10,6 +10,7 @@ itself, to order its members' writes by foreign key.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from decimal import Decimal
 
@@ -17,7 +18,7 @@ from psycopg2 import sql
 
 from ..errors import ConfigError
 from ..load.copy import source_copy_statement, staging_copy_statement, stream_copy
-from ..load.merge import DIFFERENTIAL, MergeCounts, delete_keys, merge_from_staging
+from ..load.merge import DIFFERENTIAL, MergeCounts, delete_keys, delete_rows, merge_from_staging
 from ..load.staging import STAGING_SCHEMA
 from ..load.triggers import DISABLE, disable_user_triggers
 from ..plan.plan import TablePlan
@@ -31,7 +32,7 @@ from ..verify.guard import LoadVerification, require_final_equal
 from ..verify.record import forget_buckets, recordable, take_horizon, write_record
 from ..verify.verify import ScopeChecksum, target_checksum
 from .differential import FROM_CHANGES, deletes_extra_rows, expected_sums, stats, target_side
-from .localize import Difference
+from .localize import Difference, keys_condition, listed_keys
 
 
 def copy_differing_rows(run, diff: Difference) -> tuple[int, int]:
@@ -39,17 +40,25 @@ def copy_differing_rows(run, diff: Difference) -> tuple[int, int]:
     spec, plan, copied, staging, scur, tcur = run.spec, run.plan, run.copied, run.staging, run.scur, run.tcur
     tcur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
     rows = bytes_ = 0
-    to_copy = diff.missing + diff.changed
-    if to_copy:
-        # COPY takes no bind parameters: the keys go in as a quoted literal.
-        texts = diff.key_columns_text(to_copy, len(plan.key))
+    for texts in _keys_to_copy(diff, tcur.connection, len(plan.key)):
+        # COPY takes no bind parameters: the keys go in as a quoted literal, a batch at a time.
         only = key_in(plan.key_columns(), [sql.Literal(v) for v in texts])
         done = stream_copy(
             scur, tcur, source_copy_statement(spec, copied, only), staging_copy_statement(staging, copied)
         )
-        rows, bytes_ = done.rows, done.bytes
+        rows, bytes_ = rows + done.rows, bytes_ + done.bytes
     tcur.connection.commit()
     return rows, bytes_
+
+
+def _keys_to_copy(diff: Difference, target_conn, width: int) -> Iterator[list[list[str]]]:
+    """The missing and changed keys, in batches (one text list per key column)."""
+    if diff.keys_table is not None:
+        yield from listed_keys(target_conn, diff.keys_table, ("missing", "changed"), width)
+        return
+    to_copy = diff.missing + diff.changed
+    if to_copy:
+        yield diff.key_columns_text(to_copy, width)
 
 
 def upsert_differing_rows(run, rows: int) -> tuple[MergeCounts, TargetShape]:
@@ -76,6 +85,11 @@ def upsert_differing_rows(run, rows: int) -> tuple[MergeCounts, TargetShape]:
 
 def delete_extra_keys(run, diff: Difference, shape: TargetShape) -> int:
     """In the open final transaction, after the upsert: delete the keys only the target has."""
+    if diff.keys_table is not None:
+        if not diff.extra_count:
+            return 0
+        condition = keys_condition(run.plan.key_columns(), diff.keys_table, ("extra",))
+        return delete_rows(run.tcur, run.spec.target, condition, shape)
     extra = diff.key_columns_text(diff.extra, len(run.plan.key))
     return delete_keys(run.tcur, run.spec.target, run.plan.key_columns(), extra, shape)
 

@@ -20,6 +20,7 @@ as evenly as the hash spreads them, since the shuffle within a stretch is one-to
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -29,8 +30,10 @@ from dataclasses import dataclass, field
 from psycopg2 import sql
 from psycopg2.extensions import encodings
 
+from ..connect import sibling_session
 from ..errors import ConfigError
 from ..load.copy import ChunkPipe, copy_out_in_thread
+from ..load.staging import STAGING_SCHEMA
 from ..plan.introspect import Column
 from ..plan.plan import TablePlan, plan_table
 from ..plan.side_effects import require_side_effect_free
@@ -77,13 +80,28 @@ class Difference:
     target_horizon: int | None = None  # taken before the target totals were hashed live
     seconds_pass1: float = 0.0
     seconds_pass2: float = 0.0
+    # Every differing key, in a table of the target (`KeyTable`), when the caller asked for
+    # them all: the lists above then hold only the first `limit`, for messages.
+    keys_table: str | None = None
+    sink: KeyTable | None = field(default=None, repr=False, compare=False)
 
     @property
     def total(self) -> int:
         return self.missing_count + self.extra_count + self.changed_count
 
+    @property
+    def all_listed(self) -> bool:
+        """Every differing key is known: in `keys_table`, or in the lists."""
+        return self.keys_table is not None or (
+            len(self.missing) == self.missing_count
+            and len(self.changed) == self.changed_count
+            and len(self.extra) == self.extra_count
+        )
+
     def add(self, kind: str, key: str, parts: list[str]) -> None:
         setattr(self, f"{kind}_count", getattr(self, f"{kind}_count") + 1)
+        if self.sink is not None:
+            self.sink.add(kind, parts)
         keys = getattr(self, kind)
         if len(keys) < self.limit:
             keys.append(key)
@@ -92,6 +110,100 @@ class Difference:
     def key_columns_text(self, keys: list[str], width: int) -> list[list[str]]:
         """The listed `keys` transposed: one list of texts per key column."""
         return [[self.parts[k][i] for k in keys] for i in range(width)]
+
+
+class KeyTable:
+    """Where a run's differing keys go, as they are found: an UNLOGGED table of the target
+    (`kind`, then each key column's text), filled by COPY in batches from a session of its
+    own (the run's target session is reading pass 2's stream meanwhile). Memory holds one
+    batch, whatever the number of differences; the rows are read back in batches, and
+    deletes and checks join the table on the server. Named after the run's staging table,
+    so the run's cleanup (or the next run, after a kill) drops it."""
+
+    BATCH = 20_000
+
+    def __init__(self, target_conn, name: str, width: int) -> None:
+        self.name, self.width = name, width
+        self._conn = sibling_session(target_conn, readonly=False, purpose="differing keys")
+        self._conn.autocommit = True
+        self._lines: list[str] = []
+        columns = [sql.SQL("kind text NOT NULL")] + [
+            sql.SQL("{} text").format(sql.Identifier(f"c{i}")) for i in range(width)
+        ]
+        with self._conn.cursor() as cur:
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(STAGING_SCHEMA, name)))
+            cur.execute(
+                sql.SQL("CREATE UNLOGGED TABLE {} ({})").format(
+                    sql.Identifier(STAGING_SCHEMA, name), sql.SQL(", ").join(columns)
+                )
+            )
+
+    def add(self, kind: str, parts: list[str]) -> None:
+        self._lines.append("\t".join([kind, *(_escape(p) for p in parts)]) + "\n")
+        if len(self._lines) >= self.BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._lines:
+            data = io.BytesIO("".join(self._lines).encode(encodings[self._conn.encoding]))
+            self._lines.clear()
+            with self._conn.cursor() as cur:
+                cur.copy_expert(
+                    sql.SQL("COPY {} FROM STDIN").format(sql.Identifier(STAGING_SCHEMA, self.name)), data
+                )
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            with self._conn.cursor() as cur:
+                cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, self.name)))
+        finally:
+            self._conn.close()
+
+
+def _escape(text: str) -> str:
+    if "\\" not in text and "\t" not in text and "\n" not in text and "\r" not in text:
+        return text
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def keys_condition(key: list[Column], table: str, kinds: tuple[str, ...]) -> sql.Composed:
+    """`(k1, k2) IN (SELECT c0::t1, c1::t2 FROM <table> WHERE kind IN kinds)`: rows (of
+    whatever table the key columns name) whose key a `KeyTable` lists as one of `kinds`."""
+    return sql.SQL("({}) IN (SELECT {} FROM {} WHERE kind = ANY({}))").format(
+        sql.SQL(", ").join(sql.Identifier(c.name) for c in key),
+        sql.SQL(", ").join(
+            sql.SQL("{}::{}").format(sql.Identifier(f"c{i}"), c.type_sql) for i, c in enumerate(key)
+        ),
+        sql.Identifier(STAGING_SCHEMA, table),
+        sql.Literal(list(kinds)),
+    )
+
+
+KEY_BATCH = 50_000  # keys a run holds at once when it reads them back from its `KeyTable`
+
+
+def listed_keys(target_conn, table: str, kinds: tuple[str, ...], width: int) -> Iterator[list[list[str]]]:
+    """The keys a `KeyTable` lists as one of `kinds`, `batch` at a time, each batch as one
+    list of texts per key column (for `sql.key_in`). Read by a server-side cursor in a
+    session of its own: memory holds one batch, and the run's target session stays free
+    for the COPYs the keys feed (an open cursor there would forbid their FREEZE)."""
+    batch = KEY_BATCH
+    columns = sql.SQL(", ").join(sql.Identifier(f"c{i}") for i in range(width))
+    reader = sibling_session(target_conn, readonly=True, purpose="differing keys")
+    try:
+        with reader.cursor(name="pg_sync_keys") as cur:
+            cur.itersize = batch
+            cur.execute(
+                sql.SQL("SELECT {} FROM {} WHERE kind = ANY(%s)").format(
+                    columns, sql.Identifier(STAGING_SCHEMA, table)
+                ),
+                (list(kinds),),
+            )
+            while rows := cur.fetchmany(batch):
+                yield [[row[i] for row in rows] for i in range(width)]
+    finally:
+        reader.close()
 
 
 def bucket_count(rows: int) -> int:
@@ -279,6 +391,7 @@ def localize(
     give_up_above: float | None = None,
     target_buckets: BucketSums | None = None,
     source_buckets: BucketSums | None = None,
+    keys_table: str | None = None,
 ) -> Difference:
     """Compare both scopes bucket by bucket, then key by key in the differing buckets.
 
@@ -289,7 +402,9 @@ def localize(
     side) above it ends the work after pass 1 with `abandoned` set. A side whose bucket
     sums the caller gives is not read in pass 1: the target's from a verified record of
     a target no one has written since, the source's when the caller read them while it
-    checked that record. Given sums decide the bucket count.
+    checked that record. Given sums decide the bucket count. With `keys_table`, every
+    differing key goes to a `KeyTable` of that name in the target (the lists keep the
+    first `limit`).
     """
     given = [b for b in (source_buckets, target_buckets) if b is not None]
     n = given[0].count if given else bucket_count(rows_hint)
@@ -328,11 +443,18 @@ def localize(
     # When most buckets differ, reading everything is cheaper than filtering.
     buckets = differing if len(differing) < filled // 2 else None
     width = len(bucketing.key)
-    with (  # both servers sort at once
-        _KeyStream(source_conn, inner["source"], buckets, width) as source,
-        _KeyStream(target_conn, inner["target"], buckets, width) as target,
-    ):
-        _merge(diff, iter(source), iter(target))
+    if keys_table is not None:
+        diff.sink, diff.keys_table = KeyTable(target_conn, keys_table, width), keys_table
+    try:
+        with (  # both servers sort at once
+            _KeyStream(source_conn, inner["source"], buckets, width) as source,
+            _KeyStream(target_conn, inner["target"], buckets, width) as target,
+        ):
+            _merge(diff, iter(source), iter(target))
+    finally:
+        if diff.sink is not None:
+            diff.sink.close()
+            diff.sink = None
     diff.seconds_pass2 = round(time.monotonic() - started, 3)
     return diff
 

@@ -92,5 +92,17 @@ def create_staging(cur, table: TableRef, name: str, columns: list[Column]) -> No
     )
 
 
+def drop_run_tables(cur, staging: str) -> None:
+    """Drop a run's staging table and the tables named after it (its differing keys, a
+    cdc run's changes)."""
+    cur.execute(
+        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND starts_with(c.relname, %s) AND c.relkind = 'r'",
+        (STAGING_SCHEMA, staging),
+    )
+    for (name,) in cur.fetchall():
+        drop_staging(cur, name)
+
+
 def drop_staging(cur, name: str) -> None:
     cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(STAGING_SCHEMA, name)))

@@ -52,7 +52,6 @@ from ..cdc.state import ensure_state_table, read_position, write_position
 from ..connect import sibling_session
 from ..errors import ConfigError
 from ..load.merge import MergeCounts
-from ..load.staging import drop_staging
 from ..load.triggers import DISABLE, disable_user_triggers
 from ..plan.spec import Mode, TableSpec
 from ..plan.target import read_target_shape, require_writable_target
@@ -205,10 +204,7 @@ def _apply(
                 )
                 counts, verification, target_rows = _write(run, batch, changes, last, position, bound, feed)
         finally:
-            end_run_transactions(source_conn, target_conn)
-            with target_conn.cursor() as tcur:
-                drop_staging(tcur, changes)
-                drop_staging(tcur, last)
+            end_run_transactions(source_conn, target_conn)  # staged_run drops the run's tables
     _advance(source_conn, feed, positions, spec, bound, run.log)
     return SyncResult(
         table=label,

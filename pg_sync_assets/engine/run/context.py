@@ -21,7 +21,7 @@ from ..load.staging import (
     STAGING_SCHEMA,
     create_staging,
     drop_orphaned_staging,
-    drop_staging,
+    drop_run_tables,
     ensure_staging_schema,
     new_staging_name,
 )
@@ -295,7 +295,7 @@ def _drop_staging_quietly(conn, staging: str, label: str, log) -> None:
         rollback_quietly(conn)
         conn.autocommit = True
         with conn.cursor() as cur:
-            drop_staging(cur, staging)
+            drop_run_tables(cur, staging)
     except psycopg2.Error as exc:
         log.warning(
             "could not drop staging table %s.%s of `%s` (%s); the next run of this table drops it",

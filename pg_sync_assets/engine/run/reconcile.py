@@ -11,9 +11,9 @@ not touched. This is also how rows deleted in the source reach tables loaded by
 from __future__ import annotations
 
 import logging
-import sys
 from decimal import Decimal
 
+from ..compare.differential import LISTED, keys_table
 from ..compare.differential_write import apply_differing_rows, copy_differing_rows
 from ..compare.localize import bucketing, localize
 from ..errors import ConfigError, SchemaMismatchError
@@ -66,7 +66,8 @@ def reconcile_table(
                         bucketing(plan),
                         plan.columns,
                         rows_hint,
-                        limit=sys.maxsize,
+                        limit=LISTED,
+                        keys_table=keys_table(run.staging),
                     )
                     target_conn.rollback()
                 # Pass 1 of localize summed the whole source scope in the snapshot: that is

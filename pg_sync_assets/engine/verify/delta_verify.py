@@ -24,7 +24,7 @@ from decimal import Decimal
 
 from psycopg2 import sql
 
-from ..compare.localize import Difference
+from ..compare.localize import Difference, keys_condition
 from ..plan.plan import TablePlan
 from ..sql import key_in
 from .record import written_since
@@ -43,17 +43,19 @@ def _has_user_triggers_or_rules(cur, spec) -> bool:
     return row is None or row[0]
 
 
-def _keys(plan: TablePlan, diff: Difference, keys: list[str]) -> sql.Composed:
+def _keys(plan: TablePlan, diff: Difference, kinds: tuple[str, ...]) -> sql.Composed:
+    """The rows whose key `diff` lists as one of `kinds`."""
+    if diff.keys_table is not None:
+        return keys_condition(plan.key_columns(), diff.keys_table, kinds)
+    keys = [k for kind in kinds for k in getattr(diff, kind)]
     texts = diff.key_columns_text(keys, len(plan.key))
     return key_in(plan.key_columns(), [sql.Literal(v) for v in texts])
 
 
 def delta_checksum(cur, spec, plan: TablePlan, diff: Difference, deleted_extra: bool) -> ScopeChecksum | None:
     """The final table's count and checksum from the changes, or None (hash it in full)."""
-    if diff.target_horizon is None or len(diff.missing) < diff.missing_count:
+    if diff.target_horizon is None or not diff.all_listed:
         return None  # no baseline, or not every key listed
-    if len(diff.changed) < diff.changed_count or len(diff.extra) < diff.extra_count:
-        return None
     if _has_user_triggers_or_rules(cur, spec):
         return None
     cur.execute("SELECT (pg_current_xact_id()::text::bigint & 4294967295)::text")
@@ -69,19 +71,19 @@ def delta_checksum(cur, spec, plan: TablePlan, diff: Difference, deleted_extra: 
     extra_gone = diff.extra_count if deleted_extra else 0
     if unknown or rows != diff.target_rows + diff.missing_count - extra_gone:
         return None
-    written = diff.missing + diff.changed
+    written = diff.missing_count + diff.changed_count
     back_rows, back_sum, back_mine = 0, 0, 0
     if written:
         read_back = sql.SQL(
             "SELECT count(*), COALESCE(sum({}), 0), count(*) FILTER (WHERE {}) FROM {} WHERE {}"
         )
-        keys = _keys(plan, diff, written)
+        keys = _keys(plan, diff, ("missing", "changed"))
         cur.execute(read_back.format(row_hash(plan.columns), mine_only, spec.target.ident, keys))
         back_rows, back_sum, back_mine = cur.fetchone()
-    if back_rows != len(written) or back_mine != mine:
+    if back_rows != written or back_mine != mine:
         return None
     if extra_gone:
-        gone = _keys(plan, diff, diff.extra)
+        gone = _keys(plan, diff, ("extra",))
         cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(spec.target.ident, gone))
         if cur.fetchone()[0]:
             return None
