@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from pg_sync_assets.engine import Mode, SyncError, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine.load.parallel_copy import _ranges
+from pg_sync_assets.engine import Mode, SyncError, TableRef, TableSpec, VerificationError, connect
+from pg_sync_assets.engine.compare import parallel_sums
+from pg_sync_assets.engine.compare.localize import bucket_sums, bucketing
+from pg_sync_assets.engine.load.parallel_copy import page_ranges
+from pg_sync_assets.engine.plan.plan import plan_table
 from pg_sync_assets_tests.support import run_sync, table_text, writing_meanwhile
 
 ITEMS = TableRef("public", "items")
@@ -23,7 +26,7 @@ def _spec(**kw) -> TableSpec:
 
 
 def test_page_ranges_cover_every_page_once_and_leave_the_last_open():
-    texts = [repr(c) for c in _ranges(10, 3)]  # composed SQL, its literals visible
+    texts = [repr(c) for c in page_ranges(10, 3)]  # composed SQL, its literals visible
     assert len(texts) == 3
     assert "(0,0)" in texts[0] and "(3,0)" in texts[0]
     assert "(3,0)" in texts[1] and "(6,0)" in texts[1]
@@ -93,3 +96,37 @@ def test_a_failing_worker_fails_the_run_and_leaves_the_target_as_it_was(dbs):
     assert dbs.tgt("SELECT count(*) FROM items") == [(0,)]
     workers = "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%%copy worker%%'"
     assert dbs.src(workers) == [(0,)] and dbs.tgt(workers) == [(0,)]
+
+
+def test_the_comparison_passes_split_by_pages_sum_what_one_session_sums(dbs, monkeypatch):
+    """Pass 1 of a comparison with `parallel`: each session sums a range of pages under the
+    side's snapshot; together they give exactly one session's sums."""
+    dbs.src(SEED)
+    opened = []
+    real = parallel_sums.sibling_session
+    monkeypatch.setattr(parallel_sums, "sibling_session", lambda *a, **k: opened.append(1) or real(*a, **k))
+    source = connect(dbs.source, readonly=True)
+    try:
+        source.set_session(isolation_level="REPEATABLE READ", readonly=True)
+        with source.cursor() as cur:
+            plan = plan_table(cur, _spec())
+        by = bucketing(plan)
+        one = bucket_sums(source, _spec(), by, plan.columns, "source", 4096)
+        assert opened == []
+        three = bucket_sums(source, _spec(parallel=3), by, plan.columns, "source", 4096)
+        assert len(opened) == 3
+        assert one.as_dict() == three.as_dict() and one.total == three.total
+    finally:
+        source.close()
+
+
+def test_a_differential_run_with_parallel_passes_under_a_concurrent_writer(dbs):
+    dbs.src(SEED)
+    spec = _spec(parallel=3, differential="always")
+    run_sync(dbs, spec)
+    dbs.src("UPDATE items SET v = v || 'changed' WHERE id % 100 = 1; DELETE FROM items WHERE id % 100 = 2")
+    statement = "UPDATE items SET v = v || 'x' WHERE id = %s"
+    with writing_meanwhile(dbs.src, statement, lambda n: (n * 97 % 60000 + 1,)):
+        result = run_sync(dbs, spec)
+    assert result.method == "differential" and result.verification is not None
+    assert result.differential.rows_changed >= 600 and result.differential.rows_extra == 600

@@ -19,14 +19,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from psycopg2 import sql
 
 from ..errors import ConfigError, SyncError
-from ..load.merge import MergeCounts, delete_rows, merge_from_staging
+from ..load.merge import KEY_LOOKUP_JOIN, MergeCounts, delete_rows, merge_from_staging
 from ..load.staging import STAGING_SCHEMA, staging_column_type
 from ..plan.introspect import Column
+from ..sql import planner_settings
 from ..verify.verify import ScopeChecksum, checksum_select
 from .feed import Feed, read_changes
 from .pgoutput import UNCHANGED, Begin, Delete, Insert, Relation, Truncate, Update
@@ -351,8 +353,10 @@ def last_truncate(cur, changes: str) -> int:
 
 
 def build_last(cur, changes: str, last: str, key: list[Column], after: int) -> None:
-    """`last`: per key the batch touched, the sequence number of its last change and whether
-    the row exists after it (an update that changed a key also removes the old one)."""
+    """`last`: per key the batch touched, the sequence number of its last change, whether
+    the row exists after it (an update that changed a key also removes the old one), and
+    whether it existed before the batch (its first change was an update or a delete of
+    it: the source is consistent, so no target lookup is needed to tell inserts apart)."""
     knames = [k.name for k in key]
     olds = [old_name(i) for i in range(len(key))]
     tbl = sql.Identifier(STAGING_SCHEMA, changes)
@@ -364,10 +368,11 @@ def build_last(cur, changes: str, last: str, key: list[Column], after: int) -> N
     keys = sql.SQL(", ").join(sql.Identifier(n) for n in knames)
     cur.execute(
         sql.SQL(
-            "CREATE UNLOGGED TABLE {last} AS SELECT DISTINCT ON ({keys}) {seq}, {keys}, present FROM ("
-            " SELECT {seq}, {new_keys}, true AS present FROM {tbl}"
+            "CREATE UNLOGGED TABLE {last} AS SELECT DISTINCT ON ({keys}) {seq}, {keys}, present,"
+            " first_value(prior) OVER (PARTITION BY {keys} ORDER BY {seq}) AS existed FROM ("
+            " SELECT {seq}, {new_keys}, true AS present, {op} = 'U' AND {olds} = {news} AS prior FROM {tbl}"
             "  WHERE {op} IN ('I', 'U') AND {seq} > {after}"
-            " UNION ALL SELECT {seq}, {old_as_keys}, false FROM {tbl} WHERE {seq} > {after}"
+            " UNION ALL SELECT {seq}, {old_as_keys}, false, true FROM {tbl} WHERE {seq} > {after}"
             "  AND ({op} = 'D' OR ({op} = 'U' AND {olds} IS DISTINCT FROM {news}))"
             ") ev ORDER BY {keys}, {seq} DESC"
         ).format(
@@ -383,6 +388,7 @@ def build_last(cur, changes: str, last: str, key: list[Column], after: int) -> N
             news=sql.SQL("({})").format(keys),
         )
     )
+    cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, last)))
 
 
 def fill_staging(cur, changes: str, last: str, staging: str, columns: list[Column]) -> int:
@@ -405,11 +411,13 @@ def fill_staging(cur, changes: str, last: str, staging: str, columns: list[Colum
 
 
 def _in_last(alias: str, last: str, key: list[Column], present: bool) -> sql.Composable:
-    return sql.SQL("{} IN (SELECT {} FROM {} WHERE {}present)").format(
-        _target_row(alias, key),
-        sql.SQL(", ").join(sql.Identifier(k.name) for k in key),
-        sql.Identifier(STAGING_SCHEMA, last),
-        sql.SQL("" if present else "NOT "),
+    """Rows of the target (alias `alias`) whose key the batch left present (or removed).
+    An EXISTS the planner can drive from the batch's keys, by the target's key index."""
+    match = sql.SQL(" AND ").join(
+        sql.SQL("{} = {}").format(_ident("l", k.name), _as_staged(alias, k)) for k in key
+    )
+    return sql.SQL("EXISTS (SELECT 1 FROM {} l WHERE {} AND {}l.present)").format(
+        sql.Identifier(STAGING_SCHEMA, last), match, sql.SQL("" if present else "NOT ")
     )
 
 
@@ -427,16 +435,26 @@ def apply_batch(
     """In the final transaction: empty the table after a TRUNCATE, delete the keys whose
     last change removed them, upsert the rest."""
     emptied = delete_rows(cur, target, sql.SQL("true"), shape) if truncated else 0
-    deleted = delete_rows(cur, target, _in_last("t", last, key, present=False), shape)
+    with by_key(cur, shape, key):
+        deleted = delete_rows(cur, target, _in_last("t", last, key, present=False), shape)
     counts = MergeCounts(0, 0, 0)
+    matched = None
+    if not truncated:  # the rows that existed before the batch, from the changes alone
+        cur.execute(
+            sql.SQL("SELECT count(*) FROM {} WHERE present AND existed").format(
+                sql.Identifier(STAGING_SCHEMA, last)
+            )
+        )
+        matched = cur.fetchone()[0]
     if rows:
-        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-        counts = merge_from_staging(cur, target, staging, columns, key, rows, shape)
+        if not shape.enforces(tuple(k.name for k in key)):  # else joined by key lookups anyway
+            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
+        counts = merge_from_staging(cur, target, staging, columns, key, rows, shape, matched=matched)
     return MergeCounts(counts.inserted, counts.updated, emptied + deleted, "cdc")
 
 
 def verify_batch(
-    cur, target, staging: str, last: str, columns: list[Column], key: list[Column], truncated: bool
+    cur, target, staging: str, last: str, columns: list[Column], key: list[Column], truncated: bool, shape
 ) -> tuple[ScopeChecksum, ScopeChecksum, int]:
     """(the batch's final rows, the target's rows of the same keys, target rows left of
     deleted keys): equal, equal and 0 when the batch was applied as decoded. After a
@@ -447,12 +465,21 @@ def verify_batch(
     n, total = cur.fetchone()
     expected = ScopeChecksum(n, total)
     scope = sql.SQL("true") if truncated else _in_last("t", last, key, present=True)
-    cur.execute(sql.SQL("SELECT {} FROM {} t WHERE {}").format(checksum_select(columns), target.ident, scope))
-    n, total = cur.fetchone()
-    found = ScopeChecksum(n, total)
-    cur.execute(
-        sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(
-            target.ident, _in_last("t", last, key, present=False)
+    with by_key(cur, shape, key):
+        cur.execute(
+            sql.SQL("SELECT {} FROM {} t WHERE {}").format(checksum_select(columns), target.ident, scope)
         )
-    )
-    return expected, found, cur.fetchone()[0]
+        n, total = cur.fetchone()
+        found = ScopeChecksum(n, total)
+        gone = _in_last("t", last, key, present=False)
+        cur.execute(sql.SQL("SELECT count(*) FROM {} t WHERE {}").format(target.ident, gone))
+        left = cur.fetchone()[0]
+    return expected, found, left
+
+
+def by_key(cur, shape, key: list[Column]):
+    """Joins of the batch's keys to the target as key lookups, where a unique index has
+    the key (the batch is small beside the table: a hash join would scan it whole)."""
+    if shape is not None and shape.enforces(tuple(k.name for k in key)):
+        return planner_settings(cur, KEY_LOOKUP_JOIN)
+    return nullcontext()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 UNCHANGED = object()  # 'u': an out-of-line value the UPDATE did not change, not sent
 
@@ -45,22 +46,19 @@ class Relation:
     columns: tuple[RelationColumn, ...]
 
 
-@dataclass(frozen=True)
-class Insert:
+class Insert(NamedTuple):  # one per changed row: cheap to make
     relid: int
     new: tuple
 
 
-@dataclass(frozen=True)
-class Update:
+class Update(NamedTuple):  # one per changed row: cheap to make
     relid: int
     old: tuple | None  # the old key ('K') or whole old row ('O'); None when the key did not change
     old_is_key_only: bool
     new: tuple
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):  # one per changed row: cheap to make
     relid: int
     old: tuple
     old_is_key_only: bool
@@ -83,99 +81,107 @@ class ProtocolError(ValueError):
     """A message this reader does not understand (a newer protocol, or damaged bytes)."""
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.at = memoryview(data), 0
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+_I16 = struct.Struct(">h")
 
-    def take(self, fmt: str):
-        size = struct.calcsize(fmt)
-        if self.at + size > len(self.data):
-            raise ProtocolError("message ends early")
-        values = struct.unpack_from(fmt, self.data, self.at)
-        self.at += size
-        return values
 
-    def byte(self) -> str:
-        return chr(self.take(">B")[0])
-
-    def string(self) -> str:
-        end = bytes(self.data[self.at :]).find(b"\x00")
-        if end < 0:
-            raise ProtocolError("unterminated string")
-        text = bytes(self.data[self.at : self.at + end]).decode("utf-8", "replace")
-        self.at += end + 1
-        return text
-
-    def raw(self, n: int) -> bytes:
-        if self.at + n > len(self.data):
-            raise ProtocolError("value ends early")
-        out = bytes(self.data[self.at : self.at + n])
-        self.at += n
-        return out
-
-    def tuple_data(self) -> tuple:
-        (count,) = self.take(">h")
-        values: list = []
+def _tuple_data(data: bytes, at: int) -> tuple[tuple, int]:
+    """TupleData at `at`: (values, the offset after it). The hot path of a run: one call
+    per changed row, so plain slicing, no objects."""
+    try:
+        (count,) = _I16.unpack_from(data, at)
+        at += 2
+        values = []
+        append = values.append
         for _ in range(count):
-            kind = self.byte()
-            if kind == "n":
-                values.append(None)
-            elif kind == "u":
-                values.append(UNCHANGED)
-            elif kind in ("t", "b"):
-                (length,) = self.take(">i")
-                values.append(self.raw(length))
+            kind = data[at]
+            at += 1
+            if kind == 116 or kind == 98:  # 't', 'b': a length and the value
+                (length,) = _I32.unpack_from(data, at)
+                at += 4
+                if at + length > len(data):
+                    raise ProtocolError("value ends early")
+                append(data[at : at + length])
+                at += length
+            elif kind == 110:  # 'n'
+                append(None)
+            elif kind == 117:  # 'u'
+                append(UNCHANGED)
             else:
-                raise ProtocolError(f"unknown column kind {kind!r}")
-        return tuple(values)
+                raise ProtocolError(f"unknown column kind {chr(kind)!r}")
+        return tuple(values), at
+    except (struct.error, IndexError):
+        raise ProtocolError("message ends early") from None
+
+
+def _string(data: bytes, at: int) -> tuple[str, int]:
+    end = data.find(b"\x00", at)
+    if end < 0:
+        raise ProtocolError("unterminated string")
+    return data[at:end].decode("utf-8", "replace"), end + 1
+
+
+def _marker(data: bytes, at: int) -> str:
+    if at >= len(data):
+        raise ProtocolError("message ends early")
+    return chr(data[at])
 
 
 def parse(data: bytes) -> Message:
     """One pgoutput message."""
-    r = _Reader(data)
-    kind = r.byte()
-    if kind == "B":
-        final_lsn, _timestamp, xid = r.take(">QqI")
-        return Begin(final_lsn, xid)
-    if kind == "C":
-        _flags, commit_lsn, end_lsn, _timestamp = r.take(">BQQq")
-        return Commit(commit_lsn, end_lsn)
-    if kind == "R":
-        (relid,) = r.take(">I")
-        schema, name = r.string(), r.string()
-        identity = r.byte()
-        (count,) = r.take(">h")
-        columns = []
-        for _ in range(count):
-            (flags,) = r.take(">B")
-            column = r.string()
-            type_oid, typmod = r.take(">Ii")
-            columns.append(RelationColumn(column, type_oid, typmod, bool(flags & 1)))
-        return Relation(relid, schema, name, identity, tuple(columns))
-    if kind == "I":
-        (relid,) = r.take(">I")
-        if r.byte() != "N":
-            raise ProtocolError("INSERT without a new row")
-        return Insert(relid, r.tuple_data())
-    if kind == "U":
-        (relid,) = r.take(">I")
-        marker = r.byte()
-        old, key_only = None, False
+    try:
+        return _parse(bytes(data))
+    except struct.error:
+        raise ProtocolError("message ends early") from None
+
+
+def _parse(data: bytes) -> Message:
+    kind = _marker(data, 0)
+    if kind in "IUD":
+        (relid,) = _U32.unpack_from(data, 1)
+        marker = _marker(data, 5)
+        if kind == "I":
+            if marker != "N":
+                raise ProtocolError("INSERT without a new row")
+            return Insert(relid, _tuple_data(data, 6)[0])
+        if kind == "D":
+            if marker not in ("K", "O"):
+                raise ProtocolError("DELETE without the old key")
+            return Delete(relid, _tuple_data(data, 6)[0], marker == "K")
+        old, key_only, at = None, False, 6
         if marker in ("K", "O"):
-            old, key_only = r.tuple_data(), marker == "K"
-            marker = r.byte()
+            old, at = _tuple_data(data, 6)
+            key_only = marker == "K"
+            marker = _marker(data, at)
+            at += 1
         if marker != "N":
             raise ProtocolError("UPDATE without a new row")
-        return Update(relid, old, key_only, r.tuple_data())
-    if kind == "D":
-        (relid,) = r.take(">I")
-        marker = r.byte()
-        if marker not in ("K", "O"):
-            raise ProtocolError("DELETE without the old key")
-        return Delete(relid, r.tuple_data(), marker == "K")
+        return Update(relid, old, key_only, _tuple_data(data, at)[0])
+    if kind == "B":
+        final_lsn, _timestamp, xid = struct.unpack_from(">QqI", data, 1)
+        return Begin(final_lsn, xid)
+    if kind == "C":
+        _flags, commit_lsn, end_lsn, _timestamp = struct.unpack_from(">BQQq", data, 1)
+        return Commit(commit_lsn, end_lsn)
+    if kind == "R":
+        (relid,) = _U32.unpack_from(data, 1)
+        schema, at = _string(data, 5)
+        name, at = _string(data, at)
+        identity = _marker(data, at)
+        (count,) = _I16.unpack_from(data, at + 1)
+        at += 3
+        columns = []
+        for _ in range(count):
+            flags = data[at]
+            column, at = _string(data, at + 1)
+            type_oid, typmod = struct.unpack_from(">Ii", data, at)
+            at += 8
+            columns.append(RelationColumn(column, type_oid, typmod, bool(flags & 1)))
+        return Relation(relid, schema, name, identity, tuple(columns))
     if kind == "T":
-        count, _options = r.take(">iB")
-        return Truncate(tuple(r.take(">I")[0] for _ in range(count)))
+        count, _options = struct.unpack_from(">iB", data, 1)
+        return Truncate(tuple(_U32.unpack_from(data, 6 + 4 * i)[0] for i in range(count)))
     if kind in ("O", "Y", "M"):
         return Other(kind)
     raise ProtocolError(f"unknown message type {kind!r}")

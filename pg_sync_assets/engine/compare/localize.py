@@ -40,6 +40,7 @@ from ..plan.side_effects import require_side_effect_free
 from ..sql import pin_text_settings, source_scope, target_scope
 from ..verify.buckets import INTEGER_BLOCKS, KEY_TEXT, Bucketing, BucketSums
 from ..verify.verify import row_hash
+from .parallel_sums import parallel_bucket_sums, sum_workers
 
 BUCKET_SEED = 20261122
 GROUP_BITS = 4  # an integer key's buckets hold blocks of 2**4 consecutive values
@@ -375,6 +376,20 @@ def bucket_sums(conn, spec, bucketing: Bucketing, columns: Sequence[Column], sid
         pin_text_settings(cur)
         # Up to a million groups: keep the hash aggregate in memory, not spilled.
         cur.execute("SELECT set_config('work_mem', %s, true)", (LOCALIZE_WORK_MEM,))
+        workers, pages = sum_workers(cur, spec, side, n)
+        if workers > 1:  # `parallel`: several sessions under this transaction's snapshot
+            return parallel_bucket_sums(
+                conn,
+                spec,
+                bucketing,
+                columns,
+                side,
+                n,
+                workers,
+                pages,
+                lambda scope: _inner(scope, bucketing, columns, side, n),
+                LOCALIZE_WORK_MEM,
+            )
         return _bucket_sums(cur, _inner(spec, bucketing, columns, side, n), BucketSums(bucketing, n))
 
 

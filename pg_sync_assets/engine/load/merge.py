@@ -147,12 +147,16 @@ def merge_from_staging(
     key: list[Column],
     staged_rows: int,
     shape: TargetShape | None = None,
+    matched: int | None = None,
 ) -> MergeCounts:
+    """MERGE the staged rows by key (only rows that differ are written); `matched`, the
+    staged keys the target already has, when the caller knows it (else counted)."""
     indexed = shape is not None and shape.enforces(tuple(c.name for c in key))
     if not indexed:
         require_unique_staged_keys(cur, target, staging, key)
-    matched = count_matched(cur, target, staging, key)
     with planner_settings(cur, KEY_LOOKUP_JOIN if indexed else {}):
+        if matched is None:
+            matched = count_matched(cur, target, staging, key)
         cur.execute(merge_statement(target, staging, columns, key))
         written = cur.rowcount  # before restoring the settings, which is a statement too
     inserted = staged_rows - matched

@@ -53,7 +53,7 @@ def copy_workers(scur, spec: TableSpec, estimated_rows: int) -> tuple[int, int]:
     return max(1, min(wanted, pages)), pages
 
 
-def _ranges(pages: int, workers: int) -> list[sql.Composable]:
+def page_ranges(pages: int, workers: int) -> list[sql.Composable]:
     """`ctid` conditions splitting pages 0..pages into `workers` runs; the last one open
     (a row visible to the snapshot lies in a page that existed when it was taken)."""
     bounds = [pages * i // workers for i in range(workers)]
@@ -127,7 +127,7 @@ def parallel_copy(run, workers: int, pages: int, report: Callable[[CopyProgress]
 
     threads = [
         threading.Thread(target=work, args=(i, condition), name=f"pg-sync-copy-{i}")
-        for i, condition in enumerate(_ranges(pages, workers))
+        for i, condition in enumerate(page_ranges(pages, workers))
     ]
     try:
         for thread in threads:

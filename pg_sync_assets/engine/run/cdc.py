@@ -255,7 +255,7 @@ def _write(run: Run, batch: Batch, changes: str, last: str, position, bound: int
         verification = None
         with timer.stage("verify_final"):
             if batch.changes:
-                verification = _verify(run, last, after > 0, bound)
+                verification = _verify(run, last, after > 0, bound, shape)
         # After a TRUNCATE the table holds exactly the batch's rows; else the recorded count moves.
         target_rows = rows if after else position.target_rows + counts.inserted - counts.deleted
         write_position(tcur, spec.target, feed.slot, bound, target_rows)
@@ -264,9 +264,10 @@ def _write(run: Run, batch: Batch, changes: str, last: str, position, bound: int
     return counts, verification, target_rows
 
 
-def _verify(run: Run, last: str, truncated: bool, bound: int) -> LoadVerification:
+def _verify(run: Run, last: str, truncated: bool, bound: int, shape) -> LoadVerification:
+    key = run.plan.key_columns()
     expected, found, left = verify_batch(
-        run.tcur, run.spec.target, run.staging, last, run.copied, run.plan.key_columns(), truncated
+        run.tcur, run.spec.target, run.staging, last, run.copied, key, truncated, shape
     )
     if expected != found or left:
         raise VerificationError(
