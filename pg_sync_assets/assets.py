@@ -14,10 +14,12 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     AssetSpec,
+    AutomationCondition,
     BackfillPolicy,
     Backoff,
     Config,
     Failure,
+    FreshnessPolicy,
     HourlyPartitionsDefinition,
     MaterializeResult,
     MetadataValue,
@@ -366,6 +368,24 @@ def table_asset_spec(entry: TableEntry) -> AssetSpec:
         owners=list(entry.owners),
         tags=dict(entry.tags),
         code_version=entry.code_version,
+        automation_condition=automation_condition(entry),
+        freshness_policy=freshness_policy(entry),
+    )
+
+
+def automation_condition(entry: TableEntry) -> AutomationCondition | None:
+    if entry.automation is None:
+        return None
+    if entry.automation.on_cron is None:
+        return AutomationCondition.eager()
+    return AutomationCondition.on_cron(entry.automation.on_cron)
+
+
+def freshness_policy(entry: TableEntry) -> FreshnessPolicy | None:
+    if entry.freshness is None:
+        return None
+    return FreshnessPolicy.time_window(
+        fail_window=entry.freshness.fail_window, warn_window=entry.freshness.warn_window
     )
 
 

@@ -9,16 +9,18 @@ catalog checks run at the start of each materialization, and in
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dagster import Definitions, ExecutorDefinition
+from dagster import AssetKey, Definitions, ExecutorDefinition
 
 from .assets import build_source_assets, build_table_asset
 from .config import load_project, parse_project, parse_yaml
 from .executor import EXECUTOR
 from .group_assets import build_group_asset
+from .launch import ANY_MODULE, Launcher
 from .project import Project
 from .resources import connection_resource
 from .schedules import build_jobs_and_schedules
@@ -46,12 +48,19 @@ def build_defs(
     *,
     source_name: str | None = None,
     executor: ExecutorDefinition | None = EXECUTOR,
+    launcher: Launcher = ANY_MODULE,
+    owns_source: Callable[[AssetKey], bool] | None = None,
 ) -> Definitions:
     """The Definitions of a table list: one asset per table (with its checks), an external
     asset per source table, the jobs and schedules, and one resource per connection used
     (read-only where it is a source). `executor=None` leaves the executor to the
-    Definitions this is merged with."""
+    Definitions this is merged with. `launcher` words the commands that messages print
+    for where these definitions load (`launch.py`: the code location module and the
+    component set theirs; any other module gets the job's name and both ways).
+    `owns_source` says which source tables' external assets these definitions declare
+    (default all); the others are only depended on, declared by another instance."""
     project = read_table_list(tables, source_name)
+    project = replace(project, tables=tuple(replace(e, launcher=launcher) for e in project.tables))
     jobs, schedules = build_jobs_and_schedules(project)
     resources = {
         name: connection_resource(project.connections[name], readonly)
@@ -64,7 +73,11 @@ def build_defs(
     alone = [e for e in project.tables if e.spec.snapshot_group is None]
     return Definitions(
         assets=[
-            *build_source_assets(list(project.tables)),
+            *(
+                spec
+                for spec in build_source_assets(list(project.tables))
+                if owns_source is None or owns_source(spec.key)
+            ),
             *map(build_table_asset, alone),
             *(build_group_asset(group, entries) for group, entries in groups.items()),
         ],

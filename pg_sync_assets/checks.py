@@ -143,30 +143,25 @@ def _result(
 SHOWN_KEYS = 20
 
 
-CLI = "dagster {verb} -m pg_sync_assets.definitions"
-
-
 def repair_hint(entry: TableEntry, keyed: bool = True) -> str:
-    """The command that repairs this table, for its kind (and `reconcile_all`, which fits all)."""
+    """The command that repairs this table, for its kind (and `reconcile_all`, which fits
+    all), as launched where the definitions were loaded (`launch.py`)."""
     spec, names, selection = entry.spec, Names.of(entry.list_name), "/".join(entry.key_path)
+    launch = entry.launcher
     if not keyed:
         return (
             f"`{spec.target}` has no key, so the differing rows cannot be named; copy the whole scope "
-            f"again: `{CLI.format(verb='asset materialize')} --select {selection}`"
+            f"again: {launch.materialize(selection)}"
         )
     if spec.hourly:
-        return (
-            "to repair only the differing rows of the whole table run "
-            f"`{CLI.format(verb='job execute')} -j {names.reconcile_job(entry)}`"
-        )
-    this_table = (
-        f"`{CLI.format(verb='asset materialize')} --select {selection} --config-json "
-        f'\'{{"ops": {{"{asset_op(entry)}": {{"config": {{"reconcile": true}}}}}}}}\'`'
-    )
+        job = launch.run_job(names.reconcile_job(entry))
+        return f"to repair only the differing rows of the whole table run {job}"
+    config = f'{{"ops": {{"{asset_op(entry)}": {{"config": {{"reconcile": true}}}}}}}}'
+    this_table = launch.materialize(selection, config)
     if entry.feed is not None:
         return f"to repair only the differing rows run {this_table}; later runs go on applying changes"
     return (
-        f"to repair only the differing rows run `{CLI.format(verb='job execute')} -j {names.reconcile_all}` "
+        f"to repair only the differing rows run {launch.run_job(names.reconcile_all)} "
         f"(every table) or {this_table} (this table)"
     )
 

@@ -2,8 +2,9 @@
 
 A `defs.yaml` with `type: pg_sync_assets.TableSyncComponent` holds the same content as
 a table list file (`connections`, `defaults`, `tables`, `schedules`, `name`) under
-`attributes:`. The attributes are checked by the same parser as the file (errors name
-the defs.yaml, the entry and the key). `name` prefixes the instance's job and
+`attributes:`. The attributes are typed (`component_models.py`): `dg check yaml` reports
+an unknown key with its line; their values are then checked by the same parser as the
+file (errors name the defs.yaml, the entry and the key). `name` prefixes the instance's job and
 schedule names and defaults to the instance's folder name, so that several instances
 live in one project without colliding (`defs/shop` -> `shop_sync_all`).
 """
@@ -11,19 +12,22 @@ live in one project without colliding (`defs/shop` -> `shop_sync_all`).
 from __future__ import annotations
 
 import re
-from typing import Any
+from pathlib import Path
 
 import dagster as dg
+import yaml
 from pydantic import Field
 
 from .build import build_defs
+from .component_models import Attributes, Connections, DefaultsAttr, SchedulesAttr, Tables
+from .launch import DG_LAUNCH
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_]+")
 
 SCAFFOLD = {
     "connections": {
-        "shop": {"url": {"env": "SHOP_DATABASE_URL"}},
-        "warehouse": {"url": {"env": "WAREHOUSE_DATABASE_URL"}},
+        "shop": {"url": "{{ env.SHOP_DATABASE_URL }}"},
+        "warehouse": {"url": "{{ env.WAREHOUSE_DATABASE_URL }}"},
     },
     "defaults": {"source_connection": "shop", "target_connection": "warehouse"},
     "tables": [{"source": "public.orders", "target": "shop.orders", "mode": "merge"}],
@@ -36,6 +40,11 @@ class TableSyncScaffolder(dg.Scaffolder):
 
     def scaffold(self, request: dg.ScaffoldRequest) -> None:
         dg.scaffold_component(request, SCAFFOLD)
+        # Declare the variables it reads, so `dg list env` and `dg check yaml` know them.
+        path = Path(request.target_path) / "defs.yaml"
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document["requirements"] = {"env": ["SHOP_DATABASE_URL", "WAREHOUSE_DATABASE_URL"]}
+        path.write_text(yaml.safe_dump(document, sort_keys=False, allow_unicode=True), encoding="utf-8")
 
 
 @dg.scaffold_with(TableSyncScaffolder)
@@ -43,25 +52,72 @@ class TableSyncComponent(dg.Component, dg.Model, dg.Resolvable):
     """Keeps PostgreSQL tables in sync: one asset per table (with row_count and checksum
     checks), jobs and schedules, and one resource per named connection."""
 
-    tables: list[dict[str, Any]] = Field(description="The table entries, as in a table list file.")
-    connections: dict[str, dict[str, Any]] | None = Field(
+    tables: Tables = Field(description="The table entries, as in a table list file.")
+    connections: Connections = Field(
         default=None,
-        description="name -> {url: ...} or fields; any value may be {env: VAR}. Default: `source` "
-        "and `target` from PG_SYNC_SOURCE_URL / PG_SYNC_TARGET_URL.",
+        description="name -> {url: ...} or fields; any value may be \"{{ env.VAR }}\" (or {env: VAR}), "
+        "read when a session opens. Default: `source` and `target` from PG_SYNC_SOURCE_URL / "
+        "PG_SYNC_TARGET_URL.",
     )
-    defaults: dict[str, Any] | None = Field(default=None, description="Keys every table entry inherits.")
-    schedules: dict[str, Any] | None = Field(default=None, description="running, minute_of_hour, daily_cron.")
+    defaults: DefaultsAttr = Field(default=None, description="Keys every table entry inherits.")
+    schedules: SchedulesAttr = Field(default=None, description="When the jobs' schedules tick.")
     name: str | None = Field(
         default=None,
         description="Prefix of the job and schedule names (default: the folder of this defs.yaml).",
     )
 
+    @classmethod
+    def get_model_cls(cls):
+        return Attributes
+
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
         name = self.name or _NOT_NAME.sub("_", context.path.name).strip("_") or None
         document = {
             "name": name,
-            "tables": self.tables,
-            **{k: v for k, v in (("connections", self.connections), ("defaults", self.defaults)) if v},
-            **({"schedules": self.schedules} if self.schedules is not None else {}),
+            "tables": [_plain(t) for t in self.tables],
+            **({"connections": self.connections} if self.connections else {}),
+            **({"defaults": _plain(self.defaults)} if self.defaults is not None else {}),
+            **({"schedules": _plain(self.schedules)} if self.schedules is not None else {}),
         }
-        return build_defs(document, source_name=str(context.path / "defs.yaml"))
+        return build_defs(
+            document,
+            source_name=str(context.path / "defs.yaml"),
+            launcher=DG_LAUNCH,
+            owns_source=_first_claim(context),
+        )
+
+
+# Per component tree (one load of a project): which instance declares each source table's
+# external asset. Instances reading one table through one connection name would otherwise
+# each declare it, with their own file in its code references, and Dagster refuses specs
+# that differ; the first instance to load declares it, the others depend on it.
+# Keyed by the tree's id, holding the tree (its id cannot be reused while held); the last
+# few loads only.
+_declared: dict[int, tuple[object, dict]] = {}
+_KEPT_LOADS = 8
+
+
+def _first_claim(context: dg.ComponentLoadContext):
+    tree = context.component_tree
+    if id(tree) not in _declared:
+        while len(_declared) >= _KEPT_LOADS:
+            _declared.pop(next(iter(_declared)))
+        _declared[id(tree)] = (tree, {})
+    claims = _declared[id(tree)][1]
+    me = str(context.path)
+
+    def owns(key: dg.AssetKey) -> bool:
+        return claims.setdefault(key, me) == me
+
+    return owns
+
+
+def _plain(value) -> dict:
+    """An attribute as the table list parser reads it: the keys that were given."""
+    if hasattr(value, "model_dump"):
+        return value.model_dump(exclude_none=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value

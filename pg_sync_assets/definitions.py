@@ -16,10 +16,11 @@ from dagster import Definitions
 
 from .build import build_defs
 from .config import config_path
+from .launch import MODULE
 
 
 def build_definitions(config_file: Path | str | None = None) -> Definitions:
-    return build_defs(Path(config_file or config_path()))
+    return build_defs(Path(config_file or config_path()), launcher=MODULE)
 
 
 defs = build_definitions()

@@ -1,8 +1,8 @@
 """The keys of a table entry that decide how it shows in Dagster, not what it copies:
 `source_connection`, `target_connection`, `key_prefix`, `group`, `owners`, `tags`,
-`description`, `retries`. Each is checked here the way Dagster would check it, so a bad
-value fails the load naming the file, the entry and the key instead of a Dagster error
-about an anonymous definition."""
+`description`, `retries`, `automation_condition`, `freshness`. Each is checked here the
+way Dagster would check it, so a bad value fails the load naming the file, the entry and
+the key instead of a Dagster error about an anonymous definition."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from typing import Any
 from dagster._core.definitions.utils import is_valid_owner
 from dagster._utils.tags import is_valid_strict_tag_value, is_valid_tag_key
 
+from .automation import parse_automation, parse_freshness
 from .connections import SOURCE, TARGET
 from .naming import VALID_NAME
 from .project import Retries
@@ -24,6 +25,8 @@ PRESENTATION_KEYS = (
     "tags",
     "description",
     "retries",
+    "automation_condition",
+    "freshness",
 )
 RETRY_KEYS = ("max_retries", "delay", "backoff")
 BACKOFFS = ("exponential", "linear")
@@ -40,6 +43,8 @@ def presentation_keys(entry) -> dict[str, Any]:
         "tags": _tags(entry),
         "description": entry.text("description"),
         "retries": parse_retries(entry.raw.get("retries"), entry.error),
+        "automation": parse_automation(entry.raw.get("automation_condition"), entry.error),
+        "freshness": parse_freshness(entry.raw.get("freshness"), entry.error),
     }
 
 

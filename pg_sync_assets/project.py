@@ -8,9 +8,11 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, replace
 
+from .automation import Automation, Freshness
 from .connections import SOURCE, TARGET, Connection
 from .engine.cdc.feed import Feed
 from .engine.plan.spec import Mode, TableRef, TableSpec
+from .launch import ANY_MODULE, Launcher
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,15 @@ class TableEntry:
     tags: tuple[tuple[str, str], ...] = ()
     description: str | None = None
     retries: Retries | None = None
+    automation: Automation | None = None  # `automation_condition` (`automation.py`)
+    freshness: Freshness | None = None
     list_name: str | None = None  # the list's top-level `name:`, which prefixes job names
     # `mode: cdc`: the source connection's slot and publication, and every cdc table that
     # shares them (target connection, target table): the slot moves as all have applied.
     feed: Feed | None = None
     feed_members: tuple[tuple[str, TableRef], ...] = ()
+    # How the commands its messages print launch a job (`launch.py`), set by `build_defs`.
+    launcher: Launcher = ANY_MODULE
 
     @property
     def name(self) -> str:

@@ -143,3 +143,101 @@ def test_component_instances_sync_in_one_code_location(dg_project, dbs, monkeypa
         ("F-1", True), ("F-2", False)]
     assert resolved.resolve_assets_def(AssetKey(["billing", "invoices"])).group_names_by_key[
         AssetKey(["billing", "invoices"])] == "warehouse"
+
+
+SHOP_TWICE = """
+type: pg_sync_assets.TableSyncComponent
+
+requirements:
+  env: [SHOP_DATABASE_URL, WAREHOUSE_DATABASE_URL]
+
+attributes:
+  connections:
+    shop:
+      url: "{{ env.SHOP_DATABASE_URL }}"
+    warehouse:
+      url: "{{ env.WAREHOUSE_DATABASE_URL }}"
+  defaults:
+    source_connection: shop
+    target_connection: warehouse
+  tables:
+    - source: public.orders
+      target: %s.orders
+"""
+
+
+def test_two_instances_reading_one_source_table_share_its_asset(dg_project):
+    for name in ("nightly", "hourly"):
+        folder = dg_project / "warehouse_sync" / "defs" / name
+        folder.mkdir()
+        (folder / "defs.yaml").write_text(SHOP_TWICE % name + f"      name: orders_{name}\n")
+    done = _dg(dg_project, "list", "defs", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assets = {a["asset_key"]: a for a in json.loads(done.stdout)["assets"]}
+    assert assets["orders_nightly"]["dependency_keys"] == assets["orders_hourly"]["dependency_keys"] == [
+        "shop/public/orders"]
+    assert "shop/public/orders" in assets
+
+
+def test_dg_check_yaml_names_a_misspelt_table_key_with_its_line(dg_project):
+    folder = dg_project / "warehouse_sync" / "defs" / "shop"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text((SHOP_TWICE % "shop").replace("      target: shop.orders",
+                                                                     "      target: shop.orders\n      primery_key: [id]"))
+    done = _dg(dg_project, "check", "yaml")
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and "primery_key" in output
+    assert "defs.yaml:19" in output, output  # the line of the typo
+    (folder / "defs.yaml").write_text(SHOP_TWICE % "shop")
+    done = _dg(dg_project, "check", "yaml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_env_templates_are_declared_read_when_a_session_opens_and_never_rendered(dg_project, monkeypatch):
+    folder = dg_project / "warehouse_sync" / "defs" / "shop"
+    folder.mkdir()
+    monkeypatch.setenv("SHOP_PASSWORD", "s3cret-Value")
+    (folder / "defs.yaml").write_text(
+        (SHOP_TWICE % "shop")
+        .replace("env: [SHOP_DATABASE_URL, WAREHOUSE_DATABASE_URL]",
+                 "env: [SHOP_DATABASE_URL, WAREHOUSE_DATABASE_URL, SHOP_PASSWORD]")
+        .replace('      url: "{{ env.SHOP_DATABASE_URL }}"',
+                 '      url: "{{ env.SHOP_DATABASE_URL }}"\n      password: "{{ env.SHOP_PASSWORD }}"'))
+    listed = _dg(dg_project, "list", "env")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    for var in ("SHOP_DATABASE_URL", "WAREHOUSE_DATABASE_URL", "SHOP_PASSWORD"):
+        assert var in listed.stdout
+    done = _dg(dg_project, "list", "defs", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "s3cret-Value" not in done.stdout + done.stderr
+    # The resource names the variable; its value is read when a session opens.
+    monkeypatch.syspath_prepend(str(dg_project))
+    from warehouse_sync.definitions import defs  # noqa: PLC0415 - the project made above
+
+    shop = defs().resources["shop"]
+    assert "SHOP_PASSWORD" in repr(shop) and "s3cret-Value" not in repr(shop)
+
+
+def test_a_failed_check_prints_a_repair_that_runs_as_printed_in_the_dg_project(dg_project, dbs):
+    folder = dg_project / "warehouse_sync" / "defs" / "shop"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text(SHOP_TWICE % "shop")
+    home = dg_project / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+
+    def dg(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([DG, *args], cwd=dg_project, env=env, capture_output=True, text=True, timeout=300)
+
+    assert dg("launch", "--job", "shop_sync_all").returncode == 0
+    execute(dbs.target, "UPDATE shop.orders SET total = -1 WHERE id = 7")
+    failed = dg("launch", "--job", "shop_verify_all")
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "dg launch --job shop_reconcile_all" in output, output[-3000:]
+    command = "dg launch --assets" + output.split("or `dg launch --assets", 1)[1].split("` (this table)", 1)[0]
+    assert "--config-json" in command
+    repaired = subprocess.run(["bash", "-c", command.replace("dg ", f"{DG} ", 1)], cwd=dg_project, env=env,
+                              capture_output=True, text=True, timeout=300)
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert execute(dbs.target, "SELECT total::text FROM shop.orders WHERE id = 7") == [("1.75",)]
