@@ -8,6 +8,7 @@ only opens the two sessions, calls the engine and turns its result into metadata
 everything PostgreSQL lives in the engine.
 """
 
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from dagster import (
@@ -25,8 +26,10 @@ from dagster import (
     MetadataValue,
     RetryPolicy,
     TableColumn,
+    TableColumnConstraints,
     TableColumnDep,
     TableColumnLineage,
+    TableConstraints,
     TableSchema,
     multi_asset,
 )
@@ -48,6 +51,7 @@ from .engine.load.merge import DIFFERENTIAL, KEYED_REFRESH, TRUNCATE_INSERT
 from .engine.plan.window import Window, partition_key
 from .engine.run.cdc import APPLIED, SNAPSHOT_COPY
 from .keys import SOURCE_POOL, resources_of, source_asset_key, source_tables, table_asset_key
+from .locations import location_metadata, session_location
 from .project import Retries, TableEntry
 
 __all__ = ["SOURCE_POOL", "build_source_assets", "build_table_asset", "table_asset_key"]
@@ -123,10 +127,28 @@ def describe_entry(entry: TableEntry) -> str:
     return "\n\n".join(lines)
 
 
-def definition_metadata(entry: TableEntry) -> dict:
+def column_schema(plan) -> TableSchema:
+    """The copied columns with their type, nullability and the key."""
+    key = set(plan.key)
+    columns = [
+        TableColumn(
+            c.name,
+            c.type_key,
+            constraints=TableColumnConstraints(
+                nullable=not c.not_null, other=["primary key"] if c.name in key else None
+            ),
+        )
+        for c in plan.columns
+    ]
+    constraints = TableConstraints(other=[f"primary key ({', '.join(plan.key)})"]) if plan.key else None
+    return TableSchema(columns=columns, constraints=constraints)
+
+
+def definition_metadata(entry: TableEntry, location=None) -> dict:
     spec = entry.spec
     metadata = {
         "dagster/table_name": str(spec.target),
+        **location_metadata(location, spec.target),
         "source": spec.source_label,
         "mode": spec.mode.value,
         "source_connection": entry.source_connection,
@@ -236,9 +258,8 @@ def result_metadata(result: SyncResult) -> dict:
     metadata = {
         **figures,
         "dagster/table_name": result.table,
-        "dagster/column_schema": TableSchema(
-            columns=[TableColumn(c.name, c.type_key, constraints=None) for c in result.plan.columns]
-        ),
+        "dagster/column_schema": column_schema(result.plan),
+        **location_metadata(result.target_location, result.plan.spec.target),
         "seconds_total": round(sum(seconds.values()), 3),
         "primary_key": ", ".join(result.plan.key) or "(none)",
         "created_target_table": result.created_target,
@@ -345,15 +366,18 @@ def _sync(
         source.get_connection(f"copy {spec.name}", readonly=True) as source_conn,
         target.get_connection(f"load {spec.name}") as target_conn,
     ):
+        location = session_location(target_conn)
         if config.reconcile:  # the whole table, whatever partition the run names
-            return reconcile_table(spec, source_conn, target_conn, log=context.log)
-        if entry.feed is not None:
-            return run_cdc(context, entry, source_conn, target_conn)
-        window = None
-        if spec.hourly:
-            time_window = context.partition_time_window
-            window = Window(time_window.start, time_window.end)
-        return sync_table(spec, source_conn, target_conn, log=context.log, window=window)
+            result = reconcile_table(spec, source_conn, target_conn, log=context.log)
+        elif entry.feed is not None:
+            result = run_cdc(context, entry, source_conn, target_conn)
+        else:
+            window = None
+            if spec.hourly:
+                time_window = context.partition_time_window
+                window = Window(time_window.start, time_window.end)
+            result = sync_table(spec, source_conn, target_conn, log=context.log, window=window)
+    return replace(result, target_location=location)
 
 
 def table_asset_spec(entry: TableEntry) -> AssetSpec:
@@ -361,7 +385,7 @@ def table_asset_spec(entry: TableEntry) -> AssetSpec:
     return AssetSpec(
         table_asset_key(entry),
         description=entry.description or describe_entry(entry),
-        metadata=definition_metadata(entry),
+        metadata=definition_metadata(entry, entry.target_location),
         kinds={"postgres"},
         deps=[source_asset_key(entry.source_connection, t) for t in source_tables(entry.spec)],
         group_name=entry.group_name,

@@ -21,6 +21,7 @@ from .config import load_project, parse_project, parse_yaml
 from .executor import EXECUTOR
 from .group_assets import build_group_asset
 from .launch import ANY_MODULE, Launcher
+from .locations import connection_location
 from .project import Project
 from .resources import connection_resource
 from .schedules import build_jobs_and_schedules
@@ -60,7 +61,14 @@ def build_defs(
     `owns_source` says which source tables' external assets these definitions declare
     (default all); the others are only depended on, declared by another instance."""
     project = read_table_list(tables, source_name)
-    project = replace(project, tables=tuple(replace(e, launcher=launcher) for e in project.tables))
+    located = {name: connection_location(c) for name, c in project.connections.items()}
+    project = replace(
+        project,
+        tables=tuple(
+            replace(e, launcher=launcher, target_location=located[e.target_connection])
+            for e in project.tables
+        ),
+    )
     jobs, schedules = build_jobs_and_schedules(project)
     resources = {
         name: connection_resource(project.connections[name], readonly)

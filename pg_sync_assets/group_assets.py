@@ -5,6 +5,8 @@ member's own checks."""
 
 # No `from __future__ import annotations`: Dagster reads the run config class from the
 # op's annotations at definition time.
+from dataclasses import replace
+
 from dagster import AssetExecutionContext, AssetsDefinition, Failure, multi_asset
 
 from .assets import NOT_TRANSIENT, SyncRunConfig, materialize_result, retry_policy, table_asset_spec
@@ -13,6 +15,7 @@ from .definition_names import asset_op
 from .engine import reconcile_table
 from .engine.run.group import sync_group
 from .keys import SOURCE_POOL, resources_of, table_asset_key
+from .locations import session_location
 from .project import TableEntry
 
 
@@ -52,9 +55,14 @@ def _sync(context: AssetExecutionContext, selected: list[TableEntry], config: Sy
             source.get_connection(f"copy {label}", readonly=True) as source_conn,
             target.get_connection(f"load {label}") as target_conn,
         ):
+            location = session_location(target_conn)
             if config.reconcile:  # a repair, table by table: each compares its own tables
-                return [reconcile_table(e.spec, source_conn, target_conn, log=context.log) for e in selected]
-            return sync_group([e.spec for e in selected], source_conn, target_conn, log=context.log)
+                results = [
+                    reconcile_table(e.spec, source_conn, target_conn, log=context.log) for e in selected
+                ]
+            else:
+                results = sync_group([e.spec for e in selected], source_conn, target_conn, log=context.log)
+            return [replace(r, target_location=location) for r in results]
     except NOT_TRANSIENT as exc:
         error = Failure(description=str(exc), allow_retries=False)
     raise error

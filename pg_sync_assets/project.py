@@ -57,6 +57,8 @@ class TableEntry:
     feed_members: tuple[tuple[str, TableRef], ...] = ()
     # How the commands its messages print launch a job (`launch.py`), set by `build_defs`.
     launcher: Launcher = ANY_MODULE
+    # (host, port, database) of the target connection when known at load (`locations.py`).
+    target_location: tuple | None = None
 
     @property
     def name(self) -> str:

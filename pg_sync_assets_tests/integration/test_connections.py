@@ -110,7 +110,7 @@ def test_lineage_groups_owners_and_tags_read_back_from_the_definitions(two_sourc
     assert [d.asset_key for d in table.deps] == [billing_src]
     assert [d.asset_key for d in specs[AssetKey("orders")].deps] == [shop_src]
     assert (table.group_name, table.owners, table.tags["domain"]) == ("warehouse", ["team:data"], "finance")
-    assert table.metadata["dagster/table_name"] == "billing.orders"
+    assert table.metadata["dagster/table_name"].endswith(".billing.orders")  # database.schema.table
     assert table.code_version and table.code_version != specs[AssetKey("orders")].code_version
     for key, group in ((shop_src, "shop"), (billing_src, "billing")):
         assert specs[key].group_name == group

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance
-from psycopg2.extensions import make_dsn
+from psycopg2.extensions import make_dsn, parse_dsn
 
 from pg_sync_assets.assets import build_table_asset
 from pg_sync_assets.config import load_project
 from pg_sync_assets.definitions import build_definitions
 from pg_sync_assets.engine import ConfigError, TableRef, TableSpec, connect, plan_table
 from pg_sync_assets.engine.plan.spec import Mode
+from pg_sync_assets_tests.conftest import dbname
 from pg_sync_assets_tests.support import point_definitions_at
 
 REPO = Path(__file__).resolve().parents[2]
@@ -86,17 +87,24 @@ def test_sync_all_materializes_every_table_with_metadata_and_passing_checks(proj
     assert set(materialized) == {"orders", "paid_orders", "sangpum"}
     md = materialized["paid_orders"]
     assert md["dagster/row_count"] == 100 and md["rows_copied"] == 100
-    assert md["dagster/table_name"] == "analytics.paid_orders"
+    target_db = dbname(dbs.target)
+    assert md["dagster/table_name"] == f"{target_db}.analytics.paid_orders"  # database.schema.table
+    host, port = parse_dsn(dbs.target)["host"], parse_dsn(dbs.target)["port"]
+    assert md["dagster/uri"] == f"postgresql://{host}:{port}/{target_db}/analytics/paid_orders"  # no credentials
     # a first load: copied straight into the new table
     assert (md["rows_inserted"], md["rows_updated"], md["rows_deleted"]) == (100, 0, 0)
     assert md["refresh_method"].startswith("first load: copied straight into the new table")
     assert (materialized["orders"]["rows_inserted"], materialized["orders"]["rows_updated"]) == (400, 0)
     assert md["megabytes_streamed"] > 0 and md["seconds_copy"] >= 0 and "copy_rows_per_second" in md
-    assert [c.name for c in md["dagster/column_schema"].columns] == ["id", "status", "total"]
+    schema = md["dagster/column_schema"]
+    assert [c.name for c in schema.columns] == ["id", "status", "total"]
+    assert schema.columns[0].constraints.other == ["primary key"] and not schema.columns[0].constraints.nullable
+    assert schema.constraints.other == ["primary key (id)"]
     checks = _checks(result)
     assert len(checks) == 6 and all(e.passed for e in checks.values())
     korean = defs.resolve_assets_def(AssetKey("sangpum"))
-    assert korean.metadata_by_key[AssetKey("sangpum")]["dagster/table_name"] == "analytics.상품"
+    # known at definition time too: the target's database from its connection settings
+    assert korean.metadata_by_key[AssetKey("sangpum")]["dagster/table_name"] == f"{target_db}.analytics.상품"
     assert "shop.상품" in korean.descriptions_by_key[AssetKey("sangpum")]
     assert dbs.tgt('SELECT "이름" FROM analytics."상품" ORDER BY 1') == [("배",), ("사과",)]
 

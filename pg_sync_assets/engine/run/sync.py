@@ -105,6 +105,7 @@ class SyncResult:
     cdc_position: str | None = None  # `mode: cdc`: the source position the target now holds
     cdc_from: str | None = None  # `mode: cdc`: the position the run's changes start after
     cdc_transactions: int = 0  # `mode: cdc`: source transactions the run applied
+    target_location: tuple | None = None  # (host, port, database) of the target session
 
     @property
     def copy_rows_per_second(self) -> float:
