@@ -29,15 +29,18 @@ from .schedules import build_jobs_and_schedules
 TableList = Project | Mapping[str, Any] | Path | os.PathLike | str
 
 
-def read_table_list(tables: TableList, source_name: str | None = None) -> Project:
+def read_table_list(
+    tables: TableList, source_name: str | None = None, state_file: Path | None = None
+) -> Project:
     """A Project from a Project, a parsed document (a dict), YAML text, or a file path.
 
-    A `str` holding a line break is YAML text; any other `str` is a path.
+    A `str` holding a line break is YAML text; any other `str` is a path. A document's
+    pattern entries expand from `state_file` (a file's, from the state file beside it).
     """
     if isinstance(tables, Project):
         return tables
     if isinstance(tables, Mapping):
-        return parse_project(dict(tables), source_name or "<table list>")
+        return parse_project(dict(tables), source_name or "<table list>", state_file=state_file)
     if isinstance(tables, str) and "\n" in tables:
         name = source_name or "<table list>"
         return parse_project(parse_yaml(tables, name), name)
@@ -51,6 +54,7 @@ def build_defs(
     executor: ExecutorDefinition | None = EXECUTOR,
     launcher: Launcher = ANY_MODULE,
     owns_source: Callable[[AssetKey], bool] | None = None,
+    state_file: Path | None = None,
 ) -> Definitions:
     """The Definitions of a table list: one asset per table (with its checks), an external
     asset per source table, the jobs and schedules, and one resource per connection used
@@ -60,7 +64,7 @@ def build_defs(
     component set theirs; any other module gets the job's name and both ways).
     `owns_source` says which source tables' external assets these definitions declare
     (default all); the others are only depended on, declared by another instance."""
-    project = read_table_list(tables, source_name)
+    project = read_table_list(tables, source_name, state_file)
     located = {name: connection_location(c) for name, c in project.connections.items()}
     project = replace(
         project,

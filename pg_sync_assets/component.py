@@ -11,16 +11,21 @@ live in one project without colliding (`defs/shop` -> `shop_sync_all`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 
 import dagster as dg
 import yaml
+from dagster.components import DefsStateConfig, DefsStateConfigArgs, ResolvedDefsStateConfig
 from pydantic import Field
 
 from .build import build_defs
 from .component_models import Attributes, Connections, DefaultsAttr, SchedulesAttr, Tables
+from .engine.errors import ConfigError
 from .launch import DG_LAUNCH
+from .patterns import pattern_entries, write_state
 
 _NOT_NAME = re.compile(r"[^A-Za-z0-9_]+")
 
@@ -48,14 +53,17 @@ class TableSyncScaffolder(dg.Scaffolder):
 
 
 @dg.scaffold_with(TableSyncScaffolder)
-class TableSyncComponent(dg.Component, dg.Model, dg.Resolvable):
+class TableSyncComponent(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     """Keeps PostgreSQL tables in sync: one asset per table (with row_count and checksum
-    checks), jobs and schedules, and one resource per named connection."""
+    checks), jobs and schedules, and one resource per named connection. Pattern entries
+    (`source: shop.*`) expand from the component's state, which `dg utils
+    refresh-defs-state` writes by listing the matching tables (`dg dev` refreshes it on
+    load); loading reads only that state, never a database."""
 
     tables: Tables = Field(description="The table entries, as in a table list file.")
     connections: Connections = Field(
         default=None,
-        description="name -> {url: ...} or fields; any value may be \"{{ env.VAR }}\" (or {env: VAR}), "
+        description='name -> {url: ...} or fields; any value may be "{{ env.VAR }}" (or {env: VAR}), '
         "read when a session opens. Default: `source` and `target` from PG_SYNC_SOURCE_URL / "
         "PG_SYNC_TARGET_URL.",
     )
@@ -65,25 +73,58 @@ class TableSyncComponent(dg.Component, dg.Model, dg.Resolvable):
         default=None,
         description="Prefix of the job and schedule names (default: the folder of this defs.yaml).",
     )
+    defs_state: ResolvedDefsStateConfig = Field(
+        default_factory=DefsStateConfigArgs.local_filesystem,
+        description="Where the pattern entries' table listing is kept (Dagster's defs state).",
+    )
 
     @classmethod
     def get_model_cls(cls):
         return Attributes
 
-    def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        name = self.name or _NOT_NAME.sub("_", context.path.name).strip("_") or None
-        document = {
+    @property
+    def defs_state_config(self) -> DefsStateConfig:
+        text = json.dumps(
+            [self.name, self.tables, self.connections, self.defaults], sort_keys=True, default=str
+        )
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return DefsStateConfig.from_args(
+            self.defs_state, default_key=f"TableSyncComponent[{self.name or digest}]"
+        )
+
+    def _document(self, name: str | None) -> dict:
+        return {
             "name": name,
             "tables": [_plain(t) for t in self.tables],
             **({"connections": self.connections} if self.connections else {}),
             **({"defaults": _plain(self.defaults)} if self.defaults is not None else {}),
             **({"schedules": _plain(self.schedules)} if self.schedules is not None else {}),
         }
+
+    def write_state_to_path(self, state_path: Path) -> None:
+        """`dg utils refresh-defs-state`: list the tables of the pattern entries."""
+        lines: list[str] = []
+        document = self._document(self.name)
+        if write_state(document, "the TableSyncComponent's attributes", state_path, lines.append):
+            raise ConfigError("\n".join(lines))
+
+    def build_defs_from_state(
+        self, context: dg.ComponentLoadContext, state_path: Path | None
+    ) -> dg.Definitions:
+        name = self.name or _NOT_NAME.sub("_", context.path.name).strip("_") or None
+        document = self._document(name)
+        where = str(context.path / "defs.yaml")
+        if state_path is None and pattern_entries(document):
+            raise ConfigError(
+                f"`{where}`: its pattern entries expand from the component's state, which has not been "
+                "written yet: run `dg utils refresh-defs-state` (`dg dev` refreshes it when it loads)"
+            )
         return build_defs(
             document,
-            source_name=str(context.path / "defs.yaml"),
+            source_name=where,
             launcher=DG_LAUNCH,
             owns_source=_first_claim(context),
+            state_file=state_path,
         )
 
 

@@ -17,6 +17,7 @@ import re
 from typing import Annotated, Any, Literal
 
 import dagster as dg
+from dagster.components import DefsStateConfigArgs
 from pydantic import Field
 
 from .engine.errors import ConfigError
@@ -216,6 +217,9 @@ class Attributes(dg.Model):
     schedules: SchedulesModel | None = Field(None, description="When the jobs' schedules tick.")
     name: str | None = Field(
         None, description="Prefix of the job and schedule names (default: the folder of this defs.yaml)."
+    )
+    defs_state: DefsStateConfigArgs | None = Field(
+        None, description="Where the pattern entries' table listing is kept (default: the local filesystem)."
     )
 
 

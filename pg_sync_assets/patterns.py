@@ -212,16 +212,25 @@ def _summary(pattern: Pattern, found: list[TableRef], before: list[list[str]] | 
 
 def refresh_state(document: Any, table_list: Path, out: Callable[[str], None], environ=os.environ) -> int:
     """List the tables of every pattern in `document` on its source and write the state
-    file; one line per pattern. 0, or 2 when a connection or the catalog fails."""
+    file beside the table list; one line per pattern. 0, or 2 when a connection or the
+    catalog fails. A list without patterns writes nothing."""
+    if not pattern_entries(document):
+        return 0
+    return write_state(document, f"`{table_list}`", state_path(table_list), out, environ)
+
+
+def pattern_entries(document: Any) -> list[dict]:
     if not isinstance(document, dict) or not isinstance(document.get("tables"), list):
-        return 0
+        return []
     defaults = document.get("defaults") or {}
-    raws = [
-        {**defaults, **e} for e in document["tables"] if isinstance(e, dict) and is_pattern(e.get("source"))
-    ]
-    if not raws:
-        return 0
-    where, path = f"`{table_list}`", state_path(table_list)
+    entries = [e for e in document["tables"] if isinstance(e, dict)]
+    return [{**defaults, **e} for e in entries if is_pattern(e.get("source"))]
+
+
+def write_state(document: Any, where: str, path: Path, out: Callable[[str], None], environ=os.environ) -> int:
+    """List the tables of every pattern in `document` and write them to `path` (the table
+    list's state file, or a component's state for `dg utils refresh-defs-state`)."""
+    raws = pattern_entries(document)
     listings: dict[str, list[list[str]]] = {}
     try:
         connections = parse_connections(document.get("connections"), where)
@@ -235,5 +244,6 @@ def refresh_state(document: Any, table_list: Path, out: Callable[[str], None], e
         out(str(exc))
         return 2
     state = {"patterns": {key: {"tables": tables} for key, tables in listings.items()}}
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(state, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return 0

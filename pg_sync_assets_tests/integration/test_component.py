@@ -241,3 +241,52 @@ def test_a_failed_check_prints_a_repair_that_runs_as_printed_in_the_dg_project(d
                               capture_output=True, text=True, timeout=300)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert execute(dbs.target, "SELECT total::text FROM shop.orders WHERE id = 7") == [("1.75",)]
+
+
+PATTERN = """
+type: pg_sync_assets.TableSyncComponent
+
+requirements:
+  env: [SHOP_DATABASE_URL, WAREHOUSE_DATABASE_URL]
+
+attributes:
+  connections:
+    shop:
+      url: "{{ env.SHOP_DATABASE_URL }}"
+    warehouse:
+      url: "{{ env.WAREHOUSE_DATABASE_URL }}"
+  defaults:
+    source_connection: shop
+    target_connection: warehouse
+  tables:
+    - source: public.*
+      target: copies.*
+      exclude: [public.invoices]
+  defs_state:
+    management_type: LOCAL_FILESYSTEM
+    refresh_if_dev: false     # only `dg utils refresh-defs-state` lists the tables
+"""
+
+
+def test_pattern_entries_expand_from_the_components_state_refreshed_by_dg(dg_project, dbs, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(dg_project))  # the project is not installed: its package is here
+    monkeypatch.setenv("DAGSTER_HOME", str(dg_project))
+    folder = dg_project / "warehouse_sync" / "defs" / "copies"
+    folder.mkdir()
+    (folder / "defs.yaml").write_text(PATTERN)
+    done = _dg(dg_project, "list", "defs", "--json")
+    assert done.returncode != 0 and "dg utils refresh-defs-state" in done.stdout + done.stderr
+
+    done = _dg(dg_project, "utils", "refresh-defs-state")
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = _dg(dg_project, "list", "defs", "--json")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert {a["asset_key"] for a in json.loads(listed.stdout)["assets"]} >= {"orders", "shop/public/orders"}
+    assert "invoices" not in {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
+
+    execute(dbs.source, "CREATE TABLE public.refunds (id int PRIMARY KEY)")  # a new source table
+    listed = _dg(dg_project, "list", "defs", "--json")
+    assert "refunds" not in {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}  # offline: the state
+    assert _dg(dg_project, "utils", "refresh-defs-state").returncode == 0
+    listed = _dg(dg_project, "list", "defs", "--json")
+    assert "refunds" in {a["asset_key"] for a in json.loads(listed.stdout)["assets"]}
