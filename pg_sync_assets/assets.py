@@ -402,7 +402,13 @@ def automation_condition(entry: TableEntry) -> AutomationCondition | None:
         return None
     if entry.automation.on_cron is None:
         return AutomationCondition.eager()
-    return AutomationCondition.on_cron(entry.automation.on_cron)
+    # Dagster's `on_cron` also waits for every upstream asset to update after the tick; a
+    # table's upstream is its source table's external asset, which nothing updates.
+    cron = entry.automation.on_cron
+    condition = AutomationCondition.cron_tick_passed(cron, "UTC") & ~AutomationCondition.in_progress()
+    if entry.spec.hourly:
+        condition = condition & AutomationCondition.in_latest_time_window()
+    return condition.with_label(f"on cron {cron} (UTC)")
 
 
 def freshness_policy(entry: TableEntry) -> FreshnessPolicy | None:

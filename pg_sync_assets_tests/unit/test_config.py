@@ -311,3 +311,56 @@ def test_a_slot_name_postgresql_refuses_is_refused_at_load(name):
 def test_a_bad_cdc_cron_is_refused():
     with pytest.raises(ConfigError, match="`cdc_cron` must be a 5-field cron string"):
         parse_schedules({"cdc_cron": "every five minutes"})
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ({"automation_condition": "lazy"}, "`automation_condition` must be `eager` or `{on_cron: CRON}`"),
+        ({"automation_condition": {"on_cron": "hourly"}}, "`automation_condition.on_cron` must be a 5-field cron"),
+        ({"freshness": {"fail_window": "2 hours"}}, "`freshness.fail_window` must be a duration like `90m`"),
+        ({"freshness": {"warn_window": "1h"}}, "`freshness` must be a mapping with `fail_window`"),
+        ({"freshness": {"fail_window": "1h", "warn_window": "2h"}}, "`freshness.warn_window` must be shorter"),
+    ],
+)
+def test_automation_and_freshness_errors_say_what_is_allowed(entry, expected):
+    from pg_sync_assets.config import parse_project
+
+    with pytest.raises(ConfigError, match="table entry 1") as caught:
+        parse_project({"tables": [{"source": "a.b", **entry}]})
+    assert expected in str(caught.value)
+
+
+def test_automation_and_freshness_are_read():
+    from datetime import timedelta
+
+    from pg_sync_assets.config import parse_project
+
+    project = parse_project({"defaults": {"freshness": {"fail_window": "1d"}},
+                             "tables": [{"source": "a.b", "automation_condition": "eager"},
+                                        {"source": "a.c", "automation_condition": {"on_cron": "*/10 * * * *"}}]})
+    b, c = project.tables
+    assert (b.automation.on_cron, c.automation.on_cron) == (None, "*/10 * * * *")
+    assert b.freshness.fail_window == c.freshness.fail_window == timedelta(days=1)
+
+
+def test_printed_commands_fit_where_the_definitions_load():
+    from pg_sync_assets.launch import ANY_MODULE, DG_LAUNCH, MODULE
+
+    config = '{"ops": {"orders": {"config": {"reconcile": true}}}}'
+    assert DG_LAUNCH.materialize("orders", config) == f"`dg launch --assets orders --config-json '{config}'`"
+    assert DG_LAUNCH.run_job("shop_reconcile_all") == "`dg launch --job shop_reconcile_all`"
+    assert MODULE.run_job("reconcile_all") == "`dagster job execute -m pg_sync_assets.definitions -j reconcile_all`"
+    assert "`dg launch --job x`" in ANY_MODULE.run_job("x") and "YOUR_DEFINITIONS_MODULE -j x`" in ANY_MODULE.run_job("x")
+
+
+def test_the_table_uri_names_no_credential():
+    from pg_sync_assets.connections import Connection
+    from pg_sync_assets.locations import connection_location, location_metadata
+
+    connection = Connection("w", url="postgresql://loader:pw@dwh.internal:6432/warehouse?sslmode=require")
+    meta = location_metadata(connection_location(connection, {}), TableRef("분석", "주문 내역"))
+    assert meta["dagster/table_name"] == "warehouse.분석.주문 내역"
+    assert meta["dagster/uri"] == "postgresql://dwh.internal:6432/warehouse/%EB%B6%84%EC%84%9D/%EC%A3%BC%EB%AC%B8%20%EB%82%B4%EC%97%AD"
+    assert "loader" not in meta["dagster/uri"] and "pw" not in meta["dagster/uri"]
+    assert connection_location(Connection("w", url={"env": "UNSET_VAR"} and None), {}) is None

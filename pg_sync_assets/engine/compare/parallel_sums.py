@@ -19,6 +19,7 @@ from psycopg2 import sql
 from ..connect import sibling_session
 from ..load.parallel_copy import copy_workers, page_ranges
 from ..plan.introspect import Column
+from ..run.workers import Workers
 from ..sql import pin_text_settings
 from ..verify.buckets import Bucketing, BucketSums
 
@@ -74,54 +75,21 @@ def parallel_bucket_sums(
         snapshot = cur.fetchone()[0]
     sums = BucketSums(bucketing, n)
     lock = threading.Lock()
-    errors: list[BaseException] = []
-    sessions: list = []
+    pool = Workers()
 
     def work(condition: sql.Composable) -> None:
-        try:
-            session = sibling_session(conn, readonly=True, purpose="compare worker")
-            with lock:
-                sessions.append(session)
-            session.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
-            with session.cursor() as cur:
-                cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
-                pin_text_settings(cur)
-                cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
-                window = (
-                    condition
-                    if spec.window is None
-                    else sql.SQL("({}) AND ({})").format(spec.window, condition)
-                )
-                statement = sql.SQL("COPY (SELECT b, count(*), sum(h) FROM ({}) AS x GROUP BY b) TO STDOUT")
-                cur.copy_expert(statement.format(inner(replace(spec, window=window))), _Adder(sums, lock))
-            session.rollback()
-        except BaseException as exc:  # re-raised in the calling thread
-            with lock:
-                errors.append(exc)
-                for other in sessions:
-                    if not other.closed:
-                        other.cancel()
+        session = pool.open(lambda: sibling_session(conn, readonly=True, purpose="compare worker"))
+        session.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+        with session.cursor() as cur:
+            cur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+            pin_text_settings(cur)
+            cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+            window = condition
+            if spec.window is not None:
+                window = sql.SQL("({}) AND ({})").format(spec.window, condition)
+            statement = sql.SQL("COPY (SELECT b, count(*), sum(h) FROM ({}) AS x GROUP BY b) TO STDOUT")
+            cur.copy_expert(statement.format(inner(replace(spec, window=window))), _Adder(sums, lock))
+        session.rollback()
 
-    threads = [
-        threading.Thread(target=work, args=(c,), name=f"pg-sync-sums-{i}")
-        for i, c in enumerate(page_ranges(pages, workers))
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    except BaseException:
-        with lock:
-            for session in sessions:
-                if not session.closed:
-                    session.cancel()
-        for thread in threads:
-            thread.join()
-        raise
-    finally:
-        for session in sessions:
-            session.close()
-    if errors:
-        raise errors[0]
+    pool.run([lambda c=c: work(c) for c in page_ranges(pages, workers)], "pg-sync-sums")
     return sums

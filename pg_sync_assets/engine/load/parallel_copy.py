@@ -23,6 +23,7 @@ from psycopg2 import sql
 
 from ..connect import sibling_session
 from ..plan.spec import TableSpec
+from ..run.workers import Workers
 from .copy import CopyProgress, CopyResult, source_copy_statement, stream_copy
 from .staging import STAGING_SCHEMA
 
@@ -100,52 +101,21 @@ def parallel_copy(run, workers: int, pages: int, report: Callable[[CopyProgress]
     )
     totals = _Totals(workers, report, interval)
     results: list[CopyResult | None] = [None] * workers
-    errors: list[BaseException] = []
-    sessions: list = []
-    lock = threading.Lock()
+    pool = Workers()
 
     def work(i: int, condition: sql.Composable) -> None:
-        try:
-            source = sibling_session(scur.connection, readonly=True)
-            target = sibling_session(tcur.connection, readonly=False)
-            with lock:
-                sessions.extend((source, target))
-            source.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
-            target.autocommit = False
-            with source.cursor() as wscur, target.cursor() as wtcur:
-                wscur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
-                statement = source_copy_statement(spec, copied, condition)
-                results[i] = stream_copy(wscur, wtcur, statement, copy_in, totals.of(i), interval)
-            target.commit()
-            source.rollback()
-        except BaseException as exc:  # handed to the run's thread, re-raised there
-            with lock:
-                errors.append(exc)
-                for conn in sessions:  # the others stop too
-                    if not conn.closed:
-                        conn.cancel()
+        source = pool.open(lambda: sibling_session(scur.connection, readonly=True))
+        target = pool.open(lambda: sibling_session(tcur.connection, readonly=False))
+        source.set_session(isolation_level="REPEATABLE READ", readonly=True, autocommit=False)
+        target.autocommit = False
+        with source.cursor() as wscur, target.cursor() as wtcur:
+            wscur.execute("SET TRANSACTION SNAPSHOT %s", (snapshot,))
+            statement = source_copy_statement(spec, copied, condition)
+            results[i] = stream_copy(wscur, wtcur, statement, copy_in, totals.of(i), interval)
+        target.commit()
+        source.rollback()
 
-    threads = [
-        threading.Thread(target=work, args=(i, condition), name=f"pg-sync-copy-{i}")
-        for i, condition in enumerate(page_ranges(pages, workers))
-    ]
-    try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    except BaseException:  # Ctrl-C or a stopped run: stop the workers' statements first
-        with lock:
-            for conn in sessions:
-                if not conn.closed:
-                    conn.cancel()
-        for thread in threads:
-            thread.join()
-        raise
-    finally:
-        for conn in sessions:
-            conn.close()
-    if errors:
-        raise errors[0]
+    jobs = [lambda i=i, c=c: work(i, c) for i, c in enumerate(page_ranges(pages, workers))]
+    pool.run(jobs, "pg-sync-copy")
     done = [r for r in results if r is not None]
     return CopyResult(sum(r.rows for r in done), sum(r.bytes for r in done), max(r.seconds for r in done))
