@@ -9,6 +9,9 @@ then times, alternating, each round dropping whatever the path created:
   pgcopydb    `pgcopydb clone` of the one table (schema, data, index), when installed
   project     engine.sync_table, full_refresh: a first load, verified before commit
   project_noverify  the same with `verify: false`
+  cli         `dagster asset materialize -m pg_sync_assets.definitions --select bench` in a
+              fresh process, as a user or a schedule runs it: start-up, the verified first
+              load and both checks
 With `--before-commit REV`, `project` is also timed with the code of REV (a git
 worktree), as `before`: the staged first load, for the figure beside the direct one.
 It prints medians, each path's ratio to the reference, and the stages of `project`.
@@ -28,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from full_refresh import build_source, run_reference, sql  # noqa: E402
+from full_refresh import build_source, run_cli, run_reference, sql  # noqa: E402
 from worktree import checkout, run_python  # noqa: E402
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, connect, sync_table  # noqa: E402
@@ -128,6 +131,9 @@ def main() -> int:
                     stages.append(stage)
                     seconds, _ = run_project(source.url(), target.url(), verify=False)
                     times.setdefault("project_noverify", []).append(seconds)
+                    drop_target(target.url())
+                    sql(target.url(), "CHECKPOINT")
+                    times.setdefault("cli", []).append(run_cli(source.url(), target.url(), work, "auto"))
                     if tree is not None:
                         drop_target(target.url())
                         out = run_python(

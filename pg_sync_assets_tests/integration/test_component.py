@@ -65,6 +65,17 @@ def _dg(project: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def _project_defs(project: Path, monkeypatch):
+    """The Definitions of the project made by `dg_project`, imported in this process (an
+    earlier test's project of the same package name is forgotten first)."""
+    for name in [m for m in sys.modules if m == "warehouse_sync" or m.startswith("warehouse_sync.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(project))
+    from warehouse_sync.definitions import defs  # noqa: PLC0415 - the project made by the fixture
+
+    return defs()
+
+
 @pytest.fixture
 def dg_project(tmp_path, dbs, monkeypatch):
     """A dg project with a `shop` instance (scaffolded by dg, then edited) and a `billing`
@@ -129,10 +140,7 @@ def test_component_instances_sync_in_one_code_location(dg_project, dbs, monkeypa
     _dg(dg_project, "scaffold", "defs", "pg_sync_assets.TableSyncComponent", "shop")
     (dg_project / "warehouse_sync" / "defs" / "billing").mkdir()
     (dg_project / "warehouse_sync" / "defs" / "billing" / "defs.yaml").write_text(BILLING)
-    monkeypatch.syspath_prepend(str(dg_project))
-    from warehouse_sync.definitions import defs  # noqa: PLC0415 - the project made above
-
-    resolved = defs()
+    resolved = _project_defs(dg_project, monkeypatch)
     instance = DagsterInstance.ephemeral()
     for job in ("shop_sync_all", "billing_sync_all"):
         result = resolved.resolve_job_def(job).execute_in_process(instance=instance)
@@ -211,10 +219,7 @@ def test_env_templates_are_declared_read_when_a_session_opens_and_never_rendered
     assert done.returncode == 0, done.stdout + done.stderr
     assert "s3cret-Value" not in done.stdout + done.stderr
     # The resource names the variable; its value is read when a session opens.
-    monkeypatch.syspath_prepend(str(dg_project))
-    from warehouse_sync.definitions import defs  # noqa: PLC0415 - the project made above
-
-    shop = defs().resources["shop"]
+    shop = _project_defs(dg_project, monkeypatch).resources["shop"]
     assert "SHOP_PASSWORD" in repr(shop) and "s3cret-Value" not in repr(shop)
 
 
