@@ -25,7 +25,7 @@ from .engine import SyncResult
 from .engine.cdc.feed import current_position, slot_status
 from .engine.cdc.pgoutput import lsn_text
 from .engine.cdc.state import read_position, slot_positions
-from .engine.run.cdc import sync_cdc_table
+from .engine.run.cdc import sync_cdc_group
 from .keys import resources_of, table_asset_key
 from .project import Project, ScheduleSettings, TableEntry
 
@@ -38,6 +38,15 @@ def member_connections(entry: TableEntry) -> set[str]:
 
 
 def run_cdc(context: AssetExecutionContext, entry: TableEntry, source_conn, target_conn) -> SyncResult:
+    return run_cdc_group(context, [entry], source_conn, target_conn)[0]
+
+
+def run_cdc_group(
+    context: AssetExecutionContext, entries: list[TableEntry], source_conn, target_conn
+) -> list[SyncResult]:
+    """`cdc` tables applied together (a snapshot group's selected members, or one table)."""
+    entry = entries[0]
+
     def positions() -> dict:
         known: dict = {}
         by_connection: dict[str, list] = {}
@@ -49,8 +58,9 @@ def run_cdc(context: AssetExecutionContext, entry: TableEntry, source_conn, targ
                 known.update(slot_positions(cur, entry.feed.slot, tables))
         return known
 
-    return sync_cdc_table(
-        entry.spec, source_conn, target_conn, feed=entry.feed, positions=positions, log=context.log
+    specs = [e.spec for e in entries]
+    return sync_cdc_group(
+        specs, source_conn, target_conn, feed=entry.feed, positions=positions, log=context.log
     )
 
 

@@ -325,6 +325,12 @@ def _check_groups(entries: list[TableEntry], where: str) -> None:
                 f"{entry.target_connection}); one group reads one snapshot and writes one transaction, "
                 "so its tables must share their connections"
             )
+        if (other.spec.mode is Mode.CDC) != (entry.spec.mode is Mode.CDC):
+            raise ConfigError(
+                f"{where}: snapshot group `{group}` holds `{other.name}` ({other.spec.mode.value}) and "
+                f"`{entry.name}` ({entry.spec.mode.value}); a group's tables are either all `cdc` (their "
+                "changes applied together) or none"
+            )
 
 
 def _asset_name(entry: EntryReader, target: TableRef) -> str:

@@ -117,11 +117,10 @@ def snapshot_group_key(entry: EntryReader, mode: Mode, schedule: str | None) -> 
         raise entry.error(
             f"`snapshot_group` names a step: use only letters A-Z, a-z, digits and _, got {group!r}"
         )
-    if mode in (Mode.INCREMENTAL, Mode.CDC):
+    if mode is Mode.INCREMENTAL:
         raise entry.error(
-            "`snapshot_group` applies to `full_refresh` and `merge` tables (an incremental table "
-            "copies its own window; a `cdc` table applies its own changes, each run in one "
-            "transaction of its own)"
+            "`snapshot_group` applies to `full_refresh`, `merge` and `cdc` tables (an incremental "
+            "table copies its own window)"
         )
     if schedule is not None:
         raise entry.error(

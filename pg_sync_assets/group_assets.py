@@ -10,6 +10,7 @@ from dataclasses import replace
 from dagster import AssetExecutionContext, AssetsDefinition, Failure, multi_asset
 
 from .assets import NOT_TRANSIENT, SyncRunConfig, materialize_result, retry_policy, table_asset_spec
+from .cdc_assets import member_connections, run_cdc_group
 from .checks import evaluate_checks, fail_step, table_check_specs
 from .definition_names import asset_op
 from .engine import reconcile_table
@@ -28,7 +29,7 @@ def build_group_asset(group: str, entries: list[TableEntry]) -> AssetsDefinition
         specs=[table_asset_spec(e) for e in entries],
         check_specs=[c for e in entries for c in table_check_specs(e)],
         can_subset=True,
-        required_resource_keys={first.source_connection, first.target_connection},
+        required_resource_keys={first.source_connection, first.target_connection, *member_connections(first)},
         retry_policy=retry_policy(first.retries),
         pool=SOURCE_POOL,
     )
@@ -56,7 +57,9 @@ def _sync(context: AssetExecutionContext, selected: list[TableEntry], config: Sy
             target.get_connection(f"load {label}") as target_conn,
         ):
             location = session_location(target_conn)
-            if config.reconcile:  # a repair, table by table: each compares its own tables
+            if selected[0].feed is not None and not config.reconcile:  # cdc: the changes, together
+                results = run_cdc_group(context, selected, source_conn, target_conn)
+            elif config.reconcile:  # a repair, table by table: each compares its own tables
                 results = [
                     reconcile_table(e.spec, source_conn, target_conn, log=context.log) for e in selected
                 ]

@@ -238,3 +238,38 @@ def test_the_slot_stays_at_the_lowest_position_of_its_tables(dbs):
     dbs.src("UPDATE items SET v = 'b'")
     assert cdc(dbs, items).updated == 1 and same(dbs, TableRef("public", "items"))
     assert same(dbs)
+
+
+def test_a_snapshot_group_of_cdc_tables_applies_one_moment_in_one_transaction(dbs):
+    from pg_sync_assets.engine.run.cdc import sync_cdc_group
+
+    dbs.src(
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);"
+        "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, total int);"
+        "INSERT INTO customers VALUES (1, 'kim'), (2, 'lee');"
+        "INSERT INTO orders VALUES (10, 1, 5), (11, 2, 7);"
+    )
+    dbs.tgt(  # the target keeps the foreign key: the writes must come in its order
+        "CREATE TABLE customers (id int PRIMARY KEY, name text);"
+        "CREATE TABLE orders (id int PRIMARY KEY, customer_id int NOT NULL REFERENCES customers, total int)"
+    )
+    specs = [_spec(ORDERS, snapshot_group="shop"), _spec(TableRef("public", "customers"), snapshot_group="shop")]
+
+    def run():
+        source, target = connect(dbs.source, readonly=True), connect(dbs.target, readonly=False)
+        try:
+            return sync_cdc_group(specs, source, target, feed=FEED)
+        finally:
+            source.close()
+            target.close()
+
+    first = run()
+    assert [r.method for r in first] == [SNAPSHOT_COPY] * 2 and first[0].cdc_position == first[1].cdc_position
+    # a new customer with an order, and a customer deleted with its order: parents first, children first
+    dbs.src("INSERT INTO customers VALUES (3, 'park'); INSERT INTO orders VALUES (12, 3, 9);"
+            "DELETE FROM orders WHERE customer_id = 2; DELETE FROM customers WHERE id = 2")
+    orders, customers = run()
+    assert (orders.method, customers.method) == (APPLIED, APPLIED)
+    assert orders.cdc_position == customers.cdc_position  # one bound: one moment of the source
+    assert (orders.inserted, orders.deleted, customers.inserted, customers.deleted) == (1, 1, 1, 1)
+    assert same(dbs) and same(dbs, TableRef("public", "customers"))

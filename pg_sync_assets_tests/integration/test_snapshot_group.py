@@ -258,7 +258,7 @@ def test_a_group_is_one_step_that_can_still_run_one_member(dbs, monkeypatch):
 
 
 @pytest.mark.parametrize(("extra", "message"), [
-    ({"mode": "incremental", "incremental_column": "id"}, "`snapshot_group` applies to `full_refresh` and `merge`"),
+    ({"mode": "incremental", "incremental_column": "id"}, "`snapshot_group` applies to `full_refresh`, `merge` and `cdc`"),
     ({"schedule": "0 1 * * *"}, "runs with its group (in `sync_all` and `sync_daily`); remove its `schedule`"),
     ({"snapshot_group": "shop-1"}, "`snapshot_group` names a step: use only letters"),
 ])

@@ -65,8 +65,8 @@ def test_a_single_primary_key_column_may_be_a_string():
          ["mode `cdc` copies and follows the whole table", "use `merge` with `where`"]),
         ({"source": "a.b", "mode": "cdc", "schedule": "0 * * * *"},
          ["runs on its source connection's schedule `cdc_<connection>`", "remove its `schedule`"]),
-        ({"source": "a.b", "mode": "cdc", "snapshot_group": "g"},
-         ["`snapshot_group` applies to `full_refresh` and `merge` tables", "a `cdc` table applies its own"]),
+        ({"source": "a.b", "mode": "incremental", "incremental_column": "u", "snapshot_group": "g"},
+         ["`snapshot_group` applies to `full_refresh`, `merge` and `cdc` tables"]),
         ({"source": "a.b", "mode": "cdc", "cdc_max_lag_mb": 0},
          ["`cdc_max_lag_mb` must be a whole number of megabytes above 0, got 0"]),
         ({"source": "a.b", "mode": "incremental"}, ["`incremental_column` is required"]),
@@ -364,3 +364,11 @@ def test_the_table_uri_names_no_credential():
     assert meta["dagster/uri"] == "postgresql://dwh.internal:6432/warehouse/%EB%B6%84%EC%84%9D/%EC%A3%BC%EB%AC%B8%20%EB%82%B4%EC%97%AD"
     assert "loader" not in meta["dagster/uri"] and "pw" not in meta["dagster/uri"]
     assert connection_location(Connection("w", url={"env": "UNSET_VAR"} and None), {}) is None
+
+
+def test_a_snapshot_group_is_all_cdc_or_none():
+    from pg_sync_assets.config import parse_project
+
+    with pytest.raises(ConfigError, match="a group's tables are either all `cdc`"):
+        parse_project({"tables": [{"source": "a.b", "mode": "cdc", "snapshot_group": "g"},
+                                  {"source": "a.c", "snapshot_group": "g"}]})

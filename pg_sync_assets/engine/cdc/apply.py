@@ -421,7 +421,19 @@ def _in_last(alias: str, last: str, key: list[Column], present: bool) -> sql.Com
     )
 
 
-def apply_batch(
+def empty_table(cur, target, shape) -> int:
+    """After a TRUNCATE in the batch: the target emptied (only the changes after it count)."""
+    return delete_rows(cur, target, sql.SQL("true"), shape)
+
+
+def delete_batch(cur, target, last: str, key: list[Column], shape, after: int) -> MergeCounts:
+    """In the final transaction: delete the keys whose last change removed them."""
+    with by_key(cur, shape, key):
+        deleted = delete_rows(cur, target, _in_last("t", last, key, present=False), shape)
+    return MergeCounts(0, 0, deleted, "cdc")
+
+
+def upsert_batch(
     cur,
     target,
     staging: str,
@@ -432,12 +444,8 @@ def apply_batch(
     shape,
     truncated: bool,
 ) -> MergeCounts:
-    """In the final transaction: empty the table after a TRUNCATE, delete the keys whose
-    last change removed them, upsert the rest."""
-    emptied = delete_rows(cur, target, sql.SQL("true"), shape) if truncated else 0
-    with by_key(cur, shape, key):
-        deleted = delete_rows(cur, target, _in_last("t", last, key, present=False), shape)
-    counts = MergeCounts(0, 0, 0)
+    """In the final transaction: upsert the rows present after the batch (only changed rows
+    are written); inserts are told from updates by the changes themselves."""
     matched = None
     if not truncated:  # the rows that existed before the batch, from the changes alone
         cur.execute(
@@ -446,11 +454,12 @@ def apply_batch(
             )
         )
         matched = cur.fetchone()[0]
-    if rows:
-        if not shape.enforces(tuple(k.name for k in key)):  # else joined by key lookups anyway
-            cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-        counts = merge_from_staging(cur, target, staging, columns, key, rows, shape, matched=matched)
-    return MergeCounts(counts.inserted, counts.updated, emptied + deleted, "cdc")
+    if not rows:
+        return MergeCounts(0, 0, 0, "cdc")
+    if not shape.enforces(tuple(k.name for k in key)):  # else joined by key lookups anyway
+        cur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
+    counts = merge_from_staging(cur, target, staging, columns, key, rows, shape, matched=matched)
+    return MergeCounts(counts.inserted, counts.updated, 0, "cdc")
 
 
 def verify_batch(

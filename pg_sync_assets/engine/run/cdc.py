@@ -7,6 +7,10 @@ copy and the differential path.
   every transaction that committed before it is in the snapshot, every later one is in
   the stream. The table is copied from that snapshot as a verified full refresh, and the
   consistent point is recorded as the target's position.
+- **A snapshot group** of `cdc` tables does both for all its members together: one
+  snapshot for their first copy (the group's copy, one transaction), and one bound for
+  every later run, whose changes are all applied in one target transaction (upserts
+  parents first, deletes children first), so the target holds one moment of the source.
 - **Every later run** takes the source's current WAL position as its bound, streams the
   changes of transactions that committed after the recorded position and before the
   bound (`cdc/apply.py`), applies and verifies them, and records the bound, all in one
@@ -19,20 +23,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
 
 from ..cdc.apply import (
     Batch,
     ChangeStream,
     SchemaChanged,
-    apply_batch,
     build_last,
     create_changes_table,
+    delete_batch,
+    empty_table,
     fill_staging,
     last_truncate,
     require_plain_columns,
     resolve_unchanged,
     stage_changes,
+    upsert_batch,
     verify_batch,
 )
 from ..cdc.feed import (
@@ -65,6 +72,7 @@ from .context import (
     rollback_quietly,
     staged_run,
 )
+from .group import fk_edges, parents_first, sync_group
 from .locks import lock_final_table
 from .stages import StageTimer
 from .sync import SyncResult, sync_table
@@ -79,6 +87,45 @@ SNAPSHOT_COPY = "cdc_snapshot"  # SyncResult.method of a first (or schema-change
 APPLIED = "cdc"  # SyncResult.method of a run that applied changes
 
 
+@dataclass
+class _Member(Run):
+    """One `cdc` table of a run: its run, what the feed says of it, and what it applied."""
+
+    oid: int = 0
+    expected: list[str] = field(default_factory=list)  # the columns the stream carries
+    gap: str | None = None
+    position: object = None
+    exists: bool = False
+    orphans: tuple[str, ...] = ()
+    batch: Batch = field(default_factory=Batch)
+    after: int = 0  # the batch's last TRUNCATE, if any
+    rows: int = 0  # rows present after the batch (staged)
+    shape: object = None
+    counts: MergeCounts = field(default_factory=lambda: MergeCounts(0, 0, 0, APPLIED))
+    verification: LoadVerification | None = None
+    target_rows: int = 0
+
+    @property
+    def changes_table(self) -> str:
+        return self.staging + "c"
+
+    @property
+    def last_table(self) -> str:
+        return self.staging + "l"
+
+    def copy_reason(self, feed: Feed) -> str | None:
+        """Why this table is copied from a snapshot instead of applying changes, or None."""
+        if self.position is None or not self.exists:
+            return "first run"
+        if self.changes:
+            return "the target's columns change"
+        if self.position.slot != feed.slot:
+            return f"its position was recorded for slot `{self.position.slot}`"
+        if self.gap:
+            return f"{self.gap}: the changes since the last run cannot be read"
+        return None
+
+
 def sync_cdc_table(
     spec: TableSpec,
     source_conn,
@@ -89,17 +136,54 @@ def sync_cdc_table(
     options: SyncOptions | None = None,
     log: logging.Logger | None = None,
 ) -> SyncResult:
+    """One `cdc` table's run; see the module docstring."""
+    return sync_cdc_group(
+        [spec], source_conn, target_conn, feed=feed, positions=positions, options=options, log=log
+    )[0]
+
+
+def sync_cdc_group(
+    specs: list[TableSpec],
+    source_conn,
+    target_conn,
+    *,
+    feed: Feed,
+    positions: Positions | None = None,
+    options: SyncOptions | None = None,
+    log: logging.Logger | None = None,
+) -> list[SyncResult]:
+    """`cdc` tables read as one (a snapshot group, or one table); results in `specs` order."""
     log, options = log or _log, options or SyncOptions()
+    members = [_plan(spec, source_conn, target_conn, feed, options, log) for spec in specs]
+    reasons = [r for r in (m.copy_reason(feed) for m in members) if r]
+    if reasons:
+        return _snapshot_copy(members, source_conn, target_conn, feed, positions, options, log, reasons[0])
+    try:
+        return _apply(members, feed, positions, source_conn, target_conn)
+    except SchemaChanged as exc:
+        log.info(
+            "%s: the source's columns changed within the changes to apply (%s); copying again from a "
+            "new snapshot, as `on_schema_change` allows",
+            ", ".join(f"`{m.label}`" for m in members),
+            exc,
+        )
+        return _snapshot_copy(
+            members, source_conn, target_conn, feed, positions, options, log, "schema change"
+        )
+
+
+def _plan(spec: TableSpec, source_conn, target_conn, feed: Feed, options: SyncOptions, log) -> _Member:
     label = str(spec.target)
     timer = StageTimer(label, source_conn, target_conn, log, options.progress_interval)
     plan, copied, changes = prepare(spec, source_conn, target_conn, timer)
+    member = _Member(spec, plan, copied, changes, timer, options, log)
     with source_conn.cursor() as scur:
         require_logical(scur, label)
-        oid = source_identity(scur, spec, plan)
-        expected = relation_columns(scur, spec.source)
+        member.oid = source_identity(scur, spec, plan)
+        member.expected = relation_columns(scur, spec.source)
         require_plain_columns(label, copied)
-        gap = feed_gap(scur, feed, spec.source)
-        missing = [c.name for c in copied if c.name not in expected]
+        member.gap = feed_gap(scur, feed, spec.source)
+        missing = [c.name for c in copied if c.name not in member.expected]
         if missing:
             raise ConfigError(
                 f"`{label}`: the source's generated column(s) {missing} are not in the change stream; "
@@ -107,171 +191,195 @@ def sync_cdc_table(
             )
     source_conn.rollback()
     with target_conn.cursor() as tcur:
-        position = read_position(tcur, spec.target)
-        exists = read_target_shape(tcur, spec.target) is not None
-    if position is None or position.slot != feed.slot or not exists or changes or gap:
-        if position is None or not exists:
-            why = "first run"
-        elif changes:
-            why = "the target's columns change"
-        elif position.slot != feed.slot:
-            why = f"its position was recorded for slot `{position.slot}`"
-        else:
-            why = f"{gap}: the changes since the last run cannot be read"
-        return _snapshot_copy(spec, source_conn, target_conn, feed, positions, options, log, why)
-    run = Run(spec, plan, copied, changes, timer, options, log)
-    try:
-        return _apply(run, oid, expected, feed, positions, source_conn, target_conn)
-    except SchemaChanged as exc:
-        log.info(
-            "`%s`: the source's columns changed within the changes to apply (%s); copying the table "
-            "again from a new snapshot, as `on_schema_change: %s` allows",
-            label,
-            exc,
-            spec.on_schema_change,
-        )
-        return _snapshot_copy(spec, source_conn, target_conn, feed, positions, options, log, "schema change")
+        member.position = read_position(tcur, spec.target)
+        member.exists = read_target_shape(tcur, spec.target) is not None
+    return member
 
 
-def _snapshot_copy(spec, source_conn, target_conn, feed, positions, options, log, why: str) -> SyncResult:
-    label = str(spec.target)
-    log.info("`%s`: copying the table from the snapshot of a new replication slot (%s)", label, why)
+def _snapshot_copy(
+    members, source_conn, target_conn, feed, positions, options, log, why: str
+) -> list[SyncResult]:
+    labels = ", ".join(f"`{m.label}`" for m in members)
+    log.info("%s: copying from the snapshot of a new replication slot (%s)", labels, why)
+    specs = [replace(m.spec, mode=Mode.FULL_REFRESH) for m in members]
     writer = sibling_session(source_conn, readonly=False, purpose="change feed")
     try:
         writer.autocommit = True
         with writer.cursor() as wcur:
-            require_logical(wcur, label)
-            if ensure_publication(wcur, feed, spec.source):
-                log.info("`%s`: added `%s` to publication `%s`", label, spec.source, feed.publication)
+            require_logical(wcur, labels)
+            for m in members:
+                if ensure_publication(wcur, feed, m.spec.source):
+                    log.info("`%s`: added `%s` to publication `%s`", m.label, m.spec.source, feed.publication)
             if ensure_slot(wcur, feed):
-                log.info("`%s`: created replication slot `%s`", label, feed.slot)
+                log.info("%s: created replication slot `%s`", labels, feed.slot)
             with first_copy_guard(wcur, feed):
                 with exported_snapshot(source_conn) as (snapshot, consistent_point):
-                    result = sync_table(
-                        replace(spec, mode=Mode.FULL_REFRESH),
-                        source_conn,
-                        target_conn,
-                        options=options,
-                        log=log,
-                        snapshot=snapshot,
-                    )
+                    if len(specs) == 1:
+                        results = [
+                            sync_table(
+                                specs[0],
+                                source_conn,
+                                target_conn,
+                                options=options,
+                                log=log,
+                                snapshot=snapshot,
+                            )
+                        ]
+                    else:
+                        results = sync_group(
+                            specs, source_conn, target_conn, options=options, log=log, snapshot=snapshot
+                        )
                 with target_conn.cursor() as tcur:
                     ensure_state_table(tcur)
-                    write_position(tcur, spec.target, feed.slot, consistent_point, result.target_rows)
+                    for m, result in zip(members, results, strict=True):
+                        write_position(tcur, m.spec.target, feed.slot, consistent_point, result.target_rows)
     finally:
         writer.close()
     log.info(
-        "`%s`: copied at position %s; later runs apply the changes after it",
-        label,
-        lsn_text(consistent_point),
+        "%s: copied at position %s; later runs apply the changes after it", labels, lsn_text(consistent_point)
     )
-    _advance(source_conn, feed, positions, spec, consistent_point, log)
-    return replace(result, mode=Mode.CDC, method=SNAPSHOT_COPY, cdc_position=lsn_text(consistent_point))
+    _advance(source_conn, feed, positions, [m.spec for m in members], consistent_point, log)
+    position = lsn_text(consistent_point)
+    return [replace(r, mode=Mode.CDC, method=SNAPSHOT_COPY, cdc_position=position) for r in results]
 
 
-def _apply(
-    run: Run, oid: int, expected: list[str], feed: Feed, positions, source_conn, target_conn
-) -> SyncResult:
-    spec, plan, label, timer = run.spec, run.plan, run.label, run.timer
-    key = plan.key_columns()
-    batch = Batch()
-    with staged_run(spec, target_conn, run.copied, timer, run.log) as (run.staging, orphans):
-        changes, last = run.staging + "c", run.staging + "l"
+def _apply(members: list[_Member], feed: Feed, positions, source_conn, target_conn) -> list[SyncResult]:
+    with ExitStack() as stack:
+        for m in sorted(members, key=lambda m: m.label):  # locks in one order, as groups take them
+            m.staging, m.orphans = stack.enter_context(
+                staged_run(m.spec, target_conn, m.copied, m.timer, m.log)
+            )
         try:
-            with source_conn.cursor() as run.scur, target_conn.cursor() as run.tcur:
-                scur, tcur = run.scur, run.tcur
-                position = read_position(tcur, spec.target)  # again, under the table's lock
-                if position is None or position.slot != feed.slot:
-                    raise SchemaChanged([], [])  # another run re-copied or reset it: start over
-                with timer.stage("read_changes"):
-                    source_conn.rollback()
-                    bound = max(current_position(scur), position.applied_lsn)
-                    target_conn.autocommit = False
-                    create_changes_table(tcur, changes, run.copied, key)
-                    stream = ChangeStream(
-                        oid, expected, run.copied, list(plan.key), position.applied_lsn, batch
-                    )
-                    stage_changes(scur, tcur, feed, bound, changes, stream, key)
-                    target_conn.commit()
-                    source_conn.rollback()
-                run.log.info(
-                    "`%s`: %d changes in %d transactions between %s and %s",
-                    label,
-                    batch.changes,
-                    batch.transactions,
-                    lsn_text(position.applied_lsn),
-                    lsn_text(bound),
-                )
-                counts, verification, target_rows = _write(run, batch, changes, last, position, bound, feed)
+            with source_conn.cursor() as scur, target_conn.cursor() as tcur:
+                for m in members:
+                    m.scur, m.tcur = scur, tcur
+                    m.position = read_position(tcur, m.spec.target)  # again, under the table's lock
+                    if m.position is None or m.position.slot != feed.slot:
+                        raise SchemaChanged([], [])  # another run re-copied or reset it: start over
+                source_conn.rollback()
+                bound = max(current_position(scur), *(m.position.applied_lsn for m in members))
+                for m in members:
+                    _stage(m, feed, bound, source_conn, target_conn)
+                _write(members, bound, feed, tcur)
         finally:
-            end_run_transactions(source_conn, target_conn)  # staged_run drops the run's tables
-    _advance(source_conn, feed, positions, spec, bound, run.log)
-    return SyncResult(
-        table=label,
-        mode=Mode.CDC,
-        rows_copied=batch.changes,
-        bytes_copied=batch.bytes,
-        **counts.fields(),
-        target_rows=target_rows,
-        created_target=False,
-        plan=plan,
-        verification=verification,
-        stage_seconds=dict(timer.seconds),
-        removed_orphans=orphans,
-        method=APPLIED,
-        cdc_position=lsn_text(bound),
-        cdc_from=lsn_text(position.applied_lsn),
-        cdc_transactions=batch.transactions,
+            end_run_transactions(source_conn, target_conn)  # staged_run drops the runs' tables
+    _advance(source_conn, feed, positions, [m.spec for m in members], bound, members[0].log)
+    return [_result(m, bound) for m in members]
+
+
+def _stage(m: _Member, feed: Feed, bound: int, source_conn, target_conn) -> None:
+    """The member's changes between its position and `bound`, into its changes table."""
+    with m.timer.stage("read_changes"):
+        source_conn.rollback()
+        target_conn.autocommit = False
+        key = m.plan.key_columns()
+        create_changes_table(m.tcur, m.changes_table, m.copied, key)
+        stream = ChangeStream(m.oid, m.expected, m.copied, list(m.plan.key), m.position.applied_lsn, m.batch)
+        stage_changes(m.scur, m.tcur, feed, bound, m.changes_table, stream, key)
+        target_conn.commit()
+        source_conn.rollback()
+    m.log.info(
+        "`%s`: %d changes in %d transactions between %s and %s",
+        m.label,
+        m.batch.changes,
+        m.batch.transactions,
+        lsn_text(m.position.applied_lsn),
+        lsn_text(bound),
     )
 
 
-def _write(run: Run, batch: Batch, changes: str, last: str, position, bound: int, feed: Feed):
-    """The final transaction: apply, verify, record the bound; committed."""
-    spec, plan, tcur, timer = run.spec, run.plan, run.tcur, run.timer
-    key = plan.key_columns()
-    with final_transaction(run.scur, tcur, run.label) as final:
-        with timer.stage("merge"):
-            tcur.execute("SELECT set_config('work_mem', %s, true)", (run.options.merge_work_mem,))
-            shape = read_target_shape(tcur, spec.target)
-            if shape is None:
-                raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
-            require_writable_target(spec.target, shape, spec.mode, plan.key)
-            lock_final_table(tcur, spec, "ROW EXCLUSIVE")
-            if spec.target_triggers == DISABLE:
-                disable_user_triggers(tcur, spec.target)
-            counts, rows = MergeCounts(0, 0, 0, APPLIED), 0
-            after = 0
-            if batch.changes:
-                after = last_truncate(tcur, changes)
-                if batch.unchanged_columns:
-                    resolve_unchanged(
-                        tcur, changes, spec.target, run.copied, key, after, batch.unchanged_columns
-                    )
-                build_last(tcur, changes, last, key, after)
-                rows = fill_staging(tcur, changes, last, run.staging, run.copied)
-                counts = apply_batch(
-                    tcur, spec.target, run.staging, last, run.copied, key, rows, shape, after > 0
-                )
-        verification = None
-        with timer.stage("verify_final"):
-            if batch.changes:
-                verification = _verify(run, last, after > 0, bound, shape)
-        # After a TRUNCATE the table holds exactly the batch's rows; else the recorded count moves.
-        target_rows = rows if after else position.target_rows + counts.inserted - counts.deleted
-        write_position(tcur, spec.target, feed.slot, bound, target_rows)
-        with timer.stage("commit"):
+def _write(members: list[_Member], bound: int, feed: Feed, tcur) -> None:
+    """The final transaction: every member's changes applied (upserts parents first,
+    deletes children first), verified and its bound recorded; committed."""
+    order = _parents_first(members, tcur) if len(members) > 1 else members
+    labels = ", ".join(m.label for m in members)
+    with final_transaction(members[0].scur, tcur, labels) as final:
+        for m in order:
+            with m.timer.stage("merge"):
+                _prepare_write(m)
+                if len(members) == 1:  # a single table: deletes first (a unique value may move)
+                    _delete(m)
+                _upsert(m)
+        if len(members) > 1:
+            for m in reversed(order):
+                with m.timer.stage("merge"):
+                    _delete(m)
+        for m in members:
+            with m.timer.stage("verify_final"):
+                if m.batch.changes:
+                    m.verification = _verify(m, bound)
+            # After a TRUNCATE the table holds exactly the batch's rows; else the count moves.
+            m.target_rows = (
+                m.rows if m.after else m.position.target_rows + m.counts.inserted - m.counts.deleted
+            )
+            write_position(tcur, m.spec.target, feed.slot, bound, m.target_rows)
+        with members[0].timer.stage("commit"):
             final.commit()
-    return counts, verification, target_rows
 
 
-def _verify(run: Run, last: str, truncated: bool, bound: int, shape) -> LoadVerification:
-    key = run.plan.key_columns()
+def _prepare_write(m: _Member) -> None:
+    """In the final transaction: the table's lock and shape, its changes resolved and
+    reduced to one final state per key (`last`), the present rows staged."""
+    spec, tcur, key = m.spec, m.tcur, m.plan.key_columns()
+    tcur.execute("SELECT set_config('work_mem', %s, true)", (m.options.merge_work_mem,))
+    m.shape = read_target_shape(tcur, spec.target)
+    if m.shape is None:
+        raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
+    require_writable_target(spec.target, m.shape, spec.mode, m.plan.key)
+    lock_final_table(tcur, spec, "ROW EXCLUSIVE")
+    if spec.target_triggers == DISABLE:
+        disable_user_triggers(tcur, spec.target)
+    if not m.batch.changes:
+        return
+    m.after = last_truncate(tcur, m.changes_table)
+    if m.batch.unchanged_columns:
+        resolve_unchanged(
+            tcur, m.changes_table, spec.target, m.copied, key, m.after, m.batch.unchanged_columns
+        )
+    build_last(tcur, m.changes_table, m.last_table, key, m.after)
+    m.rows = fill_staging(tcur, m.changes_table, m.last_table, m.staging, m.copied)
+    if m.after:
+        m.counts = MergeCounts(0, 0, empty_table(tcur, spec.target, m.shape), APPLIED)
+
+
+def _delete(m: _Member) -> None:
+    if not m.batch.changes:
+        return
+    deleted = delete_batch(m.tcur, m.spec.target, m.last_table, m.plan.key_columns(), m.shape, m.after)
+    m.counts = MergeCounts(m.counts.inserted, m.counts.updated, m.counts.deleted + deleted.deleted, APPLIED)
+
+
+def _upsert(m: _Member) -> None:
+    if not m.batch.changes:
+        return
+    upserted = upsert_batch(
+        m.tcur,
+        m.spec.target,
+        m.staging,
+        m.last_table,
+        m.copied,
+        m.plan.key_columns(),
+        m.rows,
+        m.shape,
+        m.after > 0,
+    )
+    m.counts = MergeCounts(upserted.inserted, upserted.updated, m.counts.deleted, APPLIED)
+
+
+def _parents_first(members: list[_Member], tcur) -> list[_Member]:
+    by_target = {m.spec.target: m for m in members}
+    return [by_target[spec.target] for spec in parents_first([m.spec for m in members], fk_edges(tcur))]
+
+
+def _verify(m: _Member, bound: int) -> LoadVerification:
+    key = m.plan.key_columns()
+    truncated = m.after > 0
     expected, found, left = verify_batch(
-        run.tcur, run.spec.target, run.staging, last, run.copied, key, truncated, shape
+        m.tcur, m.spec.target, m.staging, m.last_table, m.copied, key, truncated, m.shape
     )
     if expected != found or left:
         raise VerificationError(
-            run.label,
+            m.label,
             "verify_final",
             f"after applying the changes, the target's rows of the keys they touched do not match "
             f"them ({found.rows} rows, checksum {found.checksum_hex}; expected {expected.rows}, "
@@ -287,12 +395,35 @@ def _verify(run: Run, last: str, truncated: bool, bound: int, shape) -> LoadVeri
     return LoadVerification(expected, found, f"{scope}, against the source's rows as of {lsn_text(bound)}")
 
 
-def _advance(source_conn, feed: Feed, positions: Positions | None, spec: TableSpec, mine: int, log) -> None:
+def _result(m: _Member, bound: int) -> SyncResult:
+    return SyncResult(
+        table=m.label,
+        mode=Mode.CDC,
+        rows_copied=m.batch.changes,
+        bytes_copied=m.batch.bytes,
+        **m.counts.fields(),
+        target_rows=m.target_rows,
+        created_target=False,
+        plan=m.plan,
+        verification=m.verification,
+        stage_seconds=dict(m.timer.seconds),
+        removed_orphans=m.orphans,
+        method=APPLIED,
+        cdc_position=lsn_text(bound),
+        cdc_from=lsn_text(m.position.applied_lsn),
+        cdc_transactions=m.batch.transactions,
+    )
+
+
+def _advance(
+    source_conn, feed: Feed, positions: Positions | None, specs: list[TableSpec], mine: int, log
+) -> None:
     """Move the slot to the lowest recorded position of the feed's tables (after this run's
     commit). A failure here loses nothing: the next run reads those changes again."""
     try:
         known = positions() if positions is not None else {}
-        known[spec.target] = max(known.get(spec.target, 0), mine)
+        for spec in specs:
+            known[spec.target] = max(known.get(spec.target, 0), mine)
         floor = min(known.values())
         source_conn.rollback()
         with source_conn.cursor() as scur:

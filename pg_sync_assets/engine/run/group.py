@@ -129,12 +129,18 @@ def parents_first(
 
 
 def sync_group(
-    specs: list[TableSpec], source_conn, target_conn, *, options: SyncOptions | None = None, log=None
+    specs: list[TableSpec],
+    source_conn,
+    target_conn,
+    *,
+    options: SyncOptions | None = None,
+    log=None,
+    snapshot: str | None = None,
 ) -> list[SyncResult]:
     """Sync `specs` as one snapshot group; see the module docstring. The results follow
-    the order of `specs`."""
+    the order of `specs`. With `snapshot` (an exported snapshot), it is the group's."""
     log, options = log or _log, options or SyncOptions()
-    members = _prepare(specs, source_conn, target_conn, log, options)
+    members = _prepare(specs, source_conn, target_conn, log, options, snapshot)
     with ExitStack() as stack:
         for member in sorted(members, key=lambda m: str(m.spec.target)):
             member.staging, member.orphans = stack.enter_context(
@@ -161,9 +167,11 @@ def sync_group(
     return results
 
 
-def _prepare(specs: list[TableSpec], source_conn, target_conn, log, options: SyncOptions) -> list[_Member]:
+def _prepare(
+    specs: list[TableSpec], source_conn, target_conn, log, options: SyncOptions, snapshot: str | None
+) -> list[_Member]:
     """Plan every member in one source snapshot (the transaction stays open)."""
-    open_snapshot(source_conn, target_conn)
+    open_snapshot(source_conn, target_conn, snapshot)
     members = []
     with source_conn.cursor() as scur, target_conn.cursor() as tcur:
         for spec in specs:
@@ -215,11 +223,15 @@ def _source_sums(members: list[_Member], scur) -> list[SourceSums | None]:
     return sums
 
 
-def _write_order(members: list[_Member], tcur) -> list[_Member]:
+def fk_edges(tcur) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """(child, parent) table pairs of the target's foreign keys (partitions count as their root)."""
     tcur.execute(_FK_EDGES)
-    edges = [((a, b), (c, d)) for a, b, c, d in tcur.fetchall()]
+    return [((a, b), (c, d)) for a, b, c, d in tcur.fetchall()]
+
+
+def _write_order(members: list[_Member], tcur) -> list[_Member]:
     by_target = {m.spec.target: m for m in members}
-    return [by_target[spec.target] for spec in parents_first([m.spec for m in members], edges)]
+    return [by_target[spec.target] for spec in parents_first([m.spec for m in members], fk_edges(tcur))]
 
 
 def _apply_all(order: list[_Member]) -> None:
