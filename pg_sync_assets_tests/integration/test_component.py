@@ -242,7 +242,8 @@ def test_a_failed_check_prints_a_repair_that_runs_as_printed_in_the_dg_project(d
     assert failed.returncode != 0 and "dg launch --job shop_reconcile_all" in output, output[-3000:]
     command = "dg launch --assets" + output.split("or `dg launch --assets", 1)[1].split("` (this table)", 1)[0]
     assert "--config-json" in command
-    repaired = subprocess.run(["bash", "-c", command.replace("dg ", f"{DG} ", 1)], cwd=dg_project, env=env,
+    on_path = {**env, "PATH": f"{Path(DG).parent}{os.pathsep}{env.get('PATH', '')}"}  # `dg`, as a user has it
+    repaired = subprocess.run(["bash", "-c", command], cwd=dg_project, env=on_path,
                               capture_output=True, text=True, timeout=300)
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert execute(dbs.target, "SELECT total::text FROM shop.orders WHERE id = 7") == [("1.75",)]
