@@ -153,7 +153,7 @@ def test_component_instances_sync_in_one_code_location(dg_project, dbs, monkeypa
         AssetKey(["billing", "invoices"])] == "warehouse"
 
 
-SHOP_TWICE = """
+SHOP_HEADER = """
 type: pg_sync_assets.TableSyncComponent
 
 requirements:
@@ -169,7 +169,8 @@ attributes:
     source_connection: shop
     target_connection: warehouse
   tables:
-    - source: public.orders
+"""
+SHOP_TWICE = SHOP_HEADER + """    - source: public.orders
       target: %s.orders
 """
 
@@ -249,23 +250,7 @@ def test_a_failed_check_prints_a_repair_that_runs_as_printed_in_the_dg_project(d
     assert execute(dbs.target, "SELECT total::text FROM shop.orders WHERE id = 7") == [("1.75",)]
 
 
-PATTERN = """
-type: pg_sync_assets.TableSyncComponent
-
-requirements:
-  env: [SHOP_DATABASE_URL, WAREHOUSE_DATABASE_URL]
-
-attributes:
-  connections:
-    shop:
-      url: "{{ env.SHOP_DATABASE_URL }}"
-    warehouse:
-      url: "{{ env.WAREHOUSE_DATABASE_URL }}"
-  defaults:
-    source_connection: shop
-    target_connection: warehouse
-  tables:
-    - source: public.*
+PATTERN = SHOP_HEADER + """    - source: public.*
       target: copies.*
       exclude: [public.invoices]
   defs_state:
