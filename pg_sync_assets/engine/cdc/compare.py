@@ -50,6 +50,14 @@ def compare_cdc_table(spec: TableSpec, source_conn, target_conn, feed: Feed) -> 
                     f"`{spec.target}` holds no position of slot `{feed.slot}`: materialize it first",
                 )
             upto = _flushed_past(scur, insert_text)
+            if upto is None:
+                return TableComparison(
+                    source_checksum(scur, spec, columns),
+                    None,
+                    names,
+                    "the source did not flush its WAL up to the snapshot within 10 s (the changes in "
+                    "flight cannot all be read yet); check again",
+                )
             keys, truncated = _keys_in_flight(scur, spec, plan.key, feed, position.applied_lsn, upto)
             if truncated or len(keys) > MAX_IN_FLIGHT_KEYS:
                 return TableComparison(
@@ -79,16 +87,19 @@ def compare_cdc_table(spec: TableSpec, source_conn, target_conn, feed: Feed) -> 
         target_conn.rollback()
 
 
-def _flushed_past(scur, insert_text: str, timeout: float = 10.0) -> int:
+def _flushed_past(scur, insert_text: str, timeout: float = 10.0) -> int | None:
     """Wait (briefly) until the WAL up to the snapshot's position is flushed: decoding reads
-    only flushed WAL, and a transaction the snapshot sees may not be flushed yet."""
+    only flushed WAL, and a transaction the snapshot sees may not be flushed yet. The
+    position, or None when it was not flushed in time."""
     target = lsn_int(insert_text)
     deadline = time.monotonic() + timeout
     while True:
         scur.execute("SELECT pg_current_wal_flush_lsn()::text")
         flushed = lsn_int(scur.fetchone()[0])
-        if flushed >= target or time.monotonic() > deadline:
-            return min(flushed, target)
+        if flushed >= target:
+            return target
+        if time.monotonic() > deadline:
+            return None
         time.sleep(0.05)
 
 
