@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from pg_sync_assets.engine.cdc.apply import Batch, ChangeStream, SchemaChanged
+from pg_sync_assets.engine.cdc.stream import Batch, ChangeStream, SchemaChanged
 from pg_sync_assets.engine.cdc.pgoutput import (
     UNCHANGED,
     Begin,

@@ -16,16 +16,13 @@ from decimal import Decimal
 
 from psycopg2 import sql
 
-from ..errors import ConfigError
 from ..load.copy import source_copy_statement, staging_copy_statement, stream_copy
 from ..load.merge import DIFFERENTIAL, MergeCounts, delete_keys, delete_rows, merge_from_staging
 from ..load.staging import STAGING_SCHEMA
-from ..load.triggers import DISABLE, disable_user_triggers
 from ..plan.plan import TablePlan
 from ..plan.spec import Mode, TableSpec
-from ..plan.target import TargetShape, read_target_shape, require_writable_target
-from ..run.context import final_transaction, require_read_only_source
-from ..run.locks import lock_final_table
+from ..plan.target import TargetShape
+from ..run.context import final_transaction, open_for_changes, require_read_only_source
 from ..sql import key_in, pin_text_settings
 from ..verify.delta_verify import delta_checksum
 from ..verify.guard import LoadVerification, require_final_equal
@@ -64,17 +61,10 @@ def _keys_to_copy(diff: Difference, target_conn, width: int) -> Iterator[list[li
 def upsert_differing_rows(run, rows: int) -> tuple[MergeCounts, TargetShape]:
     """In the open final transaction: upsert the staged rows; (counts, the table's shape)."""
     spec, plan, copied, staging, tcur = run.spec, run.plan, run.copied, run.staging, run.tcur
-    tcur.execute("SELECT set_config('work_mem', %s, true)", (run.options.merge_work_mem,))
     pin_text_settings(tcur)  # key texts must render as localize saw them
-    shape = read_target_shape(tcur, spec.target)
-    if shape is None:
-        raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
-    require_writable_target(spec.target, shape, spec.mode, plan.key)
     if rows:  # the planner's row estimate decides between index lookups and a scan
         tcur.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(STAGING_SCHEMA, staging)))
-    lock_final_table(tcur, spec, "ROW EXCLUSIVE")
-    if spec.target_triggers == DISABLE:
-        disable_user_triggers(tcur, spec.target)
+    shape = open_for_changes(tcur, spec, plan.key, run.options.merge_work_mem)
     counts = (
         merge_from_staging(tcur, spec.target, staging, copied, plan.key_columns(), rows, shape)
         if rows

@@ -11,10 +11,10 @@ copy and the differential path.
   snapshot for their first copy (the group's copy, one transaction), and one bound for
   every later run, whose changes are all applied in one target transaction (upserts
   parents first, deletes children first), so the target holds one moment of the source.
-- **Every later run** takes the source's current WAL position as its bound, streams the
+- **Every later run** takes the source's flushed WAL position as its bound, streams the
   changes of transactions that committed after the recorded position and before the
-  bound (`cdc/apply.py`), applies and verifies them, and records the bound, all in one
-  target transaction. Only after that commit is the slot advanced, to the lowest
+  bound (`cdc/stream.py`), applies and verifies them (`cdc/toast.py`, `cdc/apply.py`),
+  and records the bound, all in one target transaction. Only after that commit is the slot advanced, to the lowest
   position any member table has recorded: a run after a crash between the two reads the
   same changes again and skips those at or before its recorded position.
 """
@@ -27,18 +27,11 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 
 from ..cdc.apply import (
-    Batch,
-    ChangeStream,
-    SchemaChanged,
     build_last,
-    create_changes_table,
     delete_batch,
     empty_table,
     fill_staging,
     last_truncate,
-    require_plain_columns,
-    resolve_unchanged,
-    stage_changes,
     upsert_batch,
     verify_batch,
 )
@@ -56,24 +49,32 @@ from ..cdc.feed import (
 from ..cdc.identity import relation_columns, source_identity
 from ..cdc.pgoutput import lsn_text
 from ..cdc.state import ensure_state_table, read_position, write_position
+from ..cdc.stream import (
+    Batch,
+    ChangeStream,
+    SchemaChanged,
+    create_changes_table,
+    require_plain_columns,
+    stage_changes,
+)
+from ..cdc.toast import resolve_unchanged
 from ..connect import sibling_session
 from ..errors import ConfigError
 from ..load.merge import MergeCounts
-from ..load.triggers import DISABLE, disable_user_triggers
 from ..plan.spec import Mode, TableSpec
-from ..plan.target import read_target_shape, require_writable_target
+from ..plan.target import read_target_shape
 from ..verify.guard import LoadVerification, VerificationError
 from .context import (
     Run,
     SyncOptions,
     end_run_transactions,
     final_transaction,
+    open_for_changes,
     prepare,
     rollback_quietly,
     staged_run,
 )
-from .group import fk_edges, parents_first, sync_group
-from .locks import lock_final_table
+from .group import sync_group, write_order
 from .stages import StageTimer
 from .sync import SyncResult, sync_table
 
@@ -291,7 +292,7 @@ def _stage(m: _Member, feed: Feed, bound: int, source_conn, target_conn) -> None
 def _write(members: list[_Member], bound: int, feed: Feed, tcur) -> None:
     """The final transaction: every member's changes applied (upserts parents first,
     deletes children first), verified and its bound recorded; committed."""
-    order = _parents_first(members, tcur) if len(members) > 1 else members
+    order = write_order(members, tcur) if len(members) > 1 else members
     labels = ", ".join(m.label for m in members)
     with final_transaction(members[0].scur, tcur, labels) as final:
         for m in order:
@@ -321,14 +322,7 @@ def _prepare_write(m: _Member) -> None:
     """In the final transaction: the table's lock and shape, its changes resolved and
     reduced to one final state per key (`last`), the present rows staged."""
     spec, tcur, key = m.spec, m.tcur, m.plan.key_columns()
-    tcur.execute("SELECT set_config('work_mem', %s, true)", (m.options.merge_work_mem,))
-    m.shape = read_target_shape(tcur, spec.target)
-    if m.shape is None:
-        raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
-    require_writable_target(spec.target, m.shape, spec.mode, m.plan.key)
-    lock_final_table(tcur, spec, "ROW EXCLUSIVE")
-    if spec.target_triggers == DISABLE:
-        disable_user_triggers(tcur, spec.target)
+    m.shape = open_for_changes(tcur, spec, m.plan.key, m.options.merge_work_mem)
     if not m.batch.changes:
         return
     m.after = last_truncate(tcur, m.changes_table)
@@ -364,11 +358,6 @@ def _upsert(m: _Member) -> None:
         m.after > 0,
     )
     m.counts = MergeCounts(upserted.inserted, upserted.updated, m.counts.deleted, APPLIED)
-
-
-def _parents_first(members: list[_Member], tcur) -> list[_Member]:
-    by_target = {m.spec.target: m for m in members}
-    return [by_target[spec.target] for spec in parents_first([m.spec for m in members], fk_edges(tcur))]
 
 
 def _verify(m: _Member, bound: int) -> LoadVerification:

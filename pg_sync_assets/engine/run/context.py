@@ -25,15 +25,15 @@ from ..load.staging import (
     ensure_staging_schema,
     new_staging_name,
 )
-from ..load.triggers import forget_disabled, restore_triggers
+from ..load.triggers import DISABLE, disable_user_triggers, forget_disabled, restore_triggers
 from ..plan.evolve import SchemaChange, plan_schema_changes
 from ..plan.introspect import Column, table_columns
 from ..plan.plan import TablePlan, plan_table
 from ..plan.side_effects import require_side_effect_free
 from ..plan.spec import TableSpec
-from ..plan.target import read_target_shape, require_writable_target
+from ..plan.target import TargetShape, read_target_shape, require_writable_target
 from ..verify.record import ensure_record_table
-from .locks import acquire_table_lock, release_table_lock
+from .locks import acquire_table_lock, lock_final_table, release_table_lock
 from .stages import COMMIT_UNKNOWN, UNCHANGED, StageTimer
 
 
@@ -159,6 +159,21 @@ def staged_run(
                 _drop_staging_quietly(target_conn, staging, label, log)
         finally:
             _release_quietly(target_conn, spec, log)
+
+
+def open_for_changes(cur, spec: TableSpec, key: tuple[str, ...], work_mem: str) -> TargetShape:
+    """In the final transaction, before rows are changed in an existing final table (the
+    differential writes, a cdc batch): its shape, checked writable, locked for the
+    writes, with its triggers off where the entry says so."""
+    cur.execute("SELECT set_config('work_mem', %s, true)", (work_mem,))
+    shape = read_target_shape(cur, spec.target)
+    if shape is None:
+        raise ConfigError(f"`{spec.target}` was dropped during the run; run it again")
+    require_writable_target(spec.target, shape, spec.mode, key)
+    lock_final_table(cur, spec, "ROW EXCLUSIVE")
+    if spec.target_triggers == DISABLE:
+        disable_user_triggers(cur, spec.target)
+    return shape
 
 
 def rollback_quietly(conn) -> None:

@@ -157,7 +157,7 @@ def sync_group(
                 # The source's checksums, on its server, while the target writes.
                 labels = ", ".join(str(m.spec.target) for m in members)
                 with on_source_meanwhile(scur, _source_sums, members, scur) as source_sums:
-                    order = _write_order(members, tcur)
+                    order = write_order(members, tcur)
                     with final_transaction(scur, tcur, labels) as final:
                         _apply_all(order)
                         results = _verify_all(members, source_sums)
@@ -229,7 +229,8 @@ def fk_edges(tcur) -> list[tuple[tuple[str, str], tuple[str, str]]]:
     return [((a, b), (c, d)) for a, b, c, d in tcur.fetchall()]
 
 
-def _write_order(members: list[_Member], tcur) -> list[_Member]:
+def write_order(members: list, tcur) -> list:
+    """Runs (anything with a `spec`) ordered parents first by the target's foreign keys."""
     by_target = {m.spec.target: m for m in members}
     return [by_target[spec.target] for spec in parents_first([m.spec for m in members], fk_edges(tcur))]
 
