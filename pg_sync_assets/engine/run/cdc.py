@@ -14,9 +14,10 @@ copy and the differential path.
 - **Every later run** takes the source's flushed WAL position as its bound, streams the
   changes of transactions that committed after the recorded position and before the
   bound (`cdc/stream.py`), applies and verifies them (`cdc/toast.py`, `cdc/apply.py`),
-  and records the bound, all in one target transaction. Only after that commit is the slot advanced, to the lowest
-  position any member table has recorded: a run after a crash between the two reads the
-  same changes again and skips those at or before its recorded position.
+  and records the bound, all in one target transaction. Only after that commit is the
+  slot advanced, to the lowest position any member table has recorded: a run after a
+  crash between the two reads the same changes again and skips those at or before its
+  recorded position.
 """
 
 from __future__ import annotations
