@@ -10,7 +10,7 @@ import pytest
 from psycopg2 import sql
 
 from pg_sync_assets.engine import Mode, TableRef, TableSpec, VerificationError
-from pg_sync_assets.engine.compare import localize as localize_module
+from pg_sync_assets.engine.compare import key_table
 from pg_sync_assets.engine.load.merge import DIFFERENTIAL
 from pg_sync_assets_tests.integration.test_types_and_names import TAMPER, ZOO, ZOO_DDL
 from pg_sync_assets_tests.support import run_sync, staging_tables, table_text
@@ -119,8 +119,8 @@ def test_keys_copy_escapes_are_named_exactly(dbs, monkeypatch, batch):
     of the target (written and read back in batches): every escaped key must come back as
     itself, whatever the batches."""
     if batch is not None:
-        monkeypatch.setattr(localize_module.KeyTable, "BATCH", batch)
-        monkeypatch.setattr(localize_module, "KEY_BATCH", batch)
+        monkeypatch.setattr(key_table.KeyTable, "BATCH", batch)
+        monkeypatch.setattr(key_table, "KEY_BATCH", batch)
     dbs.src('CREATE TABLE awkward (k text, n int, v text, PRIMARY KEY (k, n))')
     with psycopg2.connect(dbs.source) as conn, conn.cursor() as cur:
         for i, key in enumerate(AWKWARD_KEYS):

@@ -29,7 +29,8 @@ from ..verify.guard import LoadVerification, require_final_equal
 from ..verify.record import forget_buckets, recordable, take_horizon, write_record
 from ..verify.verify import ScopeChecksum, target_checksum
 from .differential import FROM_CHANGES, deletes_extra_rows, expected_sums, stats, target_side
-from .localize import Difference, keys_condition, listed_keys
+from .key_table import keys_condition, listed_keys
+from .localize import Difference
 
 
 def copy_differing_rows(run, diff: Difference) -> tuple[int, int]:

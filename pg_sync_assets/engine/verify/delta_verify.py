@@ -24,7 +24,8 @@ from decimal import Decimal
 
 from psycopg2 import sql
 
-from ..compare.localize import Difference, keys_condition
+from ..compare.key_table import keys_condition
+from ..compare.localize import Difference
 from ..plan.plan import TablePlan
 from ..sql import key_in
 from .record import written_since
