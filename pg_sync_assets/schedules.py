@@ -36,11 +36,12 @@ from dagster import (
     op,
 )
 
-from .assets import SyncRunConfig, result_metadata, retry_policy
+from .assets import SyncRunConfig, retry_policy
 from .cdc_assets import cdc_jobs
 from .definition_names import Names, asset_op
 from .engine import reconcile_table
 from .keys import resources_of, table_asset_key
+from .metadata import result_metadata
 from .project import Project, ScheduleSettings, TableEntry
 
 RECONCILE_CRON = "0 3 * * *"
