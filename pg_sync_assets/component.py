@@ -95,10 +95,10 @@ class TableSyncComponent(dg.StateBackedComponent, dg.Model, dg.Resolvable):
     def _document(self, name: str | None) -> dict:
         return {
             "name": name,
-            "tables": [_plain(t) for t in self.tables],
+            "tables": self.tables,  # each attribute resolved to plain data (`component_models.plain`)
             **({"connections": self.connections} if self.connections else {}),
-            **({"defaults": _plain(self.defaults)} if self.defaults is not None else {}),
-            **({"schedules": _plain(self.schedules)} if self.schedules is not None else {}),
+            **({"defaults": self.defaults} if self.defaults is not None else {}),
+            **({"schedules": self.schedules} if self.schedules is not None else {}),
         }
 
     def write_state_to_path(self, state_path: Path) -> None:
@@ -151,14 +151,3 @@ def _first_claim(context: dg.ComponentLoadContext):
         return claims.setdefault(key, me) == me
 
     return owns
-
-
-def _plain(value) -> dict:
-    """An attribute as the table list parser reads it: the keys that were given."""
-    if hasattr(value, "model_dump"):
-        return value.model_dump(exclude_none=True)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value

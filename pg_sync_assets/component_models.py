@@ -178,7 +178,7 @@ def resolve_connections(context: dg.ResolutionContext, raw: Any) -> Any:
     """The `connections` attribute, its templates kept as environment references."""
     if raw is None:
         return None
-    return {name: _env_refs(value, f"connections.{name}") for name, value in _dumped(raw).items()}
+    return {name: _env_refs(value, f"connections.{name}") for name, value in plain(raw).items()}
 
 
 Connections = Annotated[
@@ -187,19 +187,20 @@ Connections = Annotated[
 ]
 
 
-def _dumped(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """An attribute as the table list parser reads it: models dumped, only the keys given."""
     if hasattr(value, "model_dump"):
         return value.model_dump(exclude_none=True)
     if isinstance(value, list):
-        return [_dumped(v) for v in value]
+        return [plain(v) for v in value]
     if isinstance(value, dict):
-        return {k: _dumped(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items() if v is not None}
     return value
 
 
 def _given(context: dg.ResolutionContext, raw: Any) -> Any:
     """A typed attribute's value with its templates rendered (`{{ env.X }}` and others)."""
-    return context.resolve_value(_dumped(raw))
+    return context.resolve_value(plain(raw))
 
 
 class Attributes(dg.Model):
