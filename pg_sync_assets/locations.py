@@ -8,6 +8,7 @@ import os
 from collections.abc import Mapping
 from urllib.parse import quote
 
+import psycopg2
 from psycopg2.extensions import parse_dsn
 
 from .connections import Connection
@@ -35,7 +36,7 @@ def connection_location(connection: Connection, environ: Mapping[str, str] = os.
     the environment now) tell them; else None."""
     try:
         parts = parse_dsn(connection.dsn(environ))
-    except (PgSyncError, Exception):  # noqa: BLE001 - unknown now is not an error here
+    except (PgSyncError, psycopg2.Error):  # a variable unset at load, a string libpq refuses
         return None
     if not parts.get("dbname"):
         return None
